@@ -1,0 +1,1 @@
+//! Extended page tables: the guest-physical to host-physical translation.

@@ -1,0 +1,19 @@
+//! The x86_64 layer of ponte: the only code that executes privileged or
+//! virtualization instructions.
+//!
+//! - [`vmx`]: VT-x bring-up, the typed VMCS, controls, VM entry and exit.
+//! - [`ept`]: extended page tables.
+//!
+//! Everything that can be computed without executing a privileged
+//! instruction (capability decoding, control reconciliation, VMCS setup over
+//! an in-memory VMCS, EPT tables in ordinary memory) builds and is tested on
+//! the host; the instructions themselves sit behind small `unsafe` functions
+//! with a `SAFETY:` comment each.
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod ept;
+pub mod vmx;

@@ -1,0 +1,1 @@
+//! VT-x: capabilities, the typed VMCS, controls, VM entry and VM exits.

@@ -1,0 +1,2 @@
+//! VHD disk images.
+#![no_std]
