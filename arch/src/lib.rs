@@ -1,6 +1,8 @@
 //! The x86_64 layer of ponte: the only code that executes privileged or
 //! virtualization instructions.
 //!
+//! - [`boot`]: the image runtime: entry, console, CPU tables, boot information, run results.
+//! - [`cpu`]: identification of the processor and its VMX capability MSRs.
 //! - [`vmx`]: VT-x bring-up, the typed VMCS, controls, VM entry and exit.
 //! - [`ept`]: extended page tables.
 //!
@@ -15,5 +17,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod boot;
+pub mod cpu;
 pub mod ept;
 pub mod vmx;

@@ -1,0 +1,279 @@
+//! The runtime every ponte image starts in.
+//!
+//! A Multiboot2 loader (GRUB) enters the image in 32-bit protected mode;
+//! [`start`](self) reaches long mode on an identity map of the first 4 GiB,
+//! then this module sets up the console ([`Console`], also the `log`
+//! backend), the GDT with a TSS and the exception IDT, collects the loader's
+//! memory map, command line and modules into a [`BootInfo`] and calls the
+//! image's `main`, named with [`entry!`](crate::entry).
+//!
+//! A run ends with [`finish`]: a `PONTE-RESULT: PASS|FAIL <reason>` line on
+//! the console, then the exit conventions of both emulators (QEMU's
+//! isa-debug-exit at port 0xf4, Bochs' "Shutdown" string at port 0x8900).
+//! Panics and unexpected exceptions end the run as failed.
+
+mod console;
+#[cfg(target_os = "none")]
+mod cpu_tables;
+#[cfg(target_os = "none")]
+mod start;
+
+use core::{fmt, ops::Range};
+
+pub use console::{init_logger, Console};
+use heapless::Vec;
+
+/// How many memory-map entries [`BootInfo`] keeps.
+pub const MAX_MEMORY_REGIONS: usize = 64;
+/// How many boot modules [`BootInfo`] keeps.
+pub const MAX_MODULES: usize = 16;
+/// The first physical address the image may use freely; below it lie the
+/// real-mode IVT, BIOS data, option ROMs and the BIOS itself.
+pub const LOW_MEMORY_END: u64 = 0x10_0000;
+
+/// What a range of the firmware's memory map holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryKind {
+    /// RAM free for the image to use.
+    Usable,
+    /// ACPI tables, reclaimable once read.
+    AcpiReclaimable,
+    /// ACPI non-volatile storage.
+    AcpiNvs,
+    /// Faulty RAM.
+    Defective,
+    /// Anything else: firmware, MMIO, unknown types.
+    Reserved,
+}
+
+/// One range of the firmware's memory map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// Physical addresses covered (end exclusive).
+    pub range: Range<u64>,
+    /// What the range holds.
+    pub kind: MemoryKind,
+}
+
+/// A file the loader placed in memory next to the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootModule {
+    /// Physical addresses of its bytes (end exclusive).
+    pub range: Range<u64>,
+    /// The module's command line as given to the loader (by convention its
+    /// name followed by arguments).
+    pub name: &'static str,
+}
+
+/// What the image learns from its loader.
+#[derive(Clone, Debug, Default)]
+pub struct BootInfo {
+    /// The firmware memory map, at most [`MAX_MEMORY_REGIONS`] entries.
+    pub memory_map: Vec<MemoryRegion, MAX_MEMORY_REGIONS>,
+    /// Boot modules, at most [`MAX_MODULES`].
+    pub modules: Vec<BootModule, MAX_MODULES>,
+    /// The image's command line.
+    pub command_line: &'static str,
+    /// Physical addresses of the image itself (end exclusive).
+    pub image: Range<u64>,
+    /// Physical addresses of the loader's information block (end exclusive).
+    pub loader_info: Range<u64>,
+}
+
+impl BootInfo {
+    /// The usable RAM ranges of the memory map.
+    pub fn usable_memory(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.memory_map
+            .iter()
+            .filter(|r| r.kind == MemoryKind::Usable)
+            .map(|r| r.range.clone())
+    }
+
+    /// Ranges that no allocator may hand out: low memory (firmware), the
+    /// image, the loader's information block and every module.
+    pub fn reserved_ranges(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        [
+            0..LOW_MEMORY_END,
+            self.image.clone(),
+            self.loader_info.clone(),
+        ]
+        .into_iter()
+        .chain(self.modules.iter().map(|m| m.range.clone()))
+    }
+
+    /// The first module whose name (first word of its command line) is `name`.
+    pub fn module(&self, name: &str) -> Option<&BootModule> {
+        self.modules
+            .iter()
+            .find(|m| m.name.split_whitespace().next() == Some(name))
+    }
+
+    /// Whether the image's command line contains the word `word`.
+    pub fn has_argument(&self, word: &str) -> bool {
+        self.command_line.split_whitespace().any(|w| w == word)
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything the image checked held.
+    Pass,
+    /// Something the image checked did not hold, or it crashed.
+    Fail,
+}
+
+impl Outcome {
+    /// The word the runner looks for.
+    pub const fn word(self) -> &'static str {
+        match self {
+            Self::Pass => "PASS",
+            Self::Fail => "FAIL",
+        }
+    }
+
+    /// The value written to QEMU's isa-debug-exit port; QEMU then exits with
+    /// status `(value << 1) | 1`: 33 for a pass, 35 for a failure.
+    pub const fn debug_exit_value(self) -> u8 {
+        match self {
+            Self::Pass => 0x10,
+            Self::Fail => 0x11,
+        }
+    }
+}
+
+/// The marker that starts the result line on the console.
+pub const RESULT_MARKER: &str = "PONTE-RESULT:";
+const QEMU_DEBUG_EXIT_PORT: u16 = 0xF4;
+const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
+
+/// Ends the run: prints `PONTE-RESULT: PASS|FAIL <reason>` and stops the
+/// emulator (QEMU through isa-debug-exit, Bochs through port 0x8900). On a
+/// machine with neither, the CPU halts with interrupts off.
+pub fn finish(outcome: Outcome, reason: fmt::Arguments<'_>) -> ! {
+    crate::println!("{RESULT_MARKER} {} {reason}", outcome.word());
+    Console::drain();
+    // SAFETY: both ports are the emulators' exit devices, owned by the image;
+    // on hardware without them the writes go nowhere. Halting with
+    // interrupts off is the intended end of the run.
+    unsafe {
+        x86::io::outb(QEMU_DEBUG_EXIT_PORT, outcome.debug_exit_value());
+        for byte in b"Shutdown" {
+            x86::io::outb(BOCHS_SHUTDOWN_PORT, *byte);
+        }
+        loop {
+            core::arch::asm!("cli", "hlt", options(nomem, nostack));
+        }
+    }
+}
+
+/// Names the image's `main`, a `fn(BootInfo) -> !` called once boot is done.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        fn ponte_main(boot: $crate::boot::BootInfo) -> ! {
+            let main: fn($crate::boot::BootInfo) -> ! = $main;
+            main(boot)
+        }
+    };
+}
+
+#[cfg(target_os = "none")]
+mod runtime {
+    use super::*;
+
+    const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
+
+    extern "Rust" {
+        fn ponte_main(boot: BootInfo) -> !;
+    }
+
+    extern "C" {
+        static __image_start: u8;
+        static __image_end: u8;
+    }
+
+    #[no_mangle]
+    extern "C" fn ponte_boot_entry64(magic: u32, info: u32) -> ! {
+        Console::init();
+        init_logger(log::LevelFilter::Info);
+        cpu_tables::init();
+        if magic != MULTIBOOT2_MAGIC {
+            finish(
+                Outcome::Fail,
+                format_args!("loader magic {magic:#x} is not Multiboot2"),
+            );
+        }
+        let boot = read_multiboot2(info);
+        // SAFETY: `ponte_main` is defined by the image through `entry!` with
+        // exactly this signature.
+        unsafe { ponte_main(boot) }
+    }
+
+    fn read_multiboot2(info: u32) -> BootInfo {
+        use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
+
+        // SAFETY: the loader passed `info` in EBX with the Multiboot2 magic;
+        // it points at a boot information block in identity-mapped low memory
+        // that nothing overwrites (it is a reserved range from here on).
+        static mut LOADER_INFO: Option<BootInformation<'static>> = None;
+        let mbi =
+            match unsafe { BootInformation::load(info as usize as *const BootInformationHeader) } {
+                Ok(mbi) => mbi,
+                Err(e) => finish(
+                    Outcome::Fail,
+                    format_args!("bad Multiboot2 information: {e:?}"),
+                ),
+            };
+        // SAFETY: runs once, before `main`, on the only CPU; the block it
+        // describes stays in place for the whole run, so the strings borrowed
+        // from it are 'static.
+        let mbi: &'static BootInformation<'static> = unsafe {
+            let slot = &mut *(&raw mut LOADER_INFO);
+            slot.insert(mbi)
+        };
+        let mut boot = BootInfo {
+            image: (&raw const __image_start) as u64..(&raw const __image_end) as u64,
+            loader_info: mbi.start_address() as u64..mbi.end_address() as u64,
+            ..BootInfo::default()
+        };
+        if let Some(line) = mbi.command_line_tag().and_then(|t| t.cmdline().ok()) {
+            boot.command_line = line;
+        }
+        if let Some(map) = mbi.memory_map_tag() {
+            for area in map.memory_areas() {
+                let kind = match area.typ() {
+                    MemoryAreaType::Available => MemoryKind::Usable,
+                    MemoryAreaType::AcpiAvailable => MemoryKind::AcpiReclaimable,
+                    MemoryAreaType::ReservedHibernate => MemoryKind::AcpiNvs,
+                    MemoryAreaType::Defective => MemoryKind::Defective,
+                    _ => MemoryKind::Reserved,
+                };
+                let start = area.start_address();
+                let region = MemoryRegion {
+                    range: start..start.saturating_add(area.size()),
+                    kind,
+                };
+                if boot.memory_map.push(region).is_err() {
+                    log::warn!("memory map has more than {MAX_MEMORY_REGIONS} entries; the rest is ignored");
+                    break;
+                }
+            }
+        }
+        for module in mbi.module_tags() {
+            let name = module.cmdline().unwrap_or("");
+            let range = u64::from(module.start_address())..u64::from(module.end_address());
+            if boot.modules.push(BootModule { range, name }).is_err() {
+                log::warn!("more than {MAX_MODULES} boot modules; the rest is ignored");
+                break;
+            }
+        }
+        boot
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        finish(Outcome::Fail, format_args!("panic: {info}"))
+    }
+}
