@@ -230,8 +230,8 @@ mod runtime {
         // describes stays in place for the whole run, so the strings borrowed
         // from it are 'static.
         let mbi: &'static BootInformation<'static> = unsafe {
-            let slot = &mut *(&raw mut LOADER_INFO);
-            slot.insert(mbi)
+            let slot = &raw mut LOADER_INFO;
+            (*slot).insert(mbi)
         };
         let mut boot = BootInfo {
             image: (&raw const __image_start) as u64..(&raw const __image_end) as u64,
@@ -274,6 +274,12 @@ mod runtime {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        finish(Outcome::Fail, format_args!("panic: {info}"))
+        match info.location() {
+            Some(at) => finish(
+                Outcome::Fail,
+                format_args!("panic at {at}: {}", info.message()),
+            ),
+            None => finish(Outcome::Fail, format_args!("panic: {}", info.message())),
+        }
     }
 }

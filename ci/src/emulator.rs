@@ -1,0 +1,325 @@
+//! Booting an ISO in Bochs or QEMU and reading the image's result.
+//!
+//! The image reports its result itself (`PONTE-RESULT: PASS|FAIL <reason>` on
+//! COM1); the runner only reads it. No result line, a hang past the timeout,
+//! or an emulator that disagrees with the line (QEMU's exit status) is a
+//! failure.
+
+use std::{
+    fmt, fs,
+    io::{Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The marker the image prints before its result (see ponte-arch's `boot`).
+pub const RESULT_MARKER: &str = "PONTE-RESULT:";
+
+/// Which emulator boots the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emulator {
+    /// Bochs: VT-x with EPT, speed about 50 M instructions/s.
+    Bochs,
+    /// QEMU with TCG: no VT-x, fast.
+    Qemu,
+}
+
+impl Emulator {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bochs => "bochs",
+            Self::Qemu => "qemu",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "bochs" => Ok(Self::Bochs),
+            "qemu" => Ok(Self::Qemu),
+            other => Err(format!("unknown emulator {other:?} (bochs or qemu)")),
+        }
+    }
+}
+
+/// The emulated machine.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    /// Emulator to use.
+    pub emulator: Emulator,
+    /// Bochs CPU model (`cpu: model=`); ignored by QEMU.
+    pub cpu: String,
+    /// RAM in MiB.
+    pub memory_mib: u32,
+    /// How long the run may take before it counts as hung.
+    pub timeout: Duration,
+}
+
+/// The image's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The image printed PASS.
+    Pass,
+    /// The image printed FAIL.
+    Fail,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The verdict and reason printed by the image, if it printed one.
+    pub result: Option<(Verdict, String)>,
+    /// Whether the run was stopped by the timeout.
+    pub timed_out: bool,
+    /// A disagreement between the emulator and the result line, if any.
+    pub inconsistency: Option<String>,
+    /// Wall-clock duration.
+    pub elapsed: Duration,
+    /// Everything the image wrote to COM1.
+    pub console: String,
+}
+
+impl RunReport {
+    /// The verdict that counts: the image's, unless the run hung or the
+    /// emulator contradicted it.
+    pub fn verdict(&self) -> Verdict {
+        match (&self.result, self.timed_out, &self.inconsistency) {
+            (Some((v, _)), false, None) => *v,
+            _ => Verdict::Fail,
+        }
+    }
+
+    /// A one-line explanation of the verdict.
+    pub fn summary(&self) -> String {
+        if self.timed_out {
+            return format!("no result within {} s", self.elapsed.as_secs());
+        }
+        if let Some(why) = &self.inconsistency {
+            return why.clone();
+        }
+        match &self.result {
+            Some((_, reason)) => reason.clone(),
+            None => "the image printed no result".into(),
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pass => "PASS",
+            Self::Fail => "FAIL",
+        })
+    }
+}
+
+/// Finds the image's result line in its console output.
+pub fn parse_result(console: &str) -> Option<(Verdict, String)> {
+    console.lines().find_map(|line| {
+        let rest = line
+            .trim_end_matches('\r')
+            .split_once(RESULT_MARKER)?
+            .1
+            .trim_start();
+        let (word, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let verdict = match word {
+            "PASS" => Verdict::Pass,
+            "FAIL" => Verdict::Fail,
+            _ => return None,
+        };
+        Some((verdict, reason.trim().to_string()))
+    })
+}
+
+/// Boots `iso` on `machine`, keeping logs in `dir`. With `stream`, the
+/// image's console is copied to standard output as it arrives.
+pub fn boot(machine: &Machine, iso: &Path, dir: &Path, stream: bool) -> Result<RunReport, String> {
+    let serial = dir.join("serial.txt");
+    let _ = fs::remove_file(&serial);
+    fs::write(&serial, b"").map_err(|e| e.to_string())?;
+    let emulator_log = fs::File::create(dir.join("emulator.out")).map_err(|e| e.to_string())?;
+    let mut command = match machine.emulator {
+        Emulator::Bochs => bochs_command(machine, iso, dir, &serial)?,
+        Emulator::Qemu => qemu_command(machine, iso, &serial),
+    };
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(emulator_log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(emulator_log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", machine.emulator.name()))?;
+    let mut console = Vec::new();
+    let mut timed_out = false;
+    let status = loop {
+        follow(&serial, &mut console, stream);
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(status);
+        }
+        if started.elapsed() > machine.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            timed_out = true;
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    follow(&serial, &mut console, stream);
+    let console = String::from_utf8_lossy(&console).into_owned();
+    let result = parse_result(&console);
+    let inconsistency = match (machine.emulator, status, &result) {
+        (Emulator::Qemu, Some(status), Some((verdict, _))) => {
+            let expected = match verdict {
+                Verdict::Pass => 33,
+                Verdict::Fail => 35,
+            };
+            (status.code() != Some(expected)).then(|| {
+                format!("image said {verdict} but QEMU exited with {status}, not {expected}")
+            })
+        }
+        _ => None,
+    };
+    Ok(RunReport {
+        result,
+        timed_out,
+        inconsistency,
+        elapsed: started.elapsed(),
+        console,
+    })
+}
+
+/// Appends what `path` gained since `sink` was last filled.
+fn follow(path: &Path, sink: &mut Vec<u8>, stream: bool) {
+    let Ok(mut file) = fs::File::open(path) else {
+        return;
+    };
+    if file.seek(SeekFrom::Start(sink.len() as u64)).is_err() {
+        return;
+    }
+    let start = sink.len();
+    let _ = file.read_to_end(sink);
+    if stream && sink.len() > start {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&sink[start..]);
+        let _ = out.flush();
+    }
+}
+
+fn bochs_command(
+    machine: &Machine,
+    iso: &Path,
+    dir: &Path,
+    serial: &Path,
+) -> Result<Command, String> {
+    let config = format!(
+        "megs: {memory}\n\
+         romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+         vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
+         cpu: model={cpu}, count=1, ips=50000000, reset_on_triple_fault=0\n\
+         ata0-master: type=cdrom, path={iso}, status=inserted\n\
+         boot: cdrom\n\
+         display_library: rfb, options=\"timeout=0\"\n\
+         com1: enabled=1, mode=file, dev={serial}\n\
+         port_e9_hack: enabled=1\n\
+         speaker: enabled=0\n\
+         mouse: enabled=0\n\
+         log: {log}\n\
+         clock: sync=none, time0=946684800\n",
+        memory = machine.memory_mib,
+        cpu = machine.cpu,
+        iso = iso.display(),
+        serial = serial.display(),
+        log = dir.join("bochs.log").display(),
+    );
+    let config_path = dir.join("bochsrc");
+    fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    // Debian's Bochs is built with its debugger: "c" continues at once.
+    let commands: PathBuf = dir.join("bochs.rc");
+    fs::write(&commands, "c\n").map_err(|e| e.to_string())?;
+    let mut command = Command::new("bochs");
+    command
+        .arg("-q")
+        .arg("-f")
+        .arg(&config_path)
+        .arg("-rc")
+        .arg(&commands);
+    Ok(command)
+}
+
+fn qemu_command(machine: &Machine, iso: &Path, serial: &Path) -> Command {
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .arg("-cdrom")
+        .arg(iso)
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-m", &machine.memory_mib.to_string()])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"]);
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_is_found_with_reason() {
+        let out = "boot\r\nPONTE-RESULT: PASS all good here\r\n";
+        assert_eq!(
+            parse_result(out),
+            Some((Verdict::Pass, "all good here".into()))
+        );
+        let out = "x\nPONTE-RESULT: FAIL panic: at foo.rs:3\n";
+        assert_eq!(
+            parse_result(out),
+            Some((Verdict::Fail, "panic: at foo.rs:3".into()))
+        );
+    }
+
+    #[test]
+    fn no_or_malformed_result_line_is_no_result() {
+        assert_eq!(parse_result("booted\nhalted\n"), None);
+        assert_eq!(parse_result("PONTE-RESULT: MAYBE\n"), None);
+        assert_eq!(parse_result("PONTE-RESULT:"), None);
+    }
+
+    #[test]
+    fn hung_or_contradicted_runs_fail() {
+        let base = RunReport {
+            result: Some((Verdict::Pass, String::new())),
+            timed_out: false,
+            inconsistency: None,
+            elapsed: Duration::from_secs(1),
+            console: String::new(),
+        };
+        assert_eq!(base.verdict(), Verdict::Pass);
+        assert_eq!(
+            RunReport {
+                timed_out: true,
+                ..base.clone()
+            }
+            .verdict(),
+            Verdict::Fail
+        );
+        assert_eq!(
+            RunReport {
+                inconsistency: Some("x".into()),
+                ..base.clone()
+            }
+            .verdict(),
+            Verdict::Fail
+        );
+        assert_eq!(
+            RunReport {
+                result: None,
+                ..base
+            }
+            .verdict(),
+            Verdict::Fail
+        );
+    }
+}

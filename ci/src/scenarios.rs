@@ -1,0 +1,124 @@
+//! The integration scenarios `cargo xtask test` runs: an image, the machine
+//! it boots on, and the result the image must report.
+//!
+//! To add one, append an entry to [`SCENARIOS`]. A scenario whose image is
+//! meant to fail (to prove the harness notices) expects [`Verdict::Fail`].
+
+use std::path::Path;
+
+use crate::{
+    emulator::{Emulator, Verdict},
+    image::Module,
+};
+
+/// Prepares the boot modules of a scenario in the given directory.
+pub type PrepareModules = fn(&Path) -> Result<Vec<Module>, String>;
+
+/// One integration scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// Unique name, shown in the summary.
+    pub name: &'static str,
+    /// The example (package under `examples/`) that is booted.
+    pub example: &'static str,
+    /// The image's command line.
+    pub command_line: &'static str,
+    /// Emulator to boot in.
+    pub emulator: Emulator,
+    /// Bochs CPU model.
+    pub cpu: &'static str,
+    /// Guest machine RAM in MiB.
+    pub memory_mib: u32,
+    /// Seconds before the run counts as hung.
+    pub timeout_secs: u64,
+    /// The verdict the image must report.
+    pub expect: Verdict,
+    /// Text the console must contain for the scenario to hold.
+    pub console_contains: &'static [&'static str],
+    /// Prepares boot modules in the given directory, if the image needs any.
+    pub modules: Option<PrepareModules>,
+}
+
+/// Defaults for a scenario entry; entries override what differs.
+pub const DEFAULT: Scenario = Scenario {
+    name: "",
+    example: "hello",
+    command_line: "",
+    emulator: Emulator::Bochs,
+    cpu: "corei7_skylake_x",
+    memory_mib: 256,
+    timeout_secs: 120,
+    expect: Verdict::Pass,
+    console_contains: &[],
+    modules: None,
+};
+
+/// Every scenario, in the order they are started.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "hello-bochs",
+        console_contains: &["VT-x present on GenuineIntel", "vmx-msr 0x480 "],
+        ..DEFAULT
+    },
+    Scenario {
+        name: "hello-bochs-penryn",
+        cpu: "core2_penryn_t9600",
+        console_contains: &["VT-x present on GenuineIntel", "vmx-msr 0x48b "],
+        ..DEFAULT
+    },
+    Scenario {
+        name: "hello-qemu",
+        emulator: Emulator::Qemu,
+        console_contains: &["VT-x absent on this AuthenticAMD processor"],
+        ..DEFAULT
+    },
+    Scenario {
+        name: "harness-panic-bochs",
+        command_line: "panic",
+        expect: Verdict::Fail,
+        console_contains: &["panic at ", "requested by the command line"],
+        ..DEFAULT
+    },
+    Scenario {
+        name: "harness-panic-qemu",
+        command_line: "panic",
+        emulator: Emulator::Qemu,
+        expect: Verdict::Fail,
+        console_contains: &["requested by the command line"],
+        ..DEFAULT
+    },
+];
+
+/// The scenario named `name`.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_nonempty() {
+        for (i, a) in SCENARIOS.iter().enumerate() {
+            assert!(!a.name.is_empty());
+            assert!(
+                SCENARIOS[i + 1..].iter().all(|b| b.name != a.name),
+                "duplicate {}",
+                a.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_harness_proves_itself_under_both_emulators() {
+        for emulator in [Emulator::Bochs, Emulator::Qemu] {
+            assert!(SCENARIOS
+                .iter()
+                .any(|s| s.emulator == emulator && s.expect == Verdict::Fail));
+            assert!(SCENARIOS
+                .iter()
+                .any(|s| s.emulator == emulator && s.expect == Verdict::Pass));
+        }
+    }
+}
