@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod decode;
 pub mod device;
+pub mod frames;
 pub mod irq;
 pub mod loader;
 pub mod memory;

@@ -1,0 +1,282 @@
+//! Physical memory for the hypervisor's own use: page tables, VMCS regions,
+//! bitmaps, guest RAM.
+//!
+//! [`FrameAllocator`] starts from the firmware's usable ranges minus every
+//! range that must never be handed out (firmware areas, the image, the
+//! loader's information, boot modules) and keeps the free space as a sorted
+//! list of disjoint page-aligned ranges of fixed capacity. Allocation is first
+//! fit with any power-of-two alignment; freed ranges merge with their
+//! neighbours.
+
+use core::ops::Range;
+
+use heapless::Vec;
+
+/// The size of a frame.
+pub const FRAME_SIZE: u64 = 4096;
+
+/// Why an allocation or a free failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// No free range holds `size` bytes at alignment `align`.
+    OutOfMemory {
+        /// Bytes requested.
+        size: u64,
+        /// Alignment requested.
+        align: u64,
+    },
+    /// The size is zero or not a multiple of the frame size, or the
+    /// alignment is not a power of two of at least the frame size.
+    BadRequest {
+        /// Bytes requested.
+        size: u64,
+        /// Alignment requested.
+        align: u64,
+    },
+    /// The free list would need more than its capacity of ranges.
+    TooFragmented {
+        /// The capacity of the free list.
+        capacity: usize,
+    },
+    /// A freed range overlaps memory that is already free.
+    DoubleFree {
+        /// The range being freed.
+        range: Range<u64>,
+    },
+}
+
+/// A first-fit allocator of physical frames.
+#[derive(Clone, Debug)]
+pub struct FrameAllocator<const N: usize> {
+    free: Vec<Range<u64>, N>,
+}
+
+fn align_up(value: u64, align: u64) -> Option<u64> {
+    value.checked_add(align - 1).map(|v| v & !(align - 1))
+}
+
+impl<const N: usize> FrameAllocator<N> {
+    /// An allocator over `usable` minus `reserved`. Usable ranges are shrunk
+    /// to whole frames, reserved ranges grown to whole frames; overlapping
+    /// usable ranges are merged.
+    pub fn new(
+        usable: impl IntoIterator<Item = Range<u64>>,
+        reserved: impl IntoIterator<Item = Range<u64>>,
+    ) -> Result<Self, FrameError> {
+        let mut allocator = Self { free: Vec::new() };
+        for range in usable {
+            let start = align_up(range.start, FRAME_SIZE);
+            let end = range.end & !(FRAME_SIZE - 1);
+            if let Some(start) = start.filter(|&s| s < end) {
+                allocator.insert(start..end, true)?;
+            }
+        }
+        for range in reserved {
+            let start = range.start & !(FRAME_SIZE - 1);
+            let end = align_up(range.end, FRAME_SIZE).unwrap_or(u64::MAX & !(FRAME_SIZE - 1));
+            allocator.remove(start..end)?;
+        }
+        Ok(allocator)
+    }
+
+    /// Allocates `size` bytes aligned to `align`; returns the first address.
+    pub fn allocate(&mut self, size: u64, align: u64) -> Result<u64, FrameError> {
+        if size == 0 || size % FRAME_SIZE != 0 || !align.is_power_of_two() || align < FRAME_SIZE {
+            return Err(FrameError::BadRequest { size, align });
+        }
+        let found = self.free.iter().find_map(|r| {
+            let start = align_up(r.start, align)?;
+            let end = start.checked_add(size)?;
+            (end <= r.end).then_some(start)
+        });
+        let start = found.ok_or(FrameError::OutOfMemory { size, align })?;
+        self.remove(start..start + size)?;
+        Ok(start)
+    }
+
+    /// Allocates one frame.
+    pub fn allocate_frame(&mut self) -> Result<u64, FrameError> {
+        self.allocate(FRAME_SIZE, FRAME_SIZE)
+    }
+
+    /// Returns `size` bytes at `start` to the allocator.
+    pub fn free(&mut self, start: u64, size: u64) -> Result<(), FrameError> {
+        let end = start.checked_add(size).ok_or(FrameError::BadRequest {
+            size,
+            align: FRAME_SIZE,
+        })?;
+        if size == 0 || start % FRAME_SIZE != 0 || size % FRAME_SIZE != 0 {
+            return Err(FrameError::BadRequest {
+                size,
+                align: FRAME_SIZE,
+            });
+        }
+        self.insert(start..end, false)
+    }
+
+    /// Bytes free.
+    pub fn free_bytes(&self) -> u64 {
+        self.free.iter().map(|r| r.end - r.start).sum()
+    }
+
+    /// The free ranges, sorted and disjoint.
+    pub fn free_ranges(&self) -> &[Range<u64>] {
+        &self.free
+    }
+
+    /// Adds `range` to the free list, merging neighbours. With `overlap_ok`
+    /// (building from a firmware map) overlaps merge; otherwise they are a
+    /// double free.
+    fn insert(&mut self, range: Range<u64>, overlap_ok: bool) -> Result<(), FrameError> {
+        let at = self.free.partition_point(|r| r.end < range.start);
+        let mut merged = range.clone();
+        let mut last = at;
+        while let Some(r) = self.free.get(last).filter(|r| r.start <= merged.end) {
+            let overlaps = r.start < range.end && range.start < r.end;
+            if overlaps && !overlap_ok {
+                return Err(FrameError::DoubleFree { range });
+            }
+            merged = merged.start.min(r.start)..merged.end.max(r.end);
+            last += 1;
+        }
+        if last == at && self.free.is_full() {
+            return Err(FrameError::TooFragmented { capacity: N });
+        }
+        // Replace free[at..last] by the merged range.
+        let tail: Vec<Range<u64>, N> = self.free.iter().skip(last).cloned().collect();
+        self.free.truncate(at);
+        let _ = self.free.push(merged);
+        self.free.extend(tail);
+        Ok(())
+    }
+
+    /// Takes `range` out of the free list (parts of it may already be taken).
+    fn remove(&mut self, range: Range<u64>) -> Result<(), FrameError> {
+        let mut next: Vec<Range<u64>, N> = Vec::new();
+        for r in &self.free {
+            let pieces = [
+                r.start..r.end.min(range.start),
+                r.start.max(range.end)..r.end,
+            ];
+            for piece in pieces.into_iter().filter(|p| p.start < p.end) {
+                next.push(piece)
+                    .map_err(|_| FrameError::TooFragmented { capacity: N })?;
+            }
+        }
+        self.free = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec as StdVec;
+
+    const MIB: u64 = 1 << 20;
+
+    fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
+        a.start < b.end && b.start < a.end
+    }
+
+    #[test]
+    fn reserved_ranges_are_never_handed_out() {
+        let usable = [0..0x9F000, MIB..64 * MIB];
+        let reserved = [
+            0..MIB,
+            MIB..MIB + 0x20_345,
+            3 * MIB..3 * MIB + 1,
+            40 * MIB..41 * MIB,
+        ];
+        let mut frames = FrameAllocator::<16>::new(usable.clone(), reserved.clone()).unwrap();
+        let mut taken = StdVec::new();
+        while let Ok(frame) = frames.allocate_frame() {
+            let range = frame..frame + FRAME_SIZE;
+            assert!(usable
+                .iter()
+                .any(|u| u.start <= range.start && range.end <= u.end));
+            assert!(
+                !reserved.iter().any(|r| overlaps(r, &range)),
+                "{range:x?} is reserved"
+            );
+            taken.push(frame);
+        }
+        taken.sort_unstable();
+        taken.dedup();
+        // 63 MiB usable above 1 MiB, minus 0x21000 (rounded), one frame at 3 MiB and 1 MiB.
+        let expected = (63 * MIB - 0x21000 - FRAME_SIZE - MIB) / FRAME_SIZE;
+        assert_eq!(taken.len() as u64, expected);
+        assert_eq!(frames.free_bytes(), 0);
+    }
+
+    #[test]
+    fn aligned_allocation_and_merge_on_free() {
+        let mut frames = FrameAllocator::<8>::new([MIB..16 * MIB], []).unwrap();
+        let small = frames.allocate_frame().unwrap();
+        assert_eq!(small, MIB);
+        let big = frames.allocate(2 * MIB, 2 * MIB).unwrap();
+        assert_eq!(big, 2 * MIB);
+        assert_eq!(
+            frames.free_ranges().len(),
+            2,
+            "gap before the aligned block stays free"
+        );
+        frames.free(big, 2 * MIB).unwrap();
+        frames.free(small, FRAME_SIZE).unwrap();
+        assert_eq!(frames.free_ranges(), &[MIB..16 * MIB]);
+    }
+
+    #[test]
+    fn double_free_and_bad_requests_are_refused() {
+        let mut frames = FrameAllocator::<8>::new([MIB..4 * MIB], []).unwrap();
+        let a = frames.allocate_frame().unwrap();
+        frames.free(a, FRAME_SIZE).unwrap();
+        assert_eq!(
+            frames.free(a, FRAME_SIZE),
+            Err(FrameError::DoubleFree {
+                range: a..a + FRAME_SIZE
+            })
+        );
+        assert!(matches!(
+            frames.allocate(100, 4096),
+            Err(FrameError::BadRequest { .. })
+        ));
+        assert!(matches!(
+            frames.allocate(4096, 3 * 4096),
+            Err(FrameError::BadRequest { .. })
+        ));
+        assert!(matches!(
+            frames.free(u64::MAX - 4095, 8192),
+            Err(FrameError::BadRequest { .. })
+        ));
+        assert_eq!(
+            frames.allocate(8 * MIB, FRAME_SIZE),
+            Err(FrameError::OutOfMemory {
+                size: 8 * MIB,
+                align: FRAME_SIZE
+            })
+        );
+    }
+
+    #[test]
+    fn fragmentation_beyond_capacity_is_an_error_not_a_loss() {
+        let mut frames = FrameAllocator::<2>::new([0..16 * FRAME_SIZE], []).unwrap();
+        let all: StdVec<u64> = (0..16).map(|_| frames.allocate_frame().unwrap()).collect();
+        frames.free(all[0], FRAME_SIZE).unwrap();
+        frames.free(all[4], FRAME_SIZE).unwrap();
+        assert_eq!(
+            frames.free(all[8], FRAME_SIZE),
+            Err(FrameError::TooFragmented { capacity: 2 })
+        );
+        // Adjacent frees still merge within capacity.
+        frames.free(all[1], FRAME_SIZE).unwrap();
+        assert_eq!(frames.free_bytes(), 3 * FRAME_SIZE);
+    }
+
+    #[test]
+    fn overlapping_usable_ranges_merge() {
+        let frames =
+            FrameAllocator::<4>::new([0x1000..0x5000, 0x3000..0x9000, 0x9000..0xA000], []).unwrap();
+        assert_eq!(frames.free_ranges(), &[0x1000..0xA000]);
+    }
+}
