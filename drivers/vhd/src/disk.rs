@@ -1,0 +1,763 @@
+//! The virtual disk seen by a guest: an image and its chain of parents,
+//! read and written at any byte offset, plus the maintenance operations
+//! (zeroing, commit, compaction) and [`Info`].
+
+use crate::device::BlockDevice;
+use crate::error::{Error, Problem};
+use crate::format::{
+    DiskType, Footer, Geometry, Uuid, BAT_UNALLOCATED, FOOTER_SIZE, PARENT_NAME_UNITS, SECTOR_SIZE,
+};
+use crate::layer::{Layer, OpenOptions, Summary, MAX_LOCATOR_LEN, ZEROS};
+use crate::resolve::{decode_locator, hint_rank, LocatorHint, ParentRequest, ParentResolver};
+use crate::storage::TableStorage;
+
+/// An opened VHD image with its parents (at most `N` images in the chain).
+///
+/// Reads and writes never allocate. Writes may be queued: call
+/// [`Disk::flush`] before dropping the disk to make them durable.
+pub struct Disk<D, B, const N: usize = 8> {
+    layers: heapless::Vec<Layer<D, B>, N>,
+    size: u64,
+    writable: bool,
+}
+
+/// Description of one image, as shown by `info`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// Fixed, dynamic or differencing.
+    pub disk_type: DiskType,
+    /// Size seen by the guest, in bytes.
+    pub virtual_size: u64,
+    /// The footer's current size field.
+    pub current_size: u64,
+    /// The footer's original size field.
+    pub original_size: u64,
+    /// CHS geometry.
+    pub geometry: Geometry,
+    /// Block size (dynamic and differencing images).
+    pub block_size: Option<u32>,
+    /// Number of BAT entries (dynamic and differencing images).
+    pub max_table_entries: Option<u32>,
+    /// Number of allocated blocks.
+    pub allocated_blocks: u32,
+    /// Creator application.
+    pub creator_app: [u8; 4],
+    /// Creator version.
+    pub creator_version: u32,
+    /// Creator host OS.
+    pub creator_host_os: [u8; 4],
+    /// Creation time, seconds since 2000-01-01 UTC.
+    pub timestamp: u32,
+    /// The image's UUID.
+    pub uuid: Uuid,
+    /// Saved-state flag.
+    pub saved_state: bool,
+    /// Parent UUID (differencing images).
+    pub parent_uuid: Option<Uuid>,
+    /// Parent modification time (differencing images).
+    pub parent_timestamp: Option<u32>,
+    /// Parent name, UTF-16 units; the first `parent_name_len` are valid.
+    pub parent_name: [u16; PARENT_NAME_UNITS],
+    /// Number of valid units in `parent_name`.
+    pub parent_name_len: usize,
+}
+
+impl Info {
+    /// The parent name decoded (invalid UTF-16 becomes U+FFFD).
+    pub fn parent_name_chars(&self) -> impl Iterator<Item = char> + '_ {
+        char::decode_utf16(self.parent_name[..self.parent_name_len].iter().copied())
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+    }
+}
+
+/// Result of [`Disk::compact`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Blocks freed because they held nothing (zeros, or no sector of a
+    /// differencing image).
+    pub dropped_blocks: u32,
+    /// Blocks moved towards the start of the file.
+    pub moved_blocks: u32,
+    /// File length before.
+    pub old_len: u64,
+    /// File length after.
+    pub new_len: u64,
+}
+
+/// Result of [`Disk::commit`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Sectors copied into the parent.
+    pub sectors: u64,
+}
+
+/// Reads the footer of a device the way open does, without validation;
+/// used to compare a candidate parent's UUID.
+fn peek_uuid<D: BlockDevice>(dev: &mut D) -> Option<Uuid> {
+    let len = dev.len().ok()?;
+    if len < FOOTER_SIZE as u64 {
+        return None;
+    }
+    let mut raw = [0u8; FOOTER_SIZE];
+    for at in [len - FOOTER_SIZE as u64, len - 511, 0] {
+        raw.fill(0);
+        let n = if at == len - 511 { 511 } else { FOOTER_SIZE };
+        if dev.read_at(at, &mut raw[..n]).is_ok() {
+            if let Ok(f) = Footer::parse(&raw) {
+                return Some(f.uuid);
+            }
+        }
+    }
+    None
+}
+
+fn info_of<D, B: AsRef<[u32]> + AsMut<[u32]>>(l: &Layer<D, B>) -> Info
+where
+    D: BlockDevice,
+{
+    let f = &l.footer;
+    let header = l.sparse.map(|s| s.header);
+    let diff = l.kind == DiskType::Differencing;
+    let mut parent_name = [0u16; PARENT_NAME_UNITS];
+    let mut parent_name_len = 0;
+    if let (true, Some(h)) = (diff, &header) {
+        let units = h.parent_name_units();
+        parent_name[..units.len()].copy_from_slice(units);
+        parent_name_len = units.len();
+    }
+    Info {
+        disk_type: l.kind,
+        virtual_size: l.size,
+        current_size: f.current_size,
+        original_size: f.original_size,
+        geometry: f.geometry,
+        block_size: header.map(|h| h.block_size),
+        max_table_entries: header.map(|h| h.max_table_entries),
+        allocated_blocks: l.allocated_blocks(),
+        creator_app: f.creator_app,
+        creator_version: f.creator_version,
+        creator_host_os: f.creator_host_os,
+        timestamp: f.timestamp,
+        uuid: f.uuid,
+        saved_state: f.saved_state != 0,
+        parent_uuid: header.filter(|_| diff).map(|h| h.parent_uuid),
+        parent_timestamp: header.filter(|_| diff).map(|h| h.parent_timestamp),
+        parent_name,
+        parent_name_len,
+    }
+}
+
+impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, N> {
+    /// Opens the image on `dev` and, for a differencing image, its parents
+    /// through `resolver` (each parent's UUID is checked, a UUID seen twice
+    /// is a cycle, more than `N` images is refused). BAT caches come from
+    /// `tables`.
+    pub fn open<T, R>(
+        dev: D,
+        options: &OpenOptions,
+        tables: &mut T,
+        resolver: &mut R,
+    ) -> Result<Self, Error>
+    where
+        T: TableStorage<B> + ?Sized,
+        R: ParentResolver<D> + ?Sized,
+    {
+        let mut layers: heapless::Vec<Layer<D, B>, N> = heapless::Vec::new();
+        let mut summary = Summary::default();
+        let top = Layer::inspect(
+            dev,
+            options,
+            options.writable,
+            tables,
+            &mut |_| {},
+            &mut summary,
+        )?;
+        let size = top.size;
+        if layers.push(top).is_err() {
+            return Err(Error::ChainTooDeep { limit: N });
+        }
+        loop {
+            let depth = layers.len();
+            let Some(last) = layers.last_mut() else { break };
+            if last.kind != DiskType::Differencing {
+                break;
+            }
+            let Some(header) = last.sparse.map(|s| s.header) else {
+                break;
+            };
+            let want = header.parent_uuid;
+            if layers.iter().any(|l| l.footer.uuid == want) {
+                return Err(Error::ParentCycle { uuid: want });
+            }
+            if depth == N {
+                return Err(Error::ChainTooDeep { limit: N });
+            }
+            let Some(last) = layers.last_mut() else { break };
+            let parent = find_parent(last, &header, depth, resolver)?;
+            let mut summary = Summary::default();
+            let layer = Layer::inspect(
+                parent,
+                options,
+                options.writable_parents,
+                tables,
+                &mut |_| {},
+                &mut summary,
+            )?;
+            if layer.footer.uuid != want {
+                return Err(Error::Malformed(Problem::ParentUuidMismatch {
+                    expected: want,
+                    found: layer.footer.uuid,
+                }));
+            }
+            if layers.push(layer).is_err() {
+                return Err(Error::ChainTooDeep { limit: N });
+            }
+        }
+        Ok(Disk {
+            layers,
+            size,
+            writable: options.writable,
+        })
+    }
+
+    /// Size of the virtual disk in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Number of images in the chain (1 for fixed and dynamic images).
+    pub fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Description of the top image.
+    pub fn info(&self) -> Info {
+        // A disk always holds its top image (open pushes it first).
+        info_of(&self.layers[0])
+    }
+
+    /// Description of image `index` of the chain (0 is the top).
+    pub fn layer_info(&self, index: usize) -> Option<Info> {
+        self.layers.get(index).map(info_of)
+    }
+
+    /// Gives back the devices, top first.
+    pub fn into_devices(self) -> impl Iterator<Item = D> {
+        self.layers.into_iter().map(|l| l.dev)
+    }
+
+    fn check_range(&self, offset: u64, len: usize) -> Result<(), Error> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Error::OutOfRange {
+                offset,
+                len: len as u64,
+                size: self.size,
+            }),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset`. Runs of sectors held by one
+    /// image are read with one device read straight into `buf`.
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        self.check_range(offset, buf.len())?;
+        read_chain(&mut self.layers, offset, buf)
+    }
+
+    /// Writes `data` at `offset`, allocating blocks as needed. Only the top
+    /// image is written.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        self.check_range(offset, data.len())?;
+        write_chain(&mut self.layers, offset, data)
+    }
+
+    /// Makes every completed write durable, then writes queued metadata in
+    /// the crash-safe order (see the `layer` module).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        for l in self.layers.iter_mut().filter(|l| l.writable) {
+            if l.has_pending() {
+                l.sync()?;
+            } else {
+                l.dev.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `[offset, offset + len)` read as zeros. Whole blocks of a
+    /// dynamic image are freed (their space is reclaimed by
+    /// [`Disk::compact`]); whole blocks of a differencing image are
+    /// allocated with every sector present and no data written; the rest is
+    /// written with zeros.
+    pub fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), Error> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.size)
+            .ok_or(Error::OutOfRange {
+                offset,
+                len,
+                size: self.size,
+            })?;
+        let mut pos = offset;
+        while pos < end {
+            let (top, _) = split(&mut self.layers)?;
+            let (whole, n) = match top.sparse {
+                Some(sp) => {
+                    let in_block = pos % sp.block_size;
+                    let n = (sp.block_size - in_block).min(end - pos);
+                    (in_block == 0 && n == sp.block_size, n)
+                }
+                None => (false, end - pos),
+            };
+            let block = top.sparse.map(|sp| pos / sp.block_size).unwrap_or(0) as u32;
+            let allocated = top.block_base(u64::from(block)).is_some();
+            match (top.kind, whole) {
+                (DiskType::Dynamic, true) => {
+                    if allocated {
+                        top.set_bat(block, BAT_UNALLOCATED)?;
+                    }
+                }
+                (DiskType::Dynamic, false) if !allocated => {}
+                (DiskType::Differencing, true) if !allocated => {
+                    top.allocate(block, true)?;
+                }
+                _ => {
+                    let mut done = 0;
+                    while done < n {
+                        let m = (n - done).min(ZEROS.len() as u64);
+                        write_chain(&mut self.layers, pos + done, &ZEROS[..m as usize])?;
+                        done += m;
+                    }
+                }
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Copies every sector the top (differencing) image holds into its
+    /// parent, through `scratch` (at least 512 bytes; larger is faster).
+    /// The parent must have been opened writable
+    /// ([`OpenOptions::writable_parents`]); the top image is left unchanged.
+    pub fn commit(&mut self, scratch: &mut [u8]) -> Result<CommitStats, Error> {
+        let chunk = scratch.len() / SECTOR_SIZE as usize * SECTOR_SIZE as usize;
+        if chunk == 0 {
+            return Err(Error::BufferTooSmall {
+                needed: SECTOR_SIZE as usize,
+                available: scratch.len(),
+            });
+        }
+        let (top, lower) = split(&mut self.layers)?;
+        if top.kind != DiskType::Differencing || lower.is_empty() {
+            return Err(Error::NoParent);
+        }
+        if !lower[0].writable {
+            return Err(Error::ReadOnly);
+        }
+        let sp = top.sparse.ok_or(Error::NoParent)?;
+        let spb = sp.sectors_per_block();
+        let mut stats = CommitStats::default();
+        for block in 0..sp.entries {
+            let Some(base) = top.block_base(u64::from(block)) else {
+                continue;
+            };
+            let vstart = u64::from(block) * sp.block_size;
+            let sectors = spb.min(top.size.saturating_sub(vstart) / SECTOR_SIZE);
+            let mut k = 0;
+            while k < sectors {
+                let (present, e) = top.run(block, k, sectors)?;
+                if present {
+                    let mut at = k * SECTOR_SIZE;
+                    let stop = e * SECTOR_SIZE;
+                    while at < stop {
+                        let m = ((stop - at) as usize).min(chunk);
+                        let buf = &mut scratch[..m];
+                        top.dev.read_at(base + sp.bitmap_len + at, buf)?;
+                        write_chain(lower, vstart + at, buf)?;
+                        at += m as u64;
+                    }
+                    stats.sectors += e - k;
+                }
+                k = e;
+            }
+        }
+        let parent = &mut lower[0];
+        if parent.has_pending() {
+            parent.sync()?;
+        } else {
+            parent.dev.flush()?;
+        }
+        Ok(stats)
+    }
+
+    /// Frees blocks that hold nothing (all zeros in a dynamic image, no
+    /// present sector in a differencing one), moves the last blocks into the
+    /// holes and truncates the file. `scratch` (at least 512 bytes) is the
+    /// copy buffer. Every step keeps the crash invariant.
+    pub fn compact(&mut self, scratch: &mut [u8]) -> Result<CompactStats, Error> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        let chunk = scratch.len() / SECTOR_SIZE as usize * SECTOR_SIZE as usize;
+        if chunk == 0 {
+            return Err(Error::BufferTooSmall {
+                needed: SECTOR_SIZE as usize,
+                available: scratch.len(),
+            });
+        }
+        self.flush()?;
+        let (top, _) = split(&mut self.layers)?;
+        let sp = top.sparse.ok_or(Error::WrongDiskType { found: top.kind })?;
+        let mut stats = CompactStats {
+            old_len: top.dev.len()?,
+            ..CompactStats::default()
+        };
+        let spb = sp.sectors_per_block();
+        // 1. Free empty blocks.
+        for block in 0..sp.entries {
+            let Some(base) = top.block_base(u64::from(block)) else {
+                continue;
+            };
+            let mut empty = true;
+            let mut k = 0;
+            while k < spb && empty {
+                let (present, e) = top.run(block, k, spb)?;
+                if present {
+                    if top.kind == DiskType::Differencing {
+                        empty = false;
+                    } else {
+                        let mut at = k * SECTOR_SIZE;
+                        while at < e * SECTOR_SIZE && empty {
+                            let m = ((e * SECTOR_SIZE - at) as usize).min(chunk);
+                            top.dev
+                                .read_at(base + sp.bitmap_len + at, &mut scratch[..m])?;
+                            empty = scratch[..m].iter().all(|&b| b == 0);
+                            at += m as u64;
+                        }
+                    }
+                }
+                k = e;
+            }
+            if empty {
+                top.set_bat(block, BAT_UNALLOCATED)?;
+                stats.dropped_blocks += 1;
+            }
+        }
+        top.sync()?;
+
+        // 2. Move the highest blocks into holes, lowest hole first. Targets
+        // lie below every block not yet processed, so no target is the old
+        // place of a moved block whose new BAT entry is still queued.
+        let span = sp.span();
+        let n = {
+            let (bat, idx) = top.bat_and_scratch();
+            let mut n = 0;
+            for (i, &e) in bat.iter().enumerate() {
+                if e != BAT_UNALLOCATED {
+                    idx[n] = i as u32;
+                    n += 1;
+                }
+            }
+            idx[..n].sort_unstable_by_key(|&i| bat[i as usize]);
+            n
+        };
+        let entry_at = |top: &mut Layer<D, B>, i: usize| -> (u32, u64) {
+            let (bat, idx) = top.bat_and_scratch();
+            let b = idx[i];
+            (b, u64::from(bat[b as usize]) * SECTOR_SIZE)
+        };
+        let mut cursor = top.metadata_end;
+        let (mut i, mut j) = (0usize, n);
+        loop {
+            while i < j {
+                let (_, start) = entry_at(top, i);
+                if start < cursor + span {
+                    cursor = cursor.max(start + span);
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            if i >= j {
+                break;
+            }
+            j -= 1;
+            let (block, old) = entry_at(top, j);
+            let mut at = 0;
+            while at < span {
+                let m = ((span - at) as usize).min(chunk);
+                top.dev.read_at(old + at, &mut scratch[..m])?;
+                top.dev.write_at(cursor + at, &scratch[..m])?;
+                at += m as u64;
+            }
+            top.set_bat(block, (cursor / SECTOR_SIZE) as u32)?;
+            stats.moved_blocks += 1;
+            cursor += span;
+        }
+        top.sync()?;
+
+        // 3. Footer at the new end, then cut the file.
+        let new_end = cursor.max(top.metadata_end);
+        if new_end < top.next_alloc {
+            let footer = top.footer.to_bytes();
+            top.dev.write_at(new_end, &footer)?;
+            top.dev.flush()?;
+            top.dev.set_len(new_end + FOOTER_SIZE as u64)?;
+            top.dev.flush()?;
+            top.set_end(new_end);
+        }
+        stats.new_len = top.dev.len()?;
+        Ok(stats)
+    }
+}
+
+/// The top image and the images below it.
+type TopAndLower<'a, D, B> = (&'a mut Layer<D, B>, &'a mut [Layer<D, B>]);
+
+fn split<D, B>(layers: &mut [Layer<D, B>]) -> Result<TopAndLower<'_, D, B>, Error> {
+    layers.split_first_mut().ok_or(Error::NoParent)
+}
+
+/// Looks for the parent of `child` through the resolver, hint by hint.
+fn find_parent<D, B, R>(
+    child: &mut Layer<D, B>,
+    header: &crate::format::DynamicHeader,
+    depth: usize,
+    resolver: &mut R,
+) -> Result<D, Error>
+where
+    D: BlockDevice,
+    B: AsRef<[u32]> + AsMut<[u32]>,
+    R: ParentResolver<D> + ?Sized,
+{
+    let request = ParentRequest {
+        uuid: header.parent_uuid,
+        timestamp: header.parent_timestamp,
+        name: header.parent_name_units(),
+        depth,
+    };
+    let mut raw = [0u8; MAX_LOCATOR_LEN as usize];
+    let mut text = [0u8; MAX_LOCATOR_LEN as usize * 3 / 2];
+    for rank in 0..5u8 {
+        for (slot, loc) in header.locators.iter().enumerate() {
+            if hint_rank(loc.code) != Some(rank) || loc.data_length > MAX_LOCATOR_LEN {
+                continue;
+            }
+            let raw = &mut raw[..loc.data_length as usize];
+            if child.dev.read_at(loc.data_offset, raw).is_err() {
+                continue;
+            }
+            let Some(path) = decode_locator(loc.code, raw, &mut text) else {
+                continue;
+            };
+            let hint = LocatorHint {
+                slot: slot as u8,
+                code: loc.code,
+                path,
+            };
+            if let Some(mut dev) = resolver.open_parent(&request, Some(&hint)) {
+                if peek_uuid(&mut dev) == Some(request.uuid) {
+                    return Ok(dev);
+                }
+            }
+        }
+    }
+    if let Some(mut dev) = resolver.open_parent(&request, None) {
+        if peek_uuid(&mut dev) == Some(request.uuid) {
+            return Ok(dev);
+        }
+    }
+    Err(Error::ParentNotFound { uuid: request.uuid })
+}
+
+/// Reads from the chain `layers` (top first); below the last image, and
+/// beyond an image's size, the disk reads as zeros.
+fn read_chain<D, B>(layers: &mut [Layer<D, B>], offset: u64, buf: &mut [u8]) -> Result<(), Error>
+where
+    D: BlockDevice,
+    B: AsRef<[u32]> + AsMut<[u32]>,
+{
+    let Some((top, lower)) = layers.split_first_mut() else {
+        buf.fill(0);
+        return Ok(());
+    };
+    let inside = top.size.saturating_sub(offset).min(buf.len() as u64) as usize;
+    let (buf, beyond) = buf.split_at_mut(inside);
+    beyond.fill(0);
+    let Some(sp) = top.sparse else {
+        return Ok(top.dev.read_at(offset, buf)?);
+    };
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let off = offset + pos as u64;
+        let block = off / sp.block_size;
+        let in_block = off % sp.block_size;
+        let n = ((sp.block_size - in_block) as usize).min(buf.len() - pos);
+        let chunk = &mut buf[pos..pos + n];
+        match top.block_base(block) {
+            None => read_chain(lower, off, chunk)?,
+            Some(base) => {
+                let data = base + sp.bitmap_len;
+                let end = in_block + n as u64;
+                let mut k = in_block / SECTOR_SIZE;
+                let last = end.div_ceil(SECTOR_SIZE);
+                while k < last {
+                    let (present, e) = top.run(block as u32, k, last)?;
+                    let a = (k * SECTOR_SIZE).max(in_block);
+                    let b = (e * SECTOR_SIZE).min(end);
+                    let part = &mut chunk[(a - in_block) as usize..(b - in_block) as usize];
+                    if present {
+                        top.dev.read_at(data + a, part)?;
+                    } else {
+                        read_chain(lower, off - in_block + a, part)?;
+                    }
+                    k = e;
+                }
+            }
+        }
+        pos += n;
+    }
+    Ok(())
+}
+
+/// Writes to the top of `layers`; sectors only partly written and not yet
+/// held by the top image are completed from the images below.
+fn write_chain<D, B>(layers: &mut [Layer<D, B>], offset: u64, data: &[u8]) -> Result<(), Error>
+where
+    D: BlockDevice,
+    B: AsRef<[u32]> + AsMut<[u32]>,
+{
+    let (top, lower) = split(layers)?;
+    if !top.writable {
+        return Err(Error::ReadOnly);
+    }
+    match offset.checked_add(data.len() as u64) {
+        Some(end) if end <= top.size => {}
+        _ => {
+            return Err(Error::OutOfRange {
+                offset,
+                len: data.len() as u64,
+                size: top.size,
+            })
+        }
+    }
+    let Some(sp) = top.sparse else {
+        return Ok(top.dev.write_at(offset, data)?);
+    };
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let off = offset + pos as u64;
+        let block = (off / sp.block_size) as u32;
+        let in_block = off % sp.block_size;
+        let n = ((sp.block_size - in_block) as usize).min(data.len() - pos);
+        let base = match top.block_base(u64::from(block)) {
+            Some(b) => b,
+            None => top.allocate(block, top.kind != DiskType::Differencing)?,
+        };
+        let block_start = off - in_block;
+        let data_base = base + sp.bitmap_len;
+        let bytes = &data[pos..pos + n];
+        let end = in_block + n as u64;
+        let mut a = in_block;
+        // Leading partial sector.
+        if a % SECTOR_SIZE != 0 || end - a < SECTOR_SIZE {
+            let k = a / SECTOR_SIZE;
+            let stop = ((k + 1) * SECTOR_SIZE).min(end);
+            write_partial(
+                top,
+                lower,
+                block,
+                data_base,
+                block_start,
+                k,
+                a,
+                &bytes[(a - in_block) as usize..(stop - in_block) as usize],
+            )?;
+            a = stop;
+        }
+        // Whole sectors: one device write, then their bits.
+        let full_end = end / SECTOR_SIZE * SECTOR_SIZE;
+        if full_end > a {
+            top.dev.write_at(
+                data_base + a,
+                &bytes[(a - in_block) as usize..(full_end - in_block) as usize],
+            )?;
+            top.set_bits(block, a / SECTOR_SIZE, full_end / SECTOR_SIZE)?;
+            a = full_end;
+        }
+        // Trailing partial sector.
+        if a < end {
+            write_partial(
+                top,
+                lower,
+                block,
+                data_base,
+                block_start,
+                a / SECTOR_SIZE,
+                a,
+                &bytes[(a - in_block) as usize..],
+            )?;
+        }
+        pos += n;
+    }
+    Ok(())
+}
+
+/// Writes part of sector `k` of a block: in place if the image holds the
+/// sector, else read-modify-write of the sector from the images below.
+#[allow(clippy::too_many_arguments)]
+fn write_partial<D, B>(
+    top: &mut Layer<D, B>,
+    lower: &mut [Layer<D, B>],
+    block: u32,
+    data_base: u64,
+    block_start: u64,
+    k: u64,
+    from: u64,
+    bytes: &[u8],
+) -> Result<(), Error>
+where
+    D: BlockDevice,
+    B: AsRef<[u32]> + AsMut<[u32]>,
+{
+    let (present, _) = top.run(block, k, k + 1)?;
+    if present {
+        top.dev.write_at(data_base + from, bytes)?;
+        return Ok(());
+    }
+    let mut sector = [0u8; SECTOR_SIZE as usize];
+    read_chain(lower, block_start + k * SECTOR_SIZE, &mut sector)?;
+    let at = (from - k * SECTOR_SIZE) as usize;
+    sector[at..at + bytes.len()].copy_from_slice(bytes);
+    top.dev.write_at(data_base + k * SECTOR_SIZE, &sector)?;
+    top.set_bits(block, k, k + 1)
+}
+
+/// Validates the single image on `dev` and reports every problem found to
+/// `report` (parents are not opened). Fails only when the device fails or
+/// no BAT storage can be had; the returned summary counts the problems.
+/// An image is clean when `summary.problems == 0`; leaked space is not a
+/// problem.
+pub fn check<D, B, T>(
+    dev: D,
+    options: &OpenOptions,
+    tables: &mut T,
+    report: &mut dyn FnMut(&Problem),
+) -> Result<Summary, Error>
+where
+    D: BlockDevice,
+    B: AsRef<[u32]> + AsMut<[u32]>,
+    T: TableStorage<B> + ?Sized,
+{
+    let mut summary = Summary::default();
+    match Layer::<D, B>::inspect(dev, options, false, tables, report, &mut summary) {
+        Ok(_) | Err(Error::Malformed(_)) => Ok(summary),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,881 @@
+//! One image file of a chain: validation on open, the cached BAT, sector
+//! bitmaps, block allocation and the ordering of metadata writes.
+//!
+//! # Crash invariant
+//!
+//! After a power cut between any two device writes the file opens, checks
+//! clean and holds everything written before the last completed flush:
+//!
+//! 1. The footer at the end of the file is always a valid footer. A new block
+//!    is placed where the footer was (`next_alloc`); the footer is first
+//!    written *beyond* the new block, then the block's bitmap overwrites the
+//!    old footer. Until its BAT entry is written, the new block is space no
+//!    BAT entry references: leaked, harmless, and reused by no one.
+//! 2. A BAT entry (or a sector bitmap bit) is written to the device only
+//!    after a device flush that made the data it exposes durable. BAT and
+//!    bitmap updates are therefore queued in memory (dirty BAT sectors, dirty
+//!    bitmap slots) and written by [`Layer::sync`]: flush, metadata, flush.
+//!    Before that, a crash leaves the previous, still valid metadata.
+//! 3. Bits are only ever set, and a BAT entry only changes between
+//!    "unallocated" and a block placed in space no live entry references, so
+//!    every combination of written and unwritten queued metadata is a state
+//!    some prefix of the operations would have produced.
+//! 4. Space is given back only by truncation of unreferenced tail space,
+//!    after the footer was rewritten at the new end and flushed.
+
+use crate::device::BlockDevice;
+use crate::error::{Error, IoError, Problem, Region, Structure};
+use crate::format::{
+    bitmap_size, DiskType, DynamicHeader, Footer, LocatorCode, BAT_UNALLOCATED, FOOTER_SIZE,
+    HEADER_SIZE, LOCATOR_SLOTS, MAX_BLOCK_SIZE, MAX_DYNAMIC_SIZE, MAX_FIXED_SIZE, MIN_BLOCK_SIZE,
+    SECTOR_SIZE,
+};
+use crate::storage::TableStorage;
+
+/// Longest parent locator ponte decodes, in bytes.
+pub const MAX_LOCATOR_LEN: u32 = 2048;
+/// Sector bitmap sectors cached per image.
+const CACHE_SLOTS: usize = 8;
+/// BAT sectors whose update may be pending before a forced sync.
+const DIRTY_BAT_MAX: usize = 16;
+/// Sectors covered by one bitmap sector.
+pub(crate) const BITS_PER_BITMAP_SECTOR: u64 = SECTOR_SIZE * 8;
+/// All-zero buffer used to write zeros.
+pub(crate) static ZEROS: [u8; 4096] = [0; 4096];
+
+/// Options for opening an image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Open the top image for writing.
+    pub writable: bool,
+    /// Open parents for writing too (needed by [`crate::Disk::commit`]).
+    pub writable_parents: bool,
+    /// Accept footers and headers whose checksum is wrong (for recovery);
+    /// the problem is still reported by [`crate::check`].
+    pub accept_bad_checksums: bool,
+}
+
+/// Statistics gathered while validating an image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Number of problems reported.
+    pub problems: usize,
+    /// Number of fatal problems (those that make opening fail).
+    pub fatal: usize,
+    /// Number of allocated blocks.
+    pub allocated_blocks: u32,
+    /// Bytes between the end of the metadata and the footer that no block
+    /// uses (leaked by interrupted allocations or freed blocks).
+    pub leaked_bytes: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    block: u32,
+    index: u32,
+    dirty: bool,
+    bits: [u8; SECTOR_SIZE as usize],
+}
+
+const EMPTY_SLOT: Slot = Slot {
+    block: u32::MAX,
+    index: 0,
+    dirty: false,
+    bits: [0; SECTOR_SIZE as usize],
+};
+
+/// Geometry of the sparse part of a dynamic or differencing image.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sparse {
+    pub header: DynamicHeader,
+    pub entries: u32,
+    pub block_size: u64,
+    pub bitmap_len: u64,
+    pub table_offset: u64,
+}
+
+impl Sparse {
+    pub fn span(&self) -> u64 {
+        self.bitmap_len + self.block_size
+    }
+    pub fn sectors_per_block(&self) -> u64 {
+        self.block_size / SECTOR_SIZE
+    }
+}
+
+/// One opened image file.
+pub(crate) struct Layer<D, B> {
+    pub dev: D,
+    pub footer: Footer,
+    pub kind: DiskType,
+    pub size: u64,
+    pub writable: bool,
+    pub sparse: Option<Sparse>,
+    table: Option<B>,
+    /// Offset where the next block goes (where the footer is).
+    pub next_alloc: u64,
+    /// End of the last metadata structure, rounded up to a sector.
+    pub metadata_end: u64,
+    /// The file holds unreferenced bytes past `next_alloc` that must be cut
+    /// before the first allocation (tail footer was unusable).
+    truncate_before_alloc: bool,
+    dirty_bat: [u32; DIRTY_BAT_MAX],
+    dirty_bat_len: usize,
+    cache: [Slot; CACHE_SLOTS],
+    cache_victim: usize,
+}
+
+enum TailState {
+    Ok(Footer, u64),
+    BadSum(Footer, u64, Problem),
+    Bad(Problem),
+}
+
+fn read_tail<D: BlockDevice>(dev: &mut D, len: u64) -> Result<TailState, Error> {
+    let mut raw = [0u8; FOOTER_SIZE];
+    dev.read_at(len - FOOTER_SIZE as u64, &mut raw)?;
+    let mut pos = len - FOOTER_SIZE as u64;
+    let mut parsed = Footer::parse(&raw);
+    if parsed.is_err() {
+        // Old images end with a 511-byte footer (no last reserved byte).
+        let mut old = [0u8; FOOTER_SIZE];
+        dev.read_at(len - 511, &mut old[..511])?;
+        if let Ok(f) = Footer::parse(&old) {
+            raw = old;
+            pos = len - 511;
+            parsed = Ok(f);
+        }
+    }
+    Ok(match parsed {
+        Err(p) => TailState::Bad(p),
+        Ok(f) => {
+            let computed = Footer::compute_checksum(&raw);
+            if computed == f.checksum {
+                TailState::Ok(f, pos)
+            } else {
+                TailState::BadSum(
+                    f,
+                    pos,
+                    Problem::BadChecksum {
+                        structure: Structure::Footer,
+                        stored: f.checksum,
+                        computed,
+                    },
+                )
+            }
+        }
+    })
+}
+
+/// The copy at offset 0: `Ok(footer)` if cookie and checksum are right,
+/// `Err(Some(footer))` for a wrong checksum, `Err(None)` otherwise.
+fn read_head<D: BlockDevice>(dev: &mut D) -> Result<Result<Footer, Option<Footer>>, Error> {
+    let mut raw = [0u8; FOOTER_SIZE];
+    dev.read_at(0, &mut raw)?;
+    Ok(match Footer::parse(&raw) {
+        Err(_) => Err(None),
+        Ok(f) if f.checksum_ok(&raw) => Ok(f),
+        Ok(f) => Err(Some(f)),
+    })
+}
+
+fn is_sparse(f: &Footer) -> bool {
+    matches!(f.kind(), Some(DiskType::Dynamic | DiskType::Differencing))
+}
+
+struct Reporter<'a> {
+    sink: &'a mut dyn FnMut(&Problem),
+    summary: &'a mut Summary,
+    first_fatal: Option<Problem>,
+}
+
+impl Reporter<'_> {
+    fn fatal(&mut self, p: Problem) {
+        (self.sink)(&p);
+        self.summary.problems += 1;
+        self.summary.fatal += 1;
+        if self.first_fatal.is_none() {
+            self.first_fatal = Some(p);
+        }
+    }
+    fn warn(&mut self, p: Problem) {
+        (self.sink)(&p);
+        self.summary.problems += 1;
+    }
+    fn stop(&mut self, p: Problem) -> Error {
+        self.fatal(p);
+        Error::Malformed(self.first_fatal.unwrap_or(p))
+    }
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1 && a.0 < a.1 && b.0 < b.1
+}
+
+impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
+    /// Validates the image on `dev` and opens it. Every problem found goes
+    /// to `sink`; the first fatal one makes this fail.
+    pub fn inspect<T: TableStorage<B> + ?Sized>(
+        mut dev: D,
+        options: &OpenOptions,
+        writable: bool,
+        tables: &mut T,
+        sink: &mut dyn FnMut(&Problem),
+        summary: &mut Summary,
+    ) -> Result<Self, Error> {
+        let mut r = Reporter {
+            sink,
+            summary,
+            first_fatal: None,
+        };
+        let len = dev.len()?;
+        if len < FOOTER_SIZE as u64 {
+            return Err(r.stop(Problem::FileTooSmall { len }));
+        }
+        let accept = options.accept_bad_checksums;
+        // Choose the footer: the tail, else the copy at offset 0 (only
+        // dynamic and differencing images have one; a fixed image's sector
+        // 0 is guest data).
+        let (footer, limit, tail_ok) = match read_tail(&mut dev, len)? {
+            TailState::Ok(f, pos) => {
+                if is_sparse(&f) {
+                    match read_head(&mut dev)? {
+                        Ok(h) if h == f => {}
+                        _ => r.warn(Problem::FooterCopyMismatch),
+                    }
+                }
+                (f, pos, true)
+            }
+            tail => {
+                let (tail_footer, tail_problem) = match tail {
+                    TailState::BadSum(f, pos, p) => (Some((f, pos)), p),
+                    TailState::Bad(p) => (None, p),
+                    TailState::Ok(f, pos) => (Some((f, pos)), Problem::TailFooterInvalid),
+                };
+                match read_head(&mut dev)? {
+                    Ok(h) if is_sparse(&h) => {
+                        r.warn(Problem::TailFooterInvalid);
+                        (h, len, false)
+                    }
+                    head => match (tail_footer, head) {
+                        (Some((f, pos)), _) if accept => {
+                            r.warn(tail_problem);
+                            (f, pos, true)
+                        }
+                        (None, Err(Some(h))) if accept && is_sparse(&h) => {
+                            let mut raw = [0u8; FOOTER_SIZE];
+                            dev.read_at(0, &mut raw)?;
+                            r.warn(Problem::TailFooterInvalid);
+                            r.warn(Problem::BadChecksum {
+                                structure: Structure::FooterCopy,
+                                stored: h.checksum,
+                                computed: Footer::compute_checksum(&raw),
+                            });
+                            (h, len, false)
+                        }
+                        _ => return Err(r.stop(tail_problem)),
+                    },
+                }
+            }
+        };
+        if footer.format_version >> 16 != 1 {
+            return Err(r.stop(Problem::UnsupportedFooterVersion {
+                version: footer.format_version,
+            }));
+        }
+        let Some(kind) = footer.kind() else {
+            return Err(r.stop(Problem::UnknownDiskType {
+                value: footer.disk_type,
+            }));
+        };
+        let size = footer.virtual_size();
+        let max = if kind == DiskType::Fixed {
+            MAX_FIXED_SIZE
+        } else {
+            MAX_DYNAMIC_SIZE
+        };
+        if size > max {
+            return Err(r.stop(Problem::SizeOutOfRange { size, max }));
+        }
+        let mut layer = Layer {
+            dev,
+            footer,
+            kind,
+            size,
+            writable,
+            sparse: None,
+            table: None,
+            next_alloc: limit,
+            metadata_end: 0,
+            truncate_before_alloc: false,
+            dirty_bat: [0; DIRTY_BAT_MAX],
+            dirty_bat_len: 0,
+            cache: [EMPTY_SLOT; CACHE_SLOTS],
+            cache_victim: 0,
+        };
+        if kind == DiskType::Fixed {
+            if size > limit {
+                return Err(r.stop(Problem::FixedDataTruncated {
+                    size,
+                    file_len: len,
+                }));
+            }
+            return match r.first_fatal {
+                Some(p) => Err(Error::Malformed(p)),
+                None => Ok(layer),
+            };
+        }
+
+        // Dynamic header.
+        let data_offset = footer.data_offset;
+        if data_offset
+            .checked_add(HEADER_SIZE as u64)
+            .is_none_or(|end| end > limit)
+        {
+            return Err(r.stop(Problem::DataOffsetOutOfFile {
+                data_offset,
+                file_len: len,
+            }));
+        }
+        let mut raw = [0u8; HEADER_SIZE];
+        layer.dev.read_at(data_offset, &mut raw)?;
+        let header = match DynamicHeader::parse(&raw) {
+            Ok(h) => h,
+            Err(p) => return Err(r.stop(p)),
+        };
+        let computed = DynamicHeader::compute_checksum(&raw);
+        if computed != header.checksum {
+            let p = Problem::BadChecksum {
+                structure: Structure::DynamicHeader,
+                stored: header.checksum,
+                computed,
+            };
+            if accept {
+                r.warn(p);
+            } else {
+                return Err(r.stop(p));
+            }
+        }
+        if header.header_version >> 16 != 1 {
+            return Err(r.stop(Problem::UnsupportedHeaderVersion {
+                version: header.header_version,
+            }));
+        }
+        let bs = header.block_size;
+        if !bs.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs) {
+            return Err(r.stop(Problem::BlockSizeInvalid { block_size: bs }));
+        }
+        let block_size = u64::from(bs);
+        let entries = header.max_table_entries;
+        let needed = size.div_ceil(block_size);
+        if u64::from(entries) < needed {
+            return Err(r.stop(Problem::TableTooSmall {
+                max_table_entries: entries,
+                needed,
+            }));
+        }
+        let max_entries = MAX_DYNAMIC_SIZE.div_ceil(block_size);
+        if u64::from(entries) > max_entries {
+            return Err(r.stop(Problem::TableTooLarge {
+                max_table_entries: entries,
+                max: max_entries,
+            }));
+        }
+        let table_offset = header.table_offset;
+        let table_len = u64::from(entries) * 4;
+        if table_offset
+            .checked_add(table_len)
+            .is_none_or(|end| end > limit)
+        {
+            return Err(r.stop(Problem::TableOutOfFile {
+                table_offset,
+                table_len,
+                limit,
+            }));
+        }
+        let sparse = Sparse {
+            header,
+            entries,
+            block_size,
+            bitmap_len: bitmap_size(bs),
+            table_offset,
+        };
+
+        // Metadata regions, for the overlap checks.
+        let mut regions = [(Region::Footer, 0u64, 0u64); 3 + LOCATOR_SLOTS];
+        let mut nreg = 0;
+        regions[nreg] = (Region::FooterCopy, 0, FOOTER_SIZE as u64);
+        nreg += 1;
+        regions[nreg] = (
+            Region::DynamicHeader,
+            data_offset,
+            data_offset + HEADER_SIZE as u64,
+        );
+        nreg += 1;
+        regions[nreg] = (Region::Bat, table_offset, table_offset + table_len);
+        nreg += 1;
+        if kind == DiskType::Differencing {
+            for (slot, loc) in header.locators.iter().enumerate() {
+                if loc.code == LocatorCode::None {
+                    continue;
+                }
+                let space = loc.space_bytes();
+                let end = loc.data_offset.checked_add(u64::from(loc.data_length));
+                if u64::from(loc.data_length) > space || end.is_none_or(|e| e > limit) {
+                    r.fatal(Problem::LocatorOutOfRange {
+                        slot: slot as u8,
+                        data_offset: loc.data_offset,
+                        data_length: loc.data_length,
+                        space,
+                        limit,
+                    });
+                    continue;
+                }
+                if loc.data_length > MAX_LOCATOR_LEN {
+                    r.fatal(Problem::LocatorTooLong {
+                        slot: slot as u8,
+                        data_length: loc.data_length,
+                    });
+                }
+                regions[nreg] = (
+                    Region::Locator(slot as u8),
+                    loc.data_offset,
+                    loc.data_offset + u64::from(loc.data_length),
+                );
+                nreg += 1;
+            }
+        }
+        let regions = &regions[..nreg];
+        for (i, a) in regions.iter().enumerate() {
+            for b in &regions[i + 1..] {
+                if overlaps((a.1, a.2), (b.1, b.2)) {
+                    r.fatal(Problem::MetadataOverlap {
+                        first: a.0,
+                        second: b.0,
+                    });
+                }
+            }
+        }
+        let metadata_end = regions
+            .iter()
+            .map(|g| g.2)
+            .max()
+            .unwrap_or(0)
+            .next_multiple_of(SECTOR_SIZE);
+
+        // The BAT: entries in the first half of the storage, the second half
+        // is scratch for sorting blocks by offset.
+        let words = entries as usize * 2;
+        let mut table = tables.table(words)?;
+        let storage = table.as_mut();
+        if storage.len() < words {
+            return Err(Error::StorageTooSmall {
+                needed: words,
+                available: storage.len(),
+            });
+        }
+        let (bat, scratch) = storage.split_at_mut(entries as usize);
+        let mut buf = [0u8; 4096];
+        let mut done = 0usize;
+        while done < bat.len() {
+            let n = (bat.len() - done).min(buf.len() / 4);
+            layer
+                .dev
+                .read_at(table_offset + done as u64 * 4, &mut buf[..n * 4])?;
+            for (k, w) in bat[done..done + n].iter_mut().enumerate() {
+                *w = u32::from_be_bytes([
+                    buf[4 * k],
+                    buf[4 * k + 1],
+                    buf[4 * k + 2],
+                    buf[4 * k + 3],
+                ]);
+            }
+            done += n;
+        }
+
+        // Blocks: inside the file, clear of metadata, not overlapping.
+        let span = sparse.span();
+        let mut allocated = 0usize;
+        let mut block_end_max = metadata_end;
+        for (i, &sector) in bat.iter().enumerate() {
+            if sector == BAT_UNALLOCATED {
+                continue;
+            }
+            let start = u64::from(sector) * SECTOR_SIZE;
+            let end = start + span;
+            let block = i as u32;
+            if end > limit {
+                r.fatal(Problem::BlockOutOfFile {
+                    block,
+                    sector,
+                    limit,
+                });
+                continue;
+            }
+            let mut clear = true;
+            for g in regions {
+                if overlaps((start, end), (g.1, g.2)) {
+                    r.fatal(Problem::BlockOverlapsMetadata {
+                        block,
+                        sector,
+                        region: g.0,
+                    });
+                    clear = false;
+                }
+            }
+            if clear {
+                scratch[allocated] = block;
+                allocated += 1;
+                block_end_max = block_end_max.max(end);
+            }
+        }
+        let sorted = &mut scratch[..allocated];
+        sorted.sort_unstable_by_key(|&i| bat[i as usize]);
+        let mut prev: Option<(u32, u64)> = None;
+        for &i in sorted.iter() {
+            let start = u64::from(bat[i as usize]) * SECTOR_SIZE;
+            if let Some((p, p_end)) = prev {
+                if start < p_end {
+                    r.fatal(Problem::BlocksOverlap {
+                        first: p,
+                        second: i,
+                        first_sector: bat[p as usize],
+                        second_sector: bat[i as usize],
+                    });
+                    continue;
+                }
+            }
+            prev = Some((i, start + span));
+        }
+        r.summary.allocated_blocks = allocated as u32;
+        let used = metadata_end.saturating_add(allocated as u64 * span);
+        r.summary.leaked_bytes = limit.saturating_sub(used);
+
+        layer.next_alloc = if tail_ok {
+            limit
+        } else {
+            block_end_max.next_multiple_of(SECTOR_SIZE)
+        };
+        layer.truncate_before_alloc = !tail_ok && len > layer.next_alloc;
+        if layer.next_alloc < metadata_end {
+            layer.next_alloc = metadata_end;
+        }
+        layer.metadata_end = metadata_end;
+        layer.sparse = Some(sparse);
+        layer.table = Some(table);
+        match r.first_fatal {
+            Some(p) => Err(Error::Malformed(p)),
+            None => Ok(layer),
+        }
+    }
+
+    /// The BAT (empty for fixed images).
+    pub fn bat(&self) -> &[u32] {
+        match (&self.table, &self.sparse) {
+            (Some(t), Some(s)) => t.as_ref().get(..s.entries as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    fn bat_mut(&mut self) -> &mut [u32] {
+        match (&mut self.table, &self.sparse) {
+            (Some(t), Some(s)) => t.as_mut().get_mut(..s.entries as usize).unwrap_or(&mut []),
+            _ => &mut [],
+        }
+    }
+
+    /// BAT and the sorting scratch of the same length.
+    pub fn bat_and_scratch(&mut self) -> (&mut [u32], &mut [u32]) {
+        match (&mut self.table, &self.sparse) {
+            (Some(t), Some(s)) => {
+                let n = s.entries as usize;
+                match t.as_mut().get_mut(..2 * n) {
+                    Some(w) => w.split_at_mut(n),
+                    None => (&mut [], &mut []),
+                }
+            }
+            _ => (&mut [], &mut []),
+        }
+    }
+
+    /// Byte offset of block `block`'s bitmap, if allocated.
+    pub fn block_base(&self, block: u64) -> Option<u64> {
+        let e = *self.bat().get(usize::try_from(block).ok()?)?;
+        (e != BAT_UNALLOCATED).then(|| u64::from(e) * SECTOR_SIZE)
+    }
+
+    /// Number of allocated blocks.
+    pub fn allocated_blocks(&self) -> u32 {
+        self.bat().iter().filter(|&&e| e != BAT_UNALLOCATED).count() as u32
+    }
+
+    fn slot_of(&mut self, block: u32, index: u32) -> Result<usize, Error> {
+        if let Some(i) = self
+            .cache
+            .iter()
+            .position(|s| s.block == block && s.index == index)
+        {
+            return Ok(i);
+        }
+        self.sparse
+            .ok_or(Error::WrongDiskType { found: self.kind })?;
+        let base = self
+            .block_base(u64::from(block))
+            .ok_or(Error::Io(IoError::OutOfBounds {
+                offset: u64::from(block),
+                len: 0,
+                device_len: 0,
+            }))?;
+        let victim = self.pick_victim()?;
+        let mut bits = [0u8; SECTOR_SIZE as usize];
+        self.dev
+            .read_at(base + u64::from(index) * SECTOR_SIZE, &mut bits)?;
+        self.cache[victim] = Slot {
+            block,
+            index,
+            dirty: false,
+            bits,
+        };
+        Ok(victim)
+    }
+
+    fn pick_victim(&mut self) -> Result<usize, Error> {
+        if let Some(i) = self.cache.iter().position(|s| s.block == u32::MAX) {
+            return Ok(i);
+        }
+        if self.cache.iter().all(|s| s.dirty) {
+            self.sync()?;
+        }
+        for _ in 0..CACHE_SLOTS {
+            let i = self.cache_victim;
+            self.cache_victim = (self.cache_victim + 1) % CACHE_SLOTS;
+            if !self.cache[i].dirty {
+                return Ok(i);
+            }
+        }
+        // sync() cleaned every slot, so the loop above always returns.
+        Ok(0)
+    }
+
+    /// Length of the run of sectors starting at `sector` (within block
+    /// `block`, before `end`) whose bitmap bits all equal the first one's;
+    /// returns (present, run end).
+    pub fn run(&mut self, block: u32, sector: u64, end: u64) -> Result<(bool, u64), Error> {
+        let mut k = sector;
+        let mut value = None;
+        while k < end {
+            let index = (k / BITS_PER_BITMAP_SECTOR) as u32;
+            let slot = self.slot_of(block, index)?;
+            let bits = &self.cache[slot].bits;
+            let first = (k % BITS_PER_BITMAP_SECTOR) as usize;
+            let stop = ((end - u64::from(index) * BITS_PER_BITMAP_SECTOR)
+                .min(BITS_PER_BITMAP_SECTOR)) as usize;
+            let v = *value.get_or_insert(bit(bits, first));
+            let e = run_end(bits, first, stop, v);
+            k = u64::from(index) * BITS_PER_BITMAP_SECTOR + e as u64;
+            if e < stop {
+                break;
+            }
+        }
+        Ok((value.unwrap_or(false), k.min(end)))
+    }
+
+    /// Marks sectors `[first, end)` of `block` present in the bitmap (queued
+    /// until the next sync).
+    pub fn set_bits(&mut self, block: u32, first: u64, end: u64) -> Result<(), Error> {
+        let mut k = first;
+        while k < end {
+            let index = (k / BITS_PER_BITMAP_SECTOR) as u32;
+            let slot = self.slot_of(block, index)?;
+            let stop = ((end - u64::from(index) * BITS_PER_BITMAP_SECTOR)
+                .min(BITS_PER_BITMAP_SECTOR)) as usize;
+            let s = &mut self.cache[slot];
+            let mut i = (k % BITS_PER_BITMAP_SECTOR) as usize;
+            while i < stop {
+                if i % 8 == 0 && i + 8 <= stop {
+                    if s.bits[i / 8] != 0xFF {
+                        s.bits[i / 8] = 0xFF;
+                        s.dirty = true;
+                    }
+                    i += 8;
+                    continue;
+                }
+                let mask = 0x80u8 >> (i % 8);
+                if s.bits[i / 8] & mask == 0 {
+                    s.bits[i / 8] |= mask;
+                    s.dirty = true;
+                }
+                i += 1;
+            }
+            k = u64::from(index) * BITS_PER_BITMAP_SECTOR + stop as u64;
+        }
+        Ok(())
+    }
+
+    fn mark_bat_dirty(&mut self, block: u32) -> Result<(), Error> {
+        let sector = block / 128;
+        if self.dirty_bat[..self.dirty_bat_len].contains(&sector) {
+            return Ok(());
+        }
+        if self.dirty_bat_len == DIRTY_BAT_MAX {
+            self.sync()?;
+        }
+        self.dirty_bat[self.dirty_bat_len] = sector;
+        self.dirty_bat_len += 1;
+        Ok(())
+    }
+
+    /// Sets a BAT entry in memory; written at the next sync.
+    pub fn set_bat(&mut self, block: u32, entry: u32) -> Result<(), Error> {
+        // Queue first: queueing may sync, which must not see the new entry
+        // before its block is complete.
+        self.mark_bat_dirty(block)?;
+        if let Some(e) = self.bat_mut().get_mut(block as usize) {
+            *e = entry;
+        }
+        self.forget_block(block);
+        Ok(())
+    }
+
+    /// Drops cached bitmap sectors of a block (freed or moved).
+    pub fn forget_block(&mut self, block: u32) {
+        for s in self.cache.iter_mut() {
+            if s.block == block {
+                *s = EMPTY_SLOT;
+            }
+        }
+    }
+
+    /// Whether metadata updates are queued.
+    pub fn has_pending(&self) -> bool {
+        self.dirty_bat_len > 0 || self.cache.iter().any(|s| s.dirty)
+    }
+
+    /// Writes queued metadata in crash-safe order: flush (data durable),
+    /// bitmaps and BAT sectors, flush.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        if !self.has_pending() {
+            return Ok(());
+        }
+        self.dev.flush()?;
+        for i in 0..CACHE_SLOTS {
+            if !self.cache[i].dirty {
+                continue;
+            }
+            let s = self.cache[i];
+            if let Some(base) = self.block_base(u64::from(s.block)) {
+                self.dev
+                    .write_at(base + u64::from(s.index) * SECTOR_SIZE, &s.bits)?;
+            }
+            self.cache[i].dirty = false;
+        }
+        let table_offset = match self.sparse {
+            Some(s) => s.table_offset,
+            None => 0,
+        };
+        for d in 0..self.dirty_bat_len {
+            let sector = self.dirty_bat[d] as usize;
+            let bat = self.bat();
+            let first = sector * 128;
+            let last = (first + 128).min(bat.len());
+            let mut buf = [0u8; SECTOR_SIZE as usize];
+            let Some(entries) = bat.get(first..last) else {
+                continue;
+            };
+            for (k, e) in entries.iter().enumerate() {
+                buf[4 * k..4 * k + 4].copy_from_slice(&e.to_be_bytes());
+            }
+            let n = entries.len() * 4;
+            self.dev
+                .write_at(table_offset + first as u64 * 4, &buf[..n])?;
+        }
+        self.dirty_bat_len = 0;
+        self.dev.flush()?;
+        Ok(())
+    }
+
+    /// Records that the file now ends with a footer at `end` (after
+    /// compaction).
+    pub fn set_end(&mut self, end: u64) {
+        self.next_alloc = end;
+        self.truncate_before_alloc = false;
+    }
+
+    /// Places a new block for `block` at the end of the file: footer moved
+    /// first, then the bitmap initialised (all ones when `present`), then
+    /// the BAT entry queued. See the module's crash invariant.
+    pub fn allocate(&mut self, block: u32, present: bool) -> Result<u64, Error> {
+        let sparse = self
+            .sparse
+            .ok_or(Error::WrongDiskType { found: self.kind })?;
+        let base = self.next_alloc;
+        let new_end = base + sparse.span();
+        if new_end / SECTOR_SIZE > u64::from(u32::MAX) {
+            return Err(Error::Io(IoError::CapacityExceeded {
+                requested: new_end,
+                capacity: u64::from(u32::MAX) * SECTOR_SIZE,
+            }));
+        }
+        if self.truncate_before_alloc {
+            // Unreferenced bytes past the last block: cut them so that the
+            // new block's data area reads as zeros.
+            self.dev.set_len(base)?;
+            self.truncate_before_alloc = false;
+        }
+        let footer = self.footer.to_bytes();
+        self.dev.write_at(new_end, &footer)?;
+        let fill = if present { 0xFF } else { 0x00 };
+        let chunk = [fill; SECTOR_SIZE as usize];
+        let mut at = 0;
+        while at < sparse.bitmap_len {
+            // Zeros past the first sector are already there (fresh space);
+            // the first sector held the old footer.
+            if at > 0 && !present {
+                break;
+            }
+            self.dev.write_at(base + at, &chunk)?;
+            at += SECTOR_SIZE;
+        }
+        self.next_alloc = new_end;
+        self.set_bat(block, (base / SECTOR_SIZE) as u32)?;
+        if sparse.bitmap_len == SECTOR_SIZE {
+            // Prime the cache with the bitmap just written.
+            let victim = self.pick_victim()?;
+            self.cache[victim] = Slot {
+                block,
+                index: 0,
+                dirty: false,
+                bits: chunk,
+            };
+        }
+        Ok(base)
+    }
+}
+
+/// Bit `i` of a bitmap: the most significant bit of byte 0 is sector 0.
+pub(crate) fn bit(bits: &[u8], i: usize) -> bool {
+    bits[i / 8] & (0x80 >> (i % 8)) != 0
+}
+
+/// End of the run of bits equal to `v` starting at `i`, before `end`.
+fn run_end(bits: &[u8], mut i: usize, end: usize, v: bool) -> usize {
+    let full = if v { 0xFF } else { 0x00 };
+    while i < end {
+        if i % 64 == 0 && i + 64 <= end {
+            let w = &bits[i / 8..i / 8 + 8];
+            if w.iter().all(|&b| b == full) {
+                i += 64;
+                continue;
+            }
+        }
+        if i % 8 == 0 && i + 8 <= end && bits[i / 8] == full {
+            i += 8;
+            continue;
+        }
+        if bit(bits, i) != v {
+            break;
+        }
+        i += 1;
+    }
+    i
+}

@@ -1,0 +1,209 @@
+//! Finding the parent of a differencing image: the integrator's
+//! [`ParentResolver`], the request it gets (parent UUID, name) and the path
+//! hints decoded from the child's parent locators.
+
+use crate::format::{LocatorCode, Uuid};
+
+/// What is known about a parent being looked for.
+#[derive(Clone, Copy, Debug)]
+pub struct ParentRequest<'a> {
+    /// UUID the parent's footer must carry (checked by the caller of the
+    /// resolver; a device with another UUID is skipped).
+    pub uuid: Uuid,
+    /// Parent modification time recorded in the child.
+    pub timestamp: u32,
+    /// Parent file name recorded in the child (UTF-16, without padding).
+    pub name: &'a [u16],
+    /// Number of images already in the chain (1 when looking for the top
+    /// image's parent).
+    pub depth: usize,
+}
+
+/// A path hint decoded from a parent locator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocatorHint<'a> {
+    /// Locator slot (0..8).
+    pub slot: u8,
+    /// Platform code of the locator.
+    pub code: LocatorCode,
+    /// The path, decoded to UTF-8: a Windows path with backslashes for
+    /// `W2ku`/`W2ru`/`Wi2k`/`Wi2r`, a plain path (URL scheme removed,
+    /// percent escapes decoded) for `MacX`.
+    pub path: &'a str,
+}
+
+/// Opens parent images on behalf of a differencing child.
+///
+/// [`crate::Disk::open`] calls `open_parent` once per usable locator hint,
+/// relative paths first (`W2ru`, then `W2ku`, `MacX`, `Wi2r`, `Wi2k`), then
+/// once without hint. The first device whose footer carries the requested
+/// UUID becomes the parent; devices with another UUID are dropped.
+pub trait ParentResolver<D> {
+    /// A device that may hold the parent, or `None`.
+    fn open_parent(
+        &mut self,
+        request: &ParentRequest<'_>,
+        hint: Option<&LocatorHint<'_>>,
+    ) -> Option<D>;
+}
+
+/// A resolver for images without parents: finds nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoParents;
+
+impl<D> ParentResolver<D> for NoParents {
+    fn open_parent(&mut self, _: &ParentRequest<'_>, _: Option<&LocatorHint<'_>>) -> Option<D> {
+        None
+    }
+}
+
+/// Order in which locator codes are tried (lower first).
+pub(crate) fn hint_rank(code: LocatorCode) -> Option<u8> {
+    match code {
+        LocatorCode::W2ru => Some(0),
+        LocatorCode::W2ku => Some(1),
+        LocatorCode::MacX => Some(2),
+        LocatorCode::Wi2r => Some(3),
+        LocatorCode::Wi2k => Some(4),
+        _ => None,
+    }
+}
+
+fn put_str(s: &str, out: &mut [u8], at: usize) -> Option<usize> {
+    let end = at.checked_add(s.len())?;
+    out.get_mut(at..end)?.copy_from_slice(s.as_bytes());
+    Some(end)
+}
+
+/// Decodes a locator's raw data into `out` as UTF-8; `None` if the code is
+/// not a path code, the data is not valid text, or `out` is too small.
+pub fn decode_locator<'o>(code: LocatorCode, raw: &[u8], out: &'o mut [u8]) -> Option<&'o str> {
+    let mut n = 0;
+    match code {
+        LocatorCode::W2ku | LocatorCode::W2ru => {
+            if raw.len() % 2 != 0 {
+                return None;
+            }
+            let units = raw
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&u| u != 0);
+            for c in char::decode_utf16(units) {
+                let c = c.ok()?;
+                let mut tmp = [0u8; 4];
+                n = put_str(c.encode_utf8(&mut tmp), out, n)?;
+            }
+        }
+        LocatorCode::Wi2k | LocatorCode::Wi2r => {
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            let s = core::str::from_utf8(&raw[..end]).ok()?;
+            n = put_str(s, out, 0)?;
+        }
+        LocatorCode::MacX => {
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            let s = core::str::from_utf8(&raw[..end]).ok()?;
+            let s = s.strip_prefix("file://").unwrap_or(s);
+            let s = s.strip_prefix("localhost").unwrap_or(s);
+            let b = s.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                let byte = if b[i] == b'%' && i + 2 < b.len() {
+                    let hex = core::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+                    i += 3;
+                    u8::from_str_radix(hex, 16).ok()?
+                } else {
+                    i += 1;
+                    b[i - 1]
+                };
+                *out.get_mut(n)? = byte;
+                n += 1;
+            }
+            return core::str::from_utf8(&out[..n]).ok();
+        }
+        _ => return None,
+    }
+    core::str::from_utf8(&out[..n]).ok()
+}
+
+#[cfg(feature = "std")]
+pub use file_resolver::FileResolver;
+
+#[cfg(feature = "std")]
+mod file_resolver {
+    use super::{LocatorHint, ParentRequest, ParentResolver};
+    use crate::device::FileDevice;
+    use crate::format::LocatorCode;
+    use std::path::{Path, PathBuf};
+
+    /// Finds parents as files: relative hints and the parent name are taken
+    /// relative to the child's directory; absolute Windows paths fall back
+    /// to their file name in that directory.
+    #[derive(Clone, Debug)]
+    pub struct FileResolver {
+        /// Directory of the top image.
+        pub base_dir: PathBuf,
+        /// Open parents read-write.
+        pub writable: bool,
+    }
+
+    impl FileResolver {
+        /// A resolver relative to the directory holding `child`.
+        pub fn for_child(child: &Path, writable: bool) -> Self {
+            let base_dir = child
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            FileResolver { base_dir, writable }
+        }
+
+        fn candidate(&self, hint: &LocatorHint<'_>) -> Option<PathBuf> {
+            match hint.code {
+                LocatorCode::MacX => {
+                    let p = Path::new(hint.path);
+                    Some(if p.is_absolute() {
+                        p.to_path_buf()
+                    } else {
+                        self.base_dir.join(p)
+                    })
+                }
+                LocatorCode::W2ru | LocatorCode::Wi2r => {
+                    let unix = hint.path.replace('\\', "/");
+                    let rel = unix.trim_start_matches("./");
+                    Some(self.base_dir.join(rel))
+                }
+                LocatorCode::W2ku | LocatorCode::Wi2k => {
+                    let unix = hint.path.replace('\\', "/");
+                    if unix.starts_with('/') {
+                        let p = PathBuf::from(&unix);
+                        if p.exists() {
+                            return Some(p);
+                        }
+                    }
+                    let name = unix.rsplit('/').next()?;
+                    Some(self.base_dir.join(name))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    impl ParentResolver<FileDevice> for FileResolver {
+        fn open_parent(
+            &mut self,
+            request: &ParentRequest<'_>,
+            hint: Option<&LocatorHint<'_>>,
+        ) -> Option<FileDevice> {
+            let path = match hint {
+                Some(h) => self.candidate(h)?,
+                None => {
+                    let name = std::string::String::from_utf16(request.name).ok()?;
+                    if name.is_empty() {
+                        return None;
+                    }
+                    self.base_dir.join(name.replace('\\', "/"))
+                }
+            };
+            FileDevice::open(&path, self.writable).ok()
+        }
+    }
+}
