@@ -241,7 +241,7 @@ pub struct Serial<L: InterruptLine, S: SerialSink, const RX: usize = FIFO_DEPTH>
     fcr: u8,
     lcr: u8,
     mcr: u8,
-    /// Error bits of LSR (OE, PE, FE, BI) latched until LSR is read.
+    /// Error bits of LSR (only OE occurs here) latched until LSR is read.
     lsr_errors: u8,
     /// MSR with the delta bits as latched; the state bits are recomputed.
     msr_deltas: u8,
@@ -410,16 +410,13 @@ impl<L: InterruptLine, S: SerialSink, const RX: usize> Serial<L, S, RX> {
         }
     }
 
+    /// LSR as the guest reads it. The only receive error this model can
+    /// produce is overrun (no line noise, no break), so PE, FE, BI and the
+    /// FIFO error bit 7 stay clear.
     fn lsr(&self) -> u8 {
         let mut value = lsr::THRE | lsr::TEMT | self.lsr_errors;
         if self.rx.len > 0 {
             value |= lsr::DR;
-        }
-        // In FIFO mode bit 7 reports a parity, framing or break error still in
-        // the FIFO; the only error this model produces is overrun, so it
-        // follows the latched PE/FE/BI bits.
-        if self.fifo_enabled() && self.lsr_errors & (lsr::PE | lsr::FE | lsr::BI) != 0 {
-            value |= lsr::FIFO_ERROR;
         }
         value
     }

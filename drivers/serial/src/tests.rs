@@ -250,9 +250,9 @@ fn priorities_follow_the_data_sheet_order() {
     let (mut u, _) = uart();
     wr(&mut u, reg::MCR, mcr::LOOP);
     wr(&mut u, reg::IER, 0x0f);
-    // Modem status: entering loopback with RTS etc. clear changes nothing
-    // against the ready host inputs (CTS, DSR, DCD drop) -> deltas latched.
-    // THRE is pending from the rising ETBEI; overrun gives line status.
+    // Entering loopback with all modem outputs off drops CTS, DSR and DCD
+    // (the host inputs were on): modem status deltas. Enabling ETBEI arms
+    // THRE, the loopback bytes give received data, the second one an overrun.
     wr(&mut u, reg::DATA, 1);
     wr(&mut u, reg::DATA, 2); // overrun: single holding register
     assert_eq!(rd(&mut u, reg::IIR_FCR), iir::RLS);
