@@ -1,0 +1,209 @@
+//! The lock-free set of interrupt lines devices drive.
+//!
+//! A [`LineSet`] holds one small atomic word per line (GSI): the current level
+//! and a sticky "rose" flag. Devices hold [`Line`] handles (`&self` only, no
+//! borrow of the router) and raise, lower or pulse them from any context. The
+//! router [`LineSet::sample`]s each line at VM exit/entry: it sees the current
+//! level and whether the line went up since the previous sample, so a pulse,
+//! or a raise followed by a lower between two samples, is never lost.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use super::InterruptLine;
+
+const LEVEL: u8 = 1 << 0;
+const ROSE: u8 = 1 << 1;
+
+/// What the router sees of one line when it samples it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineSample {
+    /// The line is asserted now.
+    pub asserted: bool,
+    /// The line went from deasserted to asserted (or was pulsed) at least
+    /// once since the previous sample. Several rises coalesce into one.
+    pub rose: bool,
+}
+
+/// `N` interrupt lines, numbered 0..N (the global system interrupt numbers
+/// of the board). Usable from a `static`.
+#[derive(Debug)]
+pub struct LineSet<const N: usize> {
+    state: [AtomicU8; N],
+}
+
+impl<const N: usize> Default for LineSet<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> LineSet<N> {
+    /// All lines deasserted, no edge recorded.
+    pub const fn new() -> Self {
+        Self {
+            state: [const { AtomicU8::new(0) }; N],
+        }
+    }
+
+    /// Number of lines.
+    pub const fn len(&self) -> usize {
+        N
+    }
+
+    /// Whether the set has no lines at all.
+    pub const fn is_empty(&self) -> bool {
+        N == 0
+    }
+
+    /// A handle on line `gsi` for a device, or `None` if `gsi >= N`.
+    pub fn line(&self, gsi: usize) -> Option<Line<'_, N>> {
+        (gsi < N).then_some(Line { set: self, gsi })
+    }
+
+    /// Reads line `gsi` and clears its edge record. Out-of-range lines read
+    /// as deasserted.
+    pub fn sample(&self, gsi: usize) -> LineSample {
+        let Some(word) = self.state.get(gsi) else {
+            return LineSample::default();
+        };
+        let before = word.fetch_and(!ROSE, Ordering::AcqRel);
+        LineSample {
+            asserted: before & LEVEL != 0,
+            rose: before & ROSE != 0,
+        }
+    }
+
+    /// Reads line `gsi` without consuming its edge record.
+    pub fn peek(&self, gsi: usize) -> LineSample {
+        let before = self
+            .state
+            .get(gsi)
+            .map_or(0, |word| word.load(Ordering::Acquire));
+        LineSample {
+            asserted: before & LEVEL != 0,
+            rose: before & ROSE != 0,
+        }
+    }
+
+    fn set_level(&self, gsi: usize, asserted: bool) {
+        let Some(word) = self.state.get(gsi) else {
+            return;
+        };
+        if asserted {
+            let before = word.fetch_or(LEVEL, Ordering::AcqRel);
+            if before & LEVEL == 0 {
+                word.fetch_or(ROSE, Ordering::AcqRel);
+            }
+        } else {
+            word.fetch_and(!LEVEL, Ordering::AcqRel);
+        }
+    }
+
+    fn pulse(&self, gsi: usize) {
+        if let Some(word) = self.state.get(gsi) {
+            word.fetch_or(ROSE, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A device's handle on one line of a [`LineSet`].
+#[derive(Clone, Copy, Debug)]
+pub struct Line<'a, const N: usize> {
+    set: &'a LineSet<N>,
+    gsi: usize,
+}
+
+impl<const N: usize> Line<'_, N> {
+    /// The global system interrupt number of this line.
+    pub const fn gsi(&self) -> usize {
+        self.gsi
+    }
+}
+
+impl<const N: usize> InterruptLine for Line<'_, N> {
+    fn set_level(&self, asserted: bool) {
+        self.set.set_level(self.gsi, asserted);
+    }
+
+    fn pulse(&self) {
+        self.set.pulse(self.gsi);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static LINES: LineSet<4> = LineSet::new();
+
+    #[test]
+    fn pulse_is_seen_once_and_leaves_level_low() {
+        let set = LineSet::<4>::new();
+        let line = set.line(1).unwrap();
+        line.pulse();
+        assert_eq!(
+            set.sample(1),
+            LineSample {
+                asserted: false,
+                rose: true
+            }
+        );
+        assert_eq!(set.sample(1), LineSample::default());
+    }
+
+    #[test]
+    fn raise_then_lower_between_samples_is_not_lost() {
+        let set = LineSet::<4>::new();
+        let line = set.line(2).unwrap();
+        line.raise();
+        line.lower();
+        let s = set.sample(2);
+        assert!(s.rose && !s.asserted);
+    }
+
+    #[test]
+    fn level_stays_until_lowered_and_rises_once() {
+        let line = LINES.line(3).unwrap();
+        line.raise();
+        line.raise();
+        assert_eq!(
+            LINES.sample(3),
+            LineSample {
+                asserted: true,
+                rose: true
+            }
+        );
+        // Still high, no new edge.
+        assert_eq!(
+            LINES.sample(3),
+            LineSample {
+                asserted: true,
+                rose: false
+            }
+        );
+        line.lower();
+        assert_eq!(LINES.sample(3), LineSample::default());
+        assert_eq!(line.gsi(), 3);
+    }
+
+    #[test]
+    fn out_of_range_lines_are_refused_or_idle() {
+        let set = LineSet::<2>::new();
+        assert!(set.line(2).is_none());
+        assert_eq!(set.sample(99), LineSample::default());
+        assert_eq!(set.len(), 2);
+        assert!(LineSet::<0>::new().is_empty());
+    }
+
+    #[test]
+    fn lines_are_shared_across_threads() {
+        let set = std::sync::Arc::new(LineSet::<1>::new());
+        let s2 = set.clone();
+        std::thread::spawn(move || s2.line(0).unwrap().pulse())
+            .join()
+            .unwrap();
+        assert!(set.peek(0).rose);
+        assert!(set.sample(0).rose);
+        assert!(!set.peek(0).rose);
+    }
+}
