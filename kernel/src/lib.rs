@@ -19,4 +19,5 @@ pub mod frames;
 pub mod irq;
 pub mod loader;
 pub mod memory;
+pub mod msr;
 pub mod time;
