@@ -117,8 +117,10 @@ pub struct BootConfig<'a> {
     pub info_placement: InfoPlacement,
 }
 
-/// The boot protocol a kernel was loaded with.
+/// The boot protocol a kernel was loaded with (more, such as Linux's, will
+/// follow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Protocol {
     /// Multiboot (version 0.6.96).
     Multiboot1,
@@ -171,6 +173,7 @@ pub struct LoadedKernel {
 
 /// Why a kernel could not be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LoadError {
     /// No valid Multiboot or Multiboot2 header (magic with a matching
     /// checksum) in the searched part of the file.
