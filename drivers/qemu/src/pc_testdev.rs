@@ -54,24 +54,30 @@ pub const PORT_RANGES: [(u16, u16); 4] = [
 ];
 
 /// The `pc-testdev` device, driving up to 24 integrator-supplied lines.
-pub struct PcTestDev<L: InterruptLine> {
+///
+/// The 64 KiB behind the MMIO window are borrowed from the integrator (a
+/// static buffer, say), so the device itself stays small enough to live on
+/// a hypervisor stack.
+pub struct PcTestDev<'m, L: InterruptLine> {
     scratch: u32,
     flushed_page: Option<u64>,
     lines: [Option<L>; IRQ_LINES],
     levels: [bool; IRQ_LINES],
-    iomem: [u8; IOMEM_LEN],
+    iomem: &'m mut [u8; IOMEM_LEN],
 }
 
-impl<L: InterruptLine> PcTestDev<L> {
-    /// A device whose interrupt-line port n drives `lines[n]`; writes to a
-    /// port without a line only record the level.
-    pub fn new(lines: [Option<L>; IRQ_LINES]) -> Self {
+impl<'m, L: InterruptLine> PcTestDev<'m, L> {
+    /// A device whose interrupt-line port n drives `lines[n]` (writes to a
+    /// port without a line only record the level) and whose MMIO window is
+    /// backed by `iomem`, zeroed here as QEMU's starts out.
+    pub fn new(lines: [Option<L>; IRQ_LINES], iomem: &'m mut [u8; IOMEM_LEN]) -> Self {
+        iomem.fill(0);
         Self {
             scratch: 0,
             flushed_page: None,
             lines,
             levels: [false; IRQ_LINES],
-            iomem: [0; IOMEM_LEN],
+            iomem,
         }
     }
 
@@ -126,7 +132,7 @@ impl<L: InterruptLine> PcTestDev<L> {
     }
 }
 
-impl<L: InterruptLine> PortIo for PcTestDev<L> {
+impl<L: InterruptLine> PortIo for PcTestDev<'_, L> {
     fn io_read(&mut self, port: u16, width: AccessWidth) -> u32 {
         match port {
             0xe0..=0xe3 => self.scratch_read(port - SCRATCH_PORT, width),
@@ -152,7 +158,7 @@ impl<L: InterruptLine> PortIo for PcTestDev<L> {
     }
 }
 
-impl<L: InterruptLine> Mmio for PcTestDev<L> {
+impl<L: InterruptLine> Mmio for PcTestDev<'_, L> {
     fn mmio_read(&mut self, offset: u64, width: AccessWidth) -> u64 {
         let mut value = 0u64;
         for i in 0..width.bytes() {
@@ -185,17 +191,33 @@ mod tests {
     use super::*;
     use crate::test_support::RecordingLine;
     use std::boxed::Box;
+    use std::vec;
 
-    fn device() -> (Box<PcTestDev<RecordingLine>>, [RecordingLine; IRQ_LINES]) {
+    fn device() -> (
+        PcTestDev<'static, RecordingLine>,
+        [RecordingLine; IRQ_LINES],
+    ) {
         let lines: [RecordingLine; IRQ_LINES] = core::array::from_fn(|_| RecordingLine::default());
-        let dev = Box::new(PcTestDev::new(core::array::from_fn(|i| {
-            if i == 23 {
-                None
-            } else {
-                Some(lines[i].clone())
-            }
-        })));
+        let mut iomem: Box<[u8; IOMEM_LEN]> = vec![0xee; IOMEM_LEN].try_into().unwrap();
+        iomem[0x100] = 0x77;
+        let dev = PcTestDev::new(
+            core::array::from_fn(|i| {
+                if i == 23 {
+                    None
+                } else {
+                    Some(lines[i].clone())
+                }
+            }),
+            Box::leak(iomem),
+        );
         (dev, lines)
+    }
+
+    #[test]
+    fn iomem_starts_zeroed() {
+        let (mut d, _) = device();
+        assert_eq!(d.mmio_read(0x100, AccessWidth::Qword), 0);
+        assert_eq!(d.mmio_read(0xfff8, AccessWidth::Qword), 0);
     }
 
     #[test]
