@@ -73,7 +73,7 @@ impl<const N: usize> FrameAllocator<N> {
         }
         for range in reserved {
             let start = range.start & !(FRAME_SIZE - 1);
-            let end = align_up(range.end, FRAME_SIZE).unwrap_or(u64::MAX & !(FRAME_SIZE - 1));
+            let end = align_up(range.end, FRAME_SIZE).unwrap_or(!(FRAME_SIZE - 1));
             allocator.remove(start..end)?;
         }
         Ok(allocator)
@@ -81,7 +81,11 @@ impl<const N: usize> FrameAllocator<N> {
 
     /// Allocates `size` bytes aligned to `align`; returns the first address.
     pub fn allocate(&mut self, size: u64, align: u64) -> Result<u64, FrameError> {
-        if size == 0 || size % FRAME_SIZE != 0 || !align.is_power_of_two() || align < FRAME_SIZE {
+        if size == 0
+            || !size.is_multiple_of(FRAME_SIZE)
+            || !align.is_power_of_two()
+            || align < FRAME_SIZE
+        {
             return Err(FrameError::BadRequest { size, align });
         }
         let found = self.free.iter().find_map(|r| {
@@ -105,7 +109,7 @@ impl<const N: usize> FrameAllocator<N> {
             size,
             align: FRAME_SIZE,
         })?;
-        if size == 0 || start % FRAME_SIZE != 0 || size % FRAME_SIZE != 0 {
+        if size == 0 || !start.is_multiple_of(FRAME_SIZE) || !size.is_multiple_of(FRAME_SIZE) {
             return Err(FrameError::BadRequest {
                 size,
                 align: FRAME_SIZE,
@@ -169,6 +173,7 @@ impl<const N: usize> FrameAllocator<N> {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // One RAM range is the common case under test.
 mod tests {
     use super::*;
     use std::vec::Vec as StdVec;
