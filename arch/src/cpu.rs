@@ -68,3 +68,10 @@ pub fn vmx_capability_msrs() -> Vec<(u32, u64), 18> {
     }
     msrs
 }
+
+/// The time-stamp counter.
+#[inline]
+pub fn tsc() -> u64 {
+    // SAFETY: RDTSC reads a counter; CR4.TSD is clear at CPL 0 anyway.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

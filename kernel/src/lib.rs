@@ -21,3 +21,4 @@ pub mod loader;
 pub mod memory;
 pub mod msr;
 pub mod time;
+pub mod vcpu;
