@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-/// Packages every emulator run needs.
+/// Packages every emulator run and the host tests need (`qemu-utils` and
+/// `libvhdi-utils` provide the `qemu-img` and `vhdiinfo` that ponte-vhd's
+/// interop tests compare against).
 pub const EMULATION: &[&str] = &[
     "bochs",
     "bochsbios",
@@ -13,6 +15,7 @@ pub const EMULATION: &[&str] = &[
     "mtools",
     "qemu-system-x86",
     "qemu-utils",
+    "libvhdi-utils",
 ];
 
 fn installed(package: &str) -> bool {
