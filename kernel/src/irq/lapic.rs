@@ -238,8 +238,9 @@ pub enum ApicFault {
         /// The value written.
         value: u64,
     },
-    /// A write with reserved bits set (bits 63:32 outside ICR, non-zero EOI
-    /// or ESR, SELF_IPI beyond the vector).
+    /// A write with reserved bits set (SDM "Reserved Bit Checking": bits
+    /// 63:32 outside ICR, non-zero EOI or ESR, reserved bits of TPR, SVR,
+    /// LVT entries, divide configuration, SELF_IPI).
     ReservedBits {
         /// The MSR.
         msr: u32,
@@ -576,13 +577,14 @@ impl<C: Clock> LocalApic<C> {
                     return Err(ApicFault::ReservedBits { msr, value });
                 }
                 let v = value as u32;
+                if let Some(allowed) = self.x2apic_defined_bits(offset) {
+                    // SDM "Reserved Bit Checking": non-zero reserved bits #GP.
+                    if v & !allowed != 0 {
+                        return Err(ApicFault::ReservedBits { msr, value });
+                    }
+                }
                 match offset {
-                    reg::TPR if v > 0xFF => Err(ApicFault::ReservedBits { msr, value }),
-                    reg::EOI | reg::ESR if v != 0 => Err(ApicFault::ReservedBits { msr, value }),
                     reg::SELF_IPI => {
-                        if v > 0xFF {
-                            return Err(ApicFault::ReservedBits { msr, value });
-                        }
                         self.deliver_local(DeliveryMode::Fixed, v as u8, TriggerMode::Edge);
                         Ok(())
                     }
@@ -606,6 +608,34 @@ impl<C: Clock> LocalApic<C> {
             }
             _ => Err(ApicFault::NotApicMsr { msr }),
         }
+    }
+
+    /// The bits of a writable x2APIC register that are not reserved (the
+    /// read-only status bits of LVT entries count as defined); `None` for
+    /// registers without such a check.
+    fn x2apic_defined_bits(&self, offset: u32) -> Option<u32> {
+        Some(match offset {
+            reg::TPR => 0xFF,
+            reg::EOI | reg::ESR => 0,
+            reg::SVR => {
+                0x1FF
+                    | if self.config.directed_eoi {
+                        SVR_SUPPRESS_EOI_BROADCAST
+                    } else {
+                        0
+                    }
+            }
+            reg::TIMER_DIVIDE => 0xB,
+            reg::SELF_IPI => 0xFF,
+            o => {
+                let lvt = Lvt::from_offset(o)?;
+                let status = match lvt {
+                    Lvt::Lint0 | Lvt::Lint1 => 0x5000,
+                    _ => 0x1000,
+                };
+                lvt.writable() | status
+            }
+        })
     }
 
     // ---------------------------------------------------------------

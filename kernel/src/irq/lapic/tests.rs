@@ -410,6 +410,28 @@ fn x2apic_msr_access_rules() {
         })
     );
     assert!(a.write_msr(0x808, 1 << 32).is_err());
+    // Reserved bits of TPR, SVR (focus checking, bit 9), LVT timer (bit
+    // 19), divide configuration (bit 2).
+    for (msr, value) in [
+        (0x808, 0x100),
+        (0x80F, 0x2FF),
+        (0x832, 0x8_0000),
+        (0x83E, 0x4),
+    ] {
+        assert_eq!(
+            a.write_msr(msr, value),
+            Err(ApicFault::ReservedBits { msr, value }),
+            "MSR {msr:#x}"
+        );
+    }
+    // Read-only status bits are not reserved: LINT0 delivery status and
+    // remote IRR are accepted and ignored.
+    a.write_msr(0x835, 0x5700).unwrap();
+    assert_eq!(
+        a.read_msr(0x835),
+        Ok(0x1_0700),
+        "masked: SVR not enabled yet"
+    );
     assert_eq!(a.read_msr(0x10), Err(ApicFault::NotApicMsr { msr: 0x10 }));
     a.write_msr(0x80F, 0x1FF).unwrap();
     // SELF_IPI.
