@@ -1,0 +1,3 @@
+//! Virtio devices over PCI.
+#![no_std]
+#![deny(missing_docs)]
