@@ -3,6 +3,7 @@
 //!
 //! - [`boot`]: the image runtime: entry, console, CPU tables, boot information, run results.
 //! - [`cpu`]: identification of the processor and its VMX capability MSRs.
+//! - [`memory`]: the image's free host memory, handed out as owned pages and RAM blocks.
 //! - [`vmx`]: VT-x bring-up, the typed VMCS, controls, VM entry and exit.
 //! - [`ept`]: extended page tables.
 //!
@@ -20,4 +21,5 @@ extern crate std;
 pub mod boot;
 pub mod cpu;
 pub mod ept;
+pub mod memory;
 pub mod vmx;

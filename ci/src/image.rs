@@ -6,7 +6,7 @@ use std::{
     process::Command,
 };
 
-use crate::{cargo, run_quiet, workspace_root};
+use crate::{cargo, run_quiet, target_dir};
 
 /// A file GRUB loads next to the image as a Multiboot2 module.
 #[derive(Clone, Debug)]
@@ -30,8 +30,8 @@ pub fn build(example: &str) -> Result<PathBuf, String> {
         example,
     ]);
     run_quiet(&mut build)?;
-    let elf = workspace_root()
-        .join("target/x86_64-unknown-none/release")
+    let elf = target_dir()
+        .join("x86_64-unknown-none/release")
         .join(example);
     if elf.is_file() {
         Ok(elf)

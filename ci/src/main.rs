@@ -65,9 +65,17 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set).
+pub fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
 /// Where the runner keeps ISOs, logs and downloads.
 pub fn work_dir(name: &str) -> Result<PathBuf, String> {
-    let dir = workspace_root().join("target/ponte").join(name);
+    let dir = target_dir().join("ponte").join(name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
 }
@@ -186,8 +194,8 @@ fn run_scenario(scenario: &'static Scenario) -> ScenarioResult {
             Some(prepare) => prepare(&dir)?,
             None => Vec::new(),
         };
-        let elf = workspace_root()
-            .join("target/x86_64-unknown-none/release")
+        let elf = target_dir()
+            .join("x86_64-unknown-none/release")
             .join(scenario.example);
         let iso = image::iso(&dir, &elf, scenario.command_line, &modules)?;
         let machine = Machine {

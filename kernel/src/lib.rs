@@ -15,7 +15,6 @@ extern crate std;
 pub mod cpuid;
 pub mod decode;
 pub mod device;
-pub mod frames;
 pub mod irq;
 pub mod loader;
 pub mod memory;

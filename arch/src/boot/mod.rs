@@ -167,14 +167,15 @@ pub fn finish(outcome: Outcome, reason: fmt::Arguments<'_>) -> ! {
     }
 }
 
-/// Names the image's `main`, a `fn(BootInfo) -> !` called once boot is done.
+/// Names the image's `main`, a `fn(BootInfo, HostMemory) -> !` called once
+/// boot is done with what the loader said and the free host memory.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
         #[no_mangle]
-        fn ponte_main(boot: $crate::boot::BootInfo) -> ! {
-            let main: fn($crate::boot::BootInfo) -> ! = $main;
-            main(boot)
+        fn ponte_main(boot: $crate::boot::BootInfo, memory: $crate::memory::HostMemory) -> ! {
+            let main: fn($crate::boot::BootInfo, $crate::memory::HostMemory) -> ! = $main;
+            main(boot, memory)
         }
     };
 }
@@ -182,11 +183,12 @@ macro_rules! entry {
 #[cfg(target_os = "none")]
 mod runtime {
     use super::*;
+    use crate::memory::{HostMemory, PhysicalFrames};
 
     const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
     extern "Rust" {
-        fn ponte_main(boot: BootInfo) -> !;
+        fn ponte_main(boot: BootInfo, memory: HostMemory) -> !;
     }
 
     extern "C" {
@@ -206,9 +208,21 @@ mod runtime {
             );
         }
         let boot = read_multiboot2(info);
+        let frames = match PhysicalFrames::new(boot.usable_memory(), boot.reserved_ranges()) {
+            Ok(frames) => frames,
+            Err(e) => finish(Outcome::Fail, format_args!("memory map unusable: {e:?}")),
+        };
+        // SAFETY: the boot page tables identity-map the first 4 GiB, and the
+        // free ranges exclude firmware, the image (with its stacks and
+        // tables), the loader's information and the modules; this is the
+        // only HostMemory.
+        let memory = match unsafe { HostMemory::new(frames) } {
+            Ok(memory) => memory,
+            Err(e) => finish(Outcome::Fail, format_args!("memory map unusable: {e:?}")),
+        };
         // SAFETY: `ponte_main` is defined by the image through `entry!` with
         // exactly this signature.
-        unsafe { ponte_main(boot) }
+        unsafe { ponte_main(boot, memory) }
     }
 
     fn read_multiboot2(info: u32) -> BootInfo {

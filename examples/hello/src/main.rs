@@ -7,17 +7,20 @@
 
 use ponte_arch::{
     boot::{finish, BootInfo, Outcome},
-    cpu, println,
+    cpu,
+    memory::HostMemory,
+    println,
 };
 
 ponte_arch::entry!(main);
 
-fn main(boot: BootInfo) -> ! {
+fn main(boot: BootInfo, memory: HostMemory) -> ! {
     println!("hello from ponte; command line {:?}", boot.command_line);
     let usable: u64 = boot.usable_memory().map(|r| r.end - r.start).sum();
     println!(
-        "usable RAM {} KiB, {} boot modules",
+        "usable RAM {} KiB, {} KiB free for the hypervisor, {} boot modules",
         usable / 1024,
+        memory.free_bytes() / 1024,
         boot.modules.len()
     );
     if boot.has_argument("panic") {

@@ -1,7 +1,6 @@
-//! Physical memory for the hypervisor's own use: page tables, VMCS regions,
-//! bitmaps, guest RAM.
+//! Bookkeeping of free host-physical memory.
 //!
-//! [`FrameAllocator`] starts from the firmware's usable ranges minus every
+//! [`PhysicalFrames`] starts from the firmware's usable ranges minus every
 //! range that must never be handed out (firmware areas, the image, the
 //! loader's information, boot modules) and keeps the free space as a sorted
 //! list of disjoint page-aligned ranges of fixed capacity. Allocation is first
@@ -47,7 +46,7 @@ pub enum FrameError {
 
 /// A first-fit allocator of physical frames.
 #[derive(Clone, Debug)]
-pub struct FrameAllocator<const N: usize> {
+pub struct PhysicalFrames<const N: usize> {
     free: Vec<Range<u64>, N>,
 }
 
@@ -55,7 +54,7 @@ fn align_up(value: u64, align: u64) -> Option<u64> {
     value.checked_add(align - 1).map(|v| v & !(align - 1))
 }
 
-impl<const N: usize> FrameAllocator<N> {
+impl<const N: usize> PhysicalFrames<N> {
     /// An allocator over `usable` minus `reserved`. Usable ranges are shrunk
     /// to whole frames, reserved ranges grown to whole frames; overlapping
     /// usable ranges are merged.
@@ -96,6 +95,12 @@ impl<const N: usize> FrameAllocator<N> {
         let start = found.ok_or(FrameError::OutOfMemory { size, align })?;
         self.remove(start..start + size)?;
         Ok(start)
+    }
+
+    /// Takes `range` out of the free memory for good (parts of it may
+    /// already be taken).
+    pub fn reserve(&mut self, range: Range<u64>) -> Result<(), FrameError> {
+        self.remove(range)
     }
 
     /// Allocates one frame.
@@ -193,7 +198,7 @@ mod tests {
             3 * MIB..3 * MIB + 1,
             40 * MIB..41 * MIB,
         ];
-        let mut frames = FrameAllocator::<16>::new(usable.clone(), reserved.clone()).unwrap();
+        let mut frames = PhysicalFrames::<16>::new(usable.clone(), reserved.clone()).unwrap();
         let mut taken = StdVec::new();
         while let Ok(frame) = frames.allocate_frame() {
             let range = frame..frame + FRAME_SIZE;
@@ -216,7 +221,7 @@ mod tests {
 
     #[test]
     fn aligned_allocation_and_merge_on_free() {
-        let mut frames = FrameAllocator::<8>::new([MIB..16 * MIB], []).unwrap();
+        let mut frames = PhysicalFrames::<8>::new([MIB..16 * MIB], []).unwrap();
         let small = frames.allocate_frame().unwrap();
         assert_eq!(small, MIB);
         let big = frames.allocate(2 * MIB, 2 * MIB).unwrap();
@@ -233,7 +238,7 @@ mod tests {
 
     #[test]
     fn double_free_and_bad_requests_are_refused() {
-        let mut frames = FrameAllocator::<8>::new([MIB..4 * MIB], []).unwrap();
+        let mut frames = PhysicalFrames::<8>::new([MIB..4 * MIB], []).unwrap();
         let a = frames.allocate_frame().unwrap();
         frames.free(a, FRAME_SIZE).unwrap();
         assert_eq!(
@@ -265,7 +270,7 @@ mod tests {
 
     #[test]
     fn fragmentation_beyond_capacity_is_an_error_not_a_loss() {
-        let mut frames = FrameAllocator::<2>::new([0..16 * FRAME_SIZE], []).unwrap();
+        let mut frames = PhysicalFrames::<2>::new([0..16 * FRAME_SIZE], []).unwrap();
         let all: StdVec<u64> = (0..16).map(|_| frames.allocate_frame().unwrap()).collect();
         frames.free(all[0], FRAME_SIZE).unwrap();
         frames.free(all[4], FRAME_SIZE).unwrap();
@@ -281,7 +286,7 @@ mod tests {
     #[test]
     fn overlapping_usable_ranges_merge() {
         let frames =
-            FrameAllocator::<4>::new([0x1000..0x5000, 0x3000..0x9000, 0x9000..0xA000], []).unwrap();
+            PhysicalFrames::<4>::new([0x1000..0x5000, 0x3000..0x9000, 0x9000..0xA000], []).unwrap();
         assert_eq!(frames.free_ranges(), &[0x1000..0xA000]);
     }
 }
