@@ -14,8 +14,10 @@
 //! re-injected first; then an NMI when no blocking by NMI, STI or MOV SS is
 //! in effect (else NMI-window exiting); then a maskable interrupt when
 //! RFLAGS.IF = 1 and there is no STI/MOV-SS blocking (else interrupt-window
-//! exiting). A halted vCPU wakes for an NMI, or for an interrupt while
-//! RFLAGS.IF = 1; otherwise it sleeps until the next timer deadline.
+//! exiting; also after an injection while a further request is pending, so
+//! it goes in as soon as the handler re-enables interrupts). A halted vCPU
+//! wakes for an NMI, or for an interrupt while RFLAGS.IF = 1; otherwise it
+//! sleeps until the next timer deadline.
 //!
 //! # Run loop protocol
 //!
@@ -310,6 +312,9 @@ pub fn decide(
             if let Some(vector) = source.acknowledge_interrupt() {
                 entry.inject = Some(EventInjection::external(vector));
                 entry.wake = halted;
+                // A request that outranks the one now in service (a higher
+                // class) goes in as soon as the handler opens a window.
+                entry.interrupt_window = source.interrupt_pending();
                 return Decision::Enter(entry);
             }
         } else {

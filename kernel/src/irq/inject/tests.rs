@@ -85,6 +85,16 @@ fn interrupt_injected_when_the_guest_can_take_it() {
     assert_eq!(e.inject, Some(EventInjection::external(0x41)));
     assert!(!e.interrupt_window && !e.nmi_window && !e.wake);
     assert_eq!(src.acked, [0x41]);
+
+    // Two requests: the first goes in, the second waits for a window.
+    let mut src = FakeSource {
+        vectors: std::vec![0x41, 0x61],
+        ..Default::default()
+    };
+    let e = enter(decide(&running(true, 0), &mut src, None));
+    assert_eq!(e.inject, Some(EventInjection::external(0x61)));
+    assert!(e.interrupt_window);
+    assert_eq!(src.acked, [0x61]);
 }
 
 #[test]
