@@ -37,6 +37,7 @@ use crate::memory::{GuestMemory, MemoryError};
 use core::fmt;
 
 pub mod elf;
+pub mod linux;
 pub mod multiboot;
 pub mod multiboot2;
 
