@@ -36,15 +36,18 @@
 //! # With APIC virtualization
 //!
 //! When the processor offers the TPR shadow, the run loop points the
-//! virtual-APIC page at a page mirroring TPR and sets the TPR threshold to
-//! the class of the highest pending vector, so CR8 writes exit only when they
-//! unmask something. With virtual-interrupt delivery, the LAPIC's IRR is
-//! copied into the virtual-APIC page and the guest interrupt status (RVI =
-//! highest IRR vector, SVI = highest ISR vector) is written instead of
-//! injecting: the processor evaluates PPR and IF itself and EOIs of vectors
-//! in the EOI-exit bitmap (the level-triggered ones, the TMR) still exit, to
-//! reach [`super::lapic::LocalApic::eoi`]. NMIs, ExtINT from the 8259A and
-//! re-injection keep using this module. That path is not implemented here.
+//! virtual-APIC page at a page mirroring the TPR and writes
+//! [`super::lapic::LocalApic::tpr_threshold`] to the TPR threshold, so CR8
+//! writes exit only when they unmask a request; on such an exit it copies
+//! the page's TPR back with `set_tpr`. With virtual-interrupt delivery, the
+//! LAPIC's IRR is mirrored into the virtual-APIC page and
+//! [`super::lapic::LocalApic::guest_interrupt_status`] (RVI/SVI) is written
+//! instead of injecting: the processor then evaluates PPR and RFLAGS.IF
+//! itself. [`super::lapic::LocalApic::eoi_exit_bitmap`] makes EOIs of
+//! level-triggered vectors exit so they still reach the IOAPIC. NMIs, ExtINT
+//! from the 8259A and re-injection keep using [`decide`]. The values are
+//! provided and tested here; the page mirroring belongs to the VMX layer and
+//! is not implemented yet.
 
 /// What the interrupt controllers offer the vCPU.
 pub trait InterruptSource {

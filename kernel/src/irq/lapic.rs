@@ -1166,6 +1166,40 @@ impl<C: Clock> LocalApic<C> {
         self.timer.next_expiry_ns
     }
 
+    // ---------------------------------------------------------------
+    // Values for APIC virtualization (VMCS fields)
+    // ---------------------------------------------------------------
+
+    /// The TPR threshold for the TPR shadow (VMCS 0x401C): the class of the
+    /// highest requested vector when the TPR masks it, so that a MOV to CR8
+    /// lowering the TPR below it exits; 0 when nothing is masked by the TPR.
+    pub fn tpr_threshold(&self) -> u8 {
+        match self.irr.highest() {
+            Some(v) if self.tpr as u8 >> 4 >= v >> 4 => v >> 4,
+            _ => 0,
+        }
+    }
+
+    /// The guest interrupt status for virtual-interrupt delivery (VMCS
+    /// 0x0810): RVI (highest IRR vector) in bits 7:0, SVI (highest ISR
+    /// vector) in bits 15:8.
+    pub fn guest_interrupt_status(&self) -> u16 {
+        let rvi = self.irr.highest().unwrap_or(0);
+        let svi = self.isr.highest().unwrap_or(0);
+        u16::from(rvi) | (u16::from(svi) << 8)
+    }
+
+    /// The EOI-exit bitmap for virtual-interrupt delivery (VMCS 0x201C-
+    /// 0x2022): the level-triggered vectors (TMR), whose EOI must reach
+    /// [`LocalApic::eoi`] so the IOAPIC learns of it.
+    pub fn eoi_exit_bitmap(&self) -> [u64; 4] {
+        let mut bitmap = [0u64; 4];
+        for (i, slot) in bitmap.iter_mut().enumerate() {
+            *slot = u64::from(self.tmr.word(2 * i)) | (u64::from(self.tmr.word(2 * i + 1)) << 32);
+        }
+        bitmap
+    }
+
     /// The guest's TSC now, as the LAPIC sees it (see [`LapicConfig::tsc_hz`]).
     pub fn guest_tsc(&self) -> u64 {
         ticks_at(self.clock.now_ns(), self.config.tsc_hz)

@@ -22,6 +22,57 @@
 //!   window exits it requests, or how long a halted vCPU sleeps.
 //! - [`vectors`]: the 256-bit vector sets (IRR, ISR, TMR).
 
+//!
+//! # Wiring
+//!
+//! ```
+//! use ponte_kernel::device::{AccessWidth, PortIo};
+//! use ponte_kernel::irq::inject::{decide, ActivityState, Decision, GuestEventState};
+//! use ponte_kernel::irq::ioapic::{IoApic, IoApicVersion};
+//! use ponte_kernel::irq::lapic::{LapicConfig, LocalApic};
+//! use ponte_kernel::irq::pic::DualPic;
+//! use ponte_kernel::irq::router::{Chips, IrqRouter};
+//! use ponte_kernel::irq::{InterruptLine, LineSet};
+//! use ponte_kernel::time::ManualClock;
+//!
+//! // The board: 24 lines, PC routing, both controllers, one LAPIC.
+//! static LINES: LineSet<24> = LineSet::new();
+//! let clock = ManualClock::new(0);
+//! let mut router = IrqRouter::<24>::pc_default();
+//! let (mut pic, mut ioapic) = (DualPic::new(), IoApic::new(0, IoApicVersion::V11));
+//! let mut lapic = LocalApic::new(LapicConfig::new(0, 2_000_000_000), &clock);
+//!
+//! // A device gets a handle on its line (here COM1 on GSI 4).
+//! let com1_irq = LINES.line(4).unwrap();
+//!
+//! // The guest initialises the master PIC (vectors 0x20-0x27), runs with IF=1.
+//! for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+//!     pic.io_write(port, AccessWidth::Byte, value);
+//! }
+//! lapic.set_apic_base(0xFEE0_0000).unwrap(); // no LAPIC in use: INTR direct
+//! com1_irq.pulse();
+//!
+//! // At every exit: sync, decide, apply.
+//! let mut chips = Chips { pic: Some(&mut pic), ioapic: Some(&mut ioapic), lapic: Some(&mut lapic) };
+//! router.sync(&LINES, &mut chips);
+//! let guest = GuestEventState {
+//!     interrupts_enabled: true,
+//!     interruptibility: 0,
+//!     activity: ActivityState::Active,
+//!     idt_vectoring: None,
+//! };
+//! let next_timer = chips.next_timer_deadline_ns();
+//! match decide(&guest, &mut chips, next_timer) {
+//!     Decision::Enter(entry) => {
+//!         // VMWRITE entry.inject.map(|e| e.interruption_info()) to the
+//!         // VM-entry interruption-information field, set the window
+//!         // exiting controls from entry.interrupt_window / nmi_window.
+//!         assert_eq!(entry.inject.unwrap().interruption_info(), 0x8000_0024);
+//!     }
+//!     Decision::Sleep { .. } => unreachable!("IF=1 and IRQ 4 pending"),
+//! }
+//! ```
+
 pub mod inject;
 pub mod ioapic;
 pub mod lapic;

@@ -531,3 +531,23 @@ fn lint0_extint_and_lint1_nmi() {
     assert!(a.accepts_pic_interrupts());
     assert!(!a.matches(Destination::Physical(0)));
 }
+
+#[test]
+fn values_for_apic_virtualization() {
+    let clock = ManualClock::new(0);
+    let mut a = enabled(&clock);
+    assert_eq!(a.tpr_threshold(), 0);
+    assert_eq!(a.guest_interrupt_status(), 0);
+    a.request_vector(0x51, TriggerMode::Edge);
+    a.set_tpr(0x60);
+    // 0x51 is masked by TPR class 6: CR8 writes below class 5 must exit.
+    assert_eq!(a.tpr_threshold(), 5);
+    a.set_tpr(0x40);
+    assert_eq!(a.tpr_threshold(), 0, "deliverable: no threshold needed");
+    a.acknowledge();
+    a.request_vector(0x42, TriggerMode::Level);
+    // RVI 0x42, SVI 0x51.
+    assert_eq!(a.guest_interrupt_status(), 0x5142);
+    // Vector 0x42 is bit 2 of TMR word 2, i.e. bit 2 of bitmap qword 1.
+    assert_eq!(a.eoi_exit_bitmap(), [0, 1 << 2, 0, 0]);
+}
