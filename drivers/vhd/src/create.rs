@@ -226,7 +226,7 @@ pub fn read_footer<D: BlockDevice>(dev: &mut D) -> Result<Footer, Error> {
         }
     }
     Err(Error::Malformed(
-        first_problem.unwrap_or(crate::error::Problem::TailFooterInvalid),
+        first_problem.unwrap_or(crate::error::Problem::FileTooSmall { len }),
     ))
 }
 

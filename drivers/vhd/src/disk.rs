@@ -283,6 +283,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
             } else {
                 l.dev.flush()?;
             }
+            l.restore_tail()?;
         }
         Ok(())
     }

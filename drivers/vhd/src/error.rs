@@ -54,11 +54,9 @@ pub enum Problem {
         /// Checksum computed over the structure.
         computed: u32,
     },
-    /// The footer at the end of the file is missing or damaged and the copy
-    /// at offset 0 was used.
-    TailFooterInvalid,
-    /// The footer copy at offset 0 of a dynamic image is missing, damaged or
-    /// differs from the footer at the end.
+    /// The footer copy at offset 0 of a dynamic or differencing image is
+    /// missing, damaged or differs from the footer at the end (the copy is
+    /// used when valid: the specification's writers never change it).
     FooterCopyMismatch,
     /// The footer's format version is not 1.x.
     UnsupportedFooterVersion {

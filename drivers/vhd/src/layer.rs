@@ -64,9 +64,14 @@ pub struct Summary {
     pub fatal: usize,
     /// Number of allocated blocks.
     pub allocated_blocks: u32,
-    /// Bytes between the end of the metadata and the footer that no block
-    /// uses (leaked by interrupted allocations or freed blocks).
+    /// Bytes between the end of the metadata and the end of the file that
+    /// neither a block nor the footer uses (left by interrupted appends,
+    /// freed blocks or moved blocks; [`crate::Disk::compact`] reclaims them).
     pub leaked_bytes: u64,
+    /// The file does not end with a footer (an append was interrupted); the
+    /// copy at offset 0 was used. Not a problem: the next append or
+    /// compaction writes the footer again.
+    pub tail_footer_missing: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -119,6 +124,8 @@ pub(crate) struct Layer<D, B> {
     /// The file holds unreferenced bytes past `next_alloc` that must be cut
     /// before the first allocation (tail footer was unusable).
     truncate_before_alloc: bool,
+    /// The file did not end with a footer when opened.
+    pub tail_footer_missing: bool,
     dirty_bat: [u32; DIRTY_BAT_MAX],
     dirty_bat_len: usize,
     cache: [Slot; CACHE_SLOTS],
@@ -236,47 +243,59 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         // Choose the footer: the tail, else the copy at offset 0 (only
         // dynamic and differencing images have one; a fixed image's sector
         // 0 is guest data).
+        let head = read_head(&mut dev)?;
+        let head_ok = match head {
+            Ok(h) if is_sparse(&h) => Some(h),
+            _ => None,
+        };
         let (footer, limit, tail_ok) = match read_tail(&mut dev, len)? {
-            TailState::Ok(f, pos) => {
-                if is_sparse(&f) {
-                    match read_head(&mut dev)? {
-                        Ok(h) if h == f => {}
-                        _ => r.warn(Problem::FooterCopyMismatch),
-                    }
+            TailState::Ok(f, pos) if is_sparse(&f) => match (head_ok, head) {
+                (Some(h), _) if h == f => (f, pos, true),
+                // The copy at offset 0 is never rewritten; a different tail
+                // may be guest data left at the end by an interrupted
+                // append, so the copy wins.
+                (Some(h), _) => {
+                    r.warn(Problem::FooterCopyMismatch);
+                    (h, pos, true)
                 }
-                (f, pos, true)
-            }
-            tail => {
-                let (tail_footer, tail_problem) = match tail {
-                    TailState::BadSum(f, pos, p) => (Some((f, pos)), p),
-                    TailState::Bad(p) => (None, p),
-                    TailState::Ok(f, pos) => (Some((f, pos)), Problem::TailFooterInvalid),
-                };
-                match read_head(&mut dev)? {
-                    Ok(h) if is_sparse(&h) => {
-                        r.warn(Problem::TailFooterInvalid);
-                        (h, len, false)
-                    }
-                    head => match (tail_footer, head) {
-                        (Some((f, pos)), _) if accept => {
-                            r.warn(tail_problem);
-                            (f, pos, true)
-                        }
-                        (None, Err(Some(h))) if accept && is_sparse(&h) => {
-                            let mut raw = [0u8; FOOTER_SIZE];
-                            dev.read_at(0, &mut raw)?;
-                            r.warn(Problem::TailFooterInvalid);
-                            r.warn(Problem::BadChecksum {
-                                structure: Structure::FooterCopy,
-                                stored: h.checksum,
-                                computed: Footer::compute_checksum(&raw),
-                            });
-                            (h, len, false)
-                        }
-                        _ => return Err(r.stop(tail_problem)),
-                    },
+                _ => {
+                    r.warn(Problem::FooterCopyMismatch);
+                    (f, pos, true)
                 }
-            }
+            },
+            TailState::Ok(f, pos) => (f, pos, true),
+            TailState::BadSum(f, pos, p) => match head_ok {
+                Some(h) => {
+                    r.warn(p);
+                    (h, len, false)
+                }
+                None if accept => {
+                    r.warn(p);
+                    (f, pos, true)
+                }
+                None => return Err(r.stop(p)),
+            },
+            // No footer at the end: an append interrupted before the footer
+            // was moved leaves exactly this; the copy at offset 0 is used
+            // and the unreferenced tail is leaked space.
+            TailState::Bad(p) => match (head_ok, head) {
+                (Some(h), _) => {
+                    r.summary.tail_footer_missing = true;
+                    (h, len, false)
+                }
+                (None, Err(Some(h))) if accept && is_sparse(&h) => {
+                    let mut raw = [0u8; FOOTER_SIZE];
+                    dev.read_at(0, &mut raw)?;
+                    r.summary.tail_footer_missing = true;
+                    r.warn(Problem::BadChecksum {
+                        structure: Structure::FooterCopy,
+                        stored: h.checksum,
+                        computed: Footer::compute_checksum(&raw),
+                    });
+                    (h, len, false)
+                }
+                _ => return Err(r.stop(p)),
+            },
         };
         if footer.format_version >> 16 != 1 {
             return Err(r.stop(Problem::UnsupportedFooterVersion {
@@ -308,6 +327,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             next_alloc: limit,
             metadata_end: 0,
             truncate_before_alloc: false,
+            tail_footer_missing: false,
             dirty_bat: [0; DIRTY_BAT_MAX],
             dirty_bat_len: 0,
             cache: [EMPTY_SLOT; CACHE_SLOTS],
@@ -550,6 +570,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         r.summary.allocated_blocks = allocated as u32;
         let used = metadata_end.saturating_add(allocated as u64 * span);
         r.summary.leaked_bytes = limit.saturating_sub(used);
+        layer.tail_footer_missing = !tail_ok;
 
         layer.next_alloc = if tail_ok {
             limit
@@ -801,6 +822,22 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         self.truncate_before_alloc = false;
     }
 
+    /// Writes the footer back at the end of a file opened without one:
+    /// unreferenced bytes past the last block are cut first.
+    pub fn restore_tail(&mut self) -> Result<(), Error> {
+        if !self.tail_footer_missing || !self.writable {
+            return Ok(());
+        }
+        self.sync()?;
+        self.dev.set_len(self.next_alloc)?;
+        self.dev
+            .write_at(self.next_alloc, &self.footer.to_bytes())?;
+        self.dev.flush()?;
+        self.tail_footer_missing = false;
+        self.truncate_before_alloc = false;
+        Ok(())
+    }
+
     /// Places a new block for `block` at the end of the file: footer moved
     /// first, then the bitmap initialised (all ones when `present`), then
     /// the BAT entry queued. See the module's crash invariant.
@@ -822,6 +859,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             self.dev.set_len(base)?;
             self.truncate_before_alloc = false;
         }
+        self.tail_footer_missing = false;
         let footer = self.footer.to_bytes();
         self.dev.write_at(new_end, &footer)?;
         let fill = if present { 0xFF } else { 0x00 };
