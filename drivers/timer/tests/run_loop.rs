@@ -206,3 +206,45 @@ fn lapic_timer_wakes_the_vcpu_when_the_loop_sleeps_until_its_deadline() {
         lapic.eoi();
     }
 }
+
+#[test]
+fn hostile_port_traffic_never_panics() {
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            self.0 >> 16
+        }
+    }
+    let clock = ManualClock::new(0);
+    let lines = LineSet::<16>::new();
+    let mut pit = Pit::new(&clock, lines.line(0).unwrap());
+    let mut rtc = Rtc::new(&clock, lines.line(8).unwrap(), i64::MAX / 2);
+    let mut rng = Lcg(42);
+    for _ in 0..50_000 {
+        let r = rng.next();
+        let value = (r >> 24) as u32;
+        match r % 8 {
+            0 => pit.io_write(0x40 + (r >> 8) as u16 % 4, AccessWidth::Byte, value),
+            1 => {
+                pit.io_read(0x40 + (r >> 8) as u16 % 4, AccessWidth::Byte);
+            }
+            2 => pit.io_write(0x61, AccessWidth::Byte, value),
+            3 => rtc.io_write(0x70 + (r >> 8) as u16 % 2, AccessWidth::Byte, value),
+            4 => {
+                rtc.io_read(0x71, AccessWidth::Byte);
+            }
+            5 => clock.advance((r >> 8) % 3_000_000_000),
+            _ => {
+                pit.poll();
+                rtc.poll();
+                if let Some(t) = earliest(&[pit.next_event_ns(), rtc.next_event_ns()]) {
+                    assert!(t < u64::MAX);
+                }
+            }
+        }
+    }
+}

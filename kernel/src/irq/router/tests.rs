@@ -240,3 +240,97 @@ fn sync_fires_the_lapic_timer_and_reports_its_deadline() {
     b.sync(&lines);
     assert!(b.lapic.irr().contains(0xEF));
 }
+
+/// A small deterministic generator for hostile register traffic.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 16
+    }
+}
+
+#[test]
+fn hostile_register_traffic_never_panics_and_keeps_invariants() {
+    let clock = clock();
+    let lines = LineSet::<24>::new();
+    let mut b = Board::new(clock);
+    let mut rng = Lcg(0x5EED);
+    let widths = [
+        AccessWidth::Byte,
+        AccessWidth::Word,
+        AccessWidth::Dword,
+        AccessWidth::Qword,
+    ];
+    for _ in 0..20_000 {
+        let r = rng.next();
+        let value = rng.next() << 16 ^ rng.next();
+        let width = widths[(r % 4) as usize];
+        match (r >> 2) % 10 {
+            0 => {
+                let port = [0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1][(r >> 8) as usize % 6];
+                b.pic.io_write(port, width, value as u32);
+            }
+            1 => {
+                let port = [0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1][(r >> 8) as usize % 6];
+                b.pic.io_read(port, width);
+            }
+            2 => b.ioapic.mmio_write((r >> 8) % 0x50, width, value),
+            3 => {
+                b.ioapic.mmio_read((r >> 8) % 0x50, width);
+            }
+            4 => b.lapic.mmio_write((r >> 8) % 0x1100, width, value),
+            5 => {
+                b.lapic.mmio_read((r >> 8) % 0x1100, width);
+            }
+            6 => {
+                let msr = [0x1B, 0x6E0, 0x800 + ((r >> 8) % 0x100) as u32][(r >> 20) as usize % 3];
+                let _ = b.lapic.write_msr(msr, value);
+                let _ = b.lapic.read_msr(msr);
+            }
+            7 => {
+                let line = lines.line((r >> 8) as usize % 24).unwrap();
+                match (r >> 16) % 3 {
+                    0 => line.raise(),
+                    1 => line.lower(),
+                    _ => line.pulse(),
+                }
+            }
+            8 => clock.advance((r >> 8) % 5_000_000),
+            _ => {
+                let _ = b.router.set_route(
+                    (r >> 8) as usize % 30,
+                    GsiRoute::both((r >> 16) as u8 % 18, (r >> 24) as u8 % 26),
+                );
+                let mut chips = Chips {
+                    pic: Some(&mut b.pic),
+                    ioapic: Some(&mut b.ioapic),
+                    lapic: Some(&mut b.lapic),
+                };
+                let _ =
+                    b.router
+                        .deliver_msi(0xFEE0_0000 | (value & 0xFF00C), value as u32, &mut chips);
+            }
+        }
+        b.sync(&lines);
+        // Invariants: what the LAPIC offers beats its PPR class, and what
+        // the chips hand out is a real vector.
+        if let Some(v) = b.lapic.pending_vector() {
+            assert!(v & 0xF0 > b.lapic.ppr() & 0xF0);
+            assert!(v >= 16);
+        }
+        if r % 7 == 0 {
+            let mut chips = b.chips();
+            if chips.interrupt_pending() {
+                chips.acknowledge_interrupt();
+            }
+            if r % 3 == 0 {
+                b.lapic.eoi();
+            }
+        }
+    }
+}
