@@ -90,10 +90,15 @@ impl<const N: usize> LineSet<N> {
             return;
         };
         if asserted {
-            let before = word.fetch_or(LEVEL, Ordering::AcqRel);
-            if before & LEVEL == 0 {
-                word.fetch_or(ROSE, Ordering::AcqRel);
-            }
+            // One atomic step, so a sampler never sees the level without
+            // the edge that produced it and then the edge again.
+            let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                Some(if old & LEVEL == 0 {
+                    old | LEVEL | ROSE
+                } else {
+                    old
+                })
+            });
         } else {
             word.fetch_and(!LEVEL, Ordering::AcqRel);
         }
