@@ -572,11 +572,9 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         r.summary.leaked_bytes = limit.saturating_sub(used);
         layer.tail_footer_missing = !tail_ok;
 
-        layer.next_alloc = if tail_ok {
-            limit
-        } else {
-            block_end_max.next_multiple_of(SECTOR_SIZE)
-        };
+        // Blocks start on sector boundaries (BAT entries count sectors).
+        layer.next_alloc =
+            if tail_ok { limit } else { block_end_max }.next_multiple_of(SECTOR_SIZE);
         layer.truncate_before_alloc = !tail_ok && len > layer.next_alloc;
         if layer.next_alloc < metadata_end {
             layer.next_alloc = metadata_end;

@@ -1,0 +1,260 @@
+//! The public API end to end: allocation-free use over caller memory,
+//! zeroing, compaction, info and the file backend with parent lookup.
+mod common;
+use common::*;
+
+use ponte_vhd::create::{create_differencing, create_dynamic, CreateOptions, ParentLink, SizeMode};
+use ponte_vhd::format::CREATOR_CURRENT_SIZE;
+use ponte_vhd::{
+    check, BlockDevice, Disk, DiskType, Error, FileDevice, FileResolver, Geometry, NoParents,
+    OpenOptions, SliceDevice, SlicePool, VecStorage,
+};
+
+#[test]
+fn works_over_caller_memory_without_allocation() {
+    // Image bytes and BAT storage both come from the caller.
+    let mut mem = vec![0u8; 700 << 10];
+    let mut words = [0u32; 64];
+    let mut dev = SliceDevice::empty(&mut mem);
+    let mut o = CreateOptions::new(4 << 20, uuid(1), 0);
+    o.block_size = 256 << 10;
+    create_dynamic(&mut dev, &o).unwrap();
+    let mut pool = SlicePool::new(&mut words);
+    let mut d: Disk<SliceDevice<'_>, &mut [u32], 1> =
+        Disk::open(dev, &rw(), &mut pool, &mut NoParents).unwrap();
+    d.write_at(1000, &[0xAA; 3000]).unwrap();
+    d.write_at((4 << 20) - 10, &[0xBB; 10]).unwrap();
+    d.flush().unwrap();
+    let mut buf = [0u8; 4000];
+    d.read_at(0, &mut buf).unwrap();
+    assert!(buf[..1000].iter().all(|&b| b == 0));
+    assert!(buf[1000..4000].iter().all(|&b| b == 0xAA));
+    assert_eq!(d.info().allocated_blocks, 2);
+    // The memory is full: a third block does not fit in 700 KiB, and the
+    // failed allocation changes nothing.
+    let err = d.write_at(2 << 20, &[1; 1]).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Io(ponte_vhd::IoError::CapacityExceeded { .. })
+    ));
+    d.read_at(0, &mut buf).unwrap();
+    assert!(buf[1000..4000].iter().all(|&b| b == 0xAA));
+    assert_eq!(d.info().allocated_blocks, 2);
+    d.flush().unwrap();
+    let dev = d.into_devices().next().unwrap();
+    let mut problems = 0;
+    let mut words = [0u32; 64];
+    check(
+        dev,
+        &OpenOptions::default(),
+        &mut SlicePool::new(&mut words),
+        &mut |_| problems += 1,
+    )
+    .unwrap();
+    assert_eq!(problems, 0);
+}
+
+#[test]
+fn table_storage_too_small() {
+    let dev = dynamic(4 << 20, 256 << 10, 1);
+    let mut words = [0u32; 31]; // 16 entries need 32 words
+    let mut pool = SlicePool::new(&mut words);
+    let r: Result<Disk<_, &mut [u32], 1>, _> =
+        Disk::open(dev, &OpenOptions::default(), &mut pool, &mut NoParents);
+    assert_eq!(
+        r.err(),
+        Some(Error::StorageTooSmall {
+            needed: 32,
+            available: 31
+        })
+    );
+}
+
+#[test]
+fn write_zeroes_frees_dynamic_blocks_and_covers_parent() {
+    let block = 64u64 << 10;
+    let mut d = open(
+        dynamic(1 << 20, block as u32, 1),
+        &rw(),
+        &mut MemResolver::default(),
+    );
+    d.write_at(0, &vec![7u8; (4 * block) as usize]).unwrap();
+    assert_eq!(d.info().allocated_blocks, 4);
+    // Blocks 1 and 2 whole, half of block 0 and of block 3.
+    d.write_zeroes(block / 2, 3 * block).unwrap();
+    assert_eq!(d.info().allocated_blocks, 2);
+    let mut buf = vec![0u8; (4 * block) as usize];
+    d.read_at(0, &mut buf).unwrap();
+    let half = (block / 2) as usize;
+    assert!(buf[..half].iter().all(|&b| b == 7));
+    assert!(buf[half..half + 3 * block as usize].iter().all(|&b| b == 0));
+    assert!(buf[half + 3 * block as usize..].iter().all(|&b| b == 7));
+    d.flush().unwrap();
+    let base = d.into_devices().next().unwrap();
+    // In a child, zeroing must hide the parent's data.
+    let child = child_of(&base, block as u32, 2);
+    let mut r = MemResolver::default();
+    r.add(base);
+    let mut c = open(child, &rw(), &mut r);
+    c.write_zeroes(0, 2 * block).unwrap();
+    c.flush().unwrap();
+    c.read_at(0, &mut buf).unwrap();
+    assert!(buf[..2 * block as usize].iter().all(|&b| b == 0));
+    assert!(buf[(3 * block + block / 2) as usize..]
+        .iter()
+        .all(|&b| b == 7));
+}
+
+#[test]
+fn compact_drops_zero_blocks_and_shrinks_file() {
+    let block = 64u64 << 10;
+    let size = 2u64 << 20;
+    let mut d = open(
+        dynamic(size, block as u32, 1),
+        &rw(),
+        &mut MemResolver::default(),
+    );
+    let mut rng = Rng::new(3);
+    let mut model = vec![0u8; size as usize];
+    // 32 blocks written; then every other one zeroed by writing zeros (so
+    // the blocks stay allocated but hold nothing).
+    rng.fill(&mut model);
+    d.write_at(0, &model).unwrap();
+    for b in (0..32).step_by(2) {
+        let r = (b * block) as usize..((b + 1) * block) as usize;
+        model[r.clone()].fill(0);
+        d.write_at(b * block, &model[r]).unwrap();
+    }
+    d.flush().unwrap();
+    assert_eq!(d.info().allocated_blocks, 32);
+    let stats = d.compact(&mut [0u8; 16384]).unwrap();
+    assert_eq!(stats.dropped_blocks, 16);
+    // The 8 highest surviving blocks move into the 8 lowest holes... every
+    // hole below the last kept block gets one.
+    assert_eq!(stats.moved_blocks, 8);
+    let span = block + 512;
+    assert_eq!(stats.old_len - stats.new_len, 16 * span);
+    let mut got = vec![0u8; size as usize];
+    d.read_at(0, &mut got).unwrap();
+    assert!(got == model);
+    let dev = d.into_devices().next().unwrap();
+    assert_eq!(dev.bytes.len() as u64, stats.new_len);
+    let mut problems = Vec::new();
+    let s = check(
+        &mut dev.clone(),
+        &OpenOptions::default(),
+        &mut VecStorage,
+        &mut |p| problems.push(*p),
+    )
+    .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(s.leaked_bytes, 0);
+    assert_eq!(s.allocated_blocks, 16);
+    let mut d = open(dev, &rw(), &mut MemResolver::default());
+    d.read_at(0, &mut got).unwrap();
+    assert!(got == model);
+}
+
+#[test]
+fn info_describes_image() {
+    let mut dev = ponte_vhd::VecDevice::new();
+    let mut o = CreateOptions::new(100 << 20, uuid(5), 4242);
+    o.block_size = 512 << 10;
+    o.size_mode = SizeMode::ChsExact;
+    create_dynamic(&mut dev, &o).unwrap();
+    let base = dev.clone();
+    let mut d = open(dev, &rw(), &mut MemResolver::default());
+    d.write_at(0, &[1; 10]).unwrap();
+    let i = d.info();
+    assert_eq!(i.disk_type, DiskType::Dynamic);
+    // 100 MiB -> 1003/12/17 = 204612 sectors.
+    assert_eq!(
+        i.geometry,
+        Geometry {
+            cylinders: 1003,
+            heads: 12,
+            sectors_per_track: 17
+        }
+    );
+    assert_eq!(i.virtual_size, 204612 * 512);
+    assert_eq!(i.block_size, Some(512 << 10));
+    assert_eq!(i.max_table_entries, Some(200));
+    assert_eq!(i.allocated_blocks, 1);
+    assert_eq!(&i.creator_app, b"pnte");
+    assert_eq!(&i.creator_host_os, b"Wi2k");
+    assert_eq!(i.timestamp, 4242);
+    assert_eq!(i.uuid, uuid(5));
+    assert_eq!(i.parent_uuid, None);
+    let child = child_of(&base, 2 << 20, 6);
+    let mut r = MemResolver::default();
+    r.add(base);
+    let c = open(child, &OpenOptions::default(), &mut r);
+    let ci = c.info();
+    assert_eq!(ci.disk_type, DiskType::Differencing);
+    assert_eq!(ci.parent_uuid, Some(uuid(5)));
+    assert_eq!(ci.parent_timestamp, Some(4242));
+    assert_eq!(ci.virtual_size, 204612 * 512);
+    assert_eq!(ci.parent_name_chars().collect::<String>(), "parent.vhd");
+    assert_eq!(c.depth(), 2);
+    assert_eq!(c.layer_info(1).unwrap().uuid, uuid(5));
+    // Current-size mode keeps the size and marks it for qemu.
+    let f = ponte_vhd::create::new_footer(
+        DiskType::Dynamic,
+        &CreateOptions::new(100 << 20, uuid(1), 0),
+    )
+    .unwrap();
+    assert_eq!(f.current_size, 100 << 20);
+    assert_eq!(f.creator_app, CREATOR_CURRENT_SIZE);
+    assert_eq!(f.virtual_size(), 100 << 20);
+}
+
+#[test]
+fn files_and_parent_lookup_through_locators() {
+    let dir = std::env::temp_dir().join(format!("ponte-vhd-api-{}", std::process::id()));
+    let sub = dir.join("children");
+    std::fs::create_dir_all(&sub).unwrap();
+    let base_path = dir.join("base.vhd");
+    let child_path = sub.join("child.vhd");
+    let mut base = FileDevice::create(&base_path).unwrap();
+    create_dynamic(&mut base, &CreateOptions::new(8 << 20, uuid(1), 0)).unwrap();
+    {
+        let mut d: Disk<FileDevice, Vec<u32>, 4> =
+            Disk::open(base, &rw(), &mut VecStorage, &mut NoParents).unwrap();
+        d.write_at(4096, b"from the base").unwrap();
+        d.flush().unwrap();
+    }
+    let mut base = FileDevice::open(&base_path, false).unwrap();
+    let mut child = FileDevice::create(&child_path).unwrap();
+    let link = ParentLink {
+        relative_path: "../base.vhd",
+        absolute_path: None,
+        name: "base.vhd",
+    };
+    create_differencing(&mut child, &mut base, &link, 2 << 20, uuid(2), 0).unwrap();
+    drop(child);
+    let child = FileDevice::open(&child_path, true).unwrap();
+    let mut resolver = FileResolver::for_child(&child_path, false);
+    let mut d: Disk<FileDevice, Vec<u32>, 4> =
+        Disk::open(child, &rw(), &mut VecStorage, &mut resolver).unwrap();
+    let mut buf = [0u8; 13];
+    d.read_at(4096, &mut buf).unwrap();
+    assert_eq!(&buf, b"from the base");
+    d.write_at(4100, b"CHILD").unwrap();
+    d.flush().unwrap();
+    d.read_at(4096, &mut buf).unwrap();
+    assert_eq!(&buf, b"fromCHILDbase");
+    drop(d);
+    // The base file is unchanged.
+    let mut base = FileDevice::open(&base_path, false).unwrap();
+    assert!(base.len().unwrap() > 0);
+    let mut d: Disk<FileDevice, Vec<u32>, 1> = Disk::open(
+        base,
+        &OpenOptions::default(),
+        &mut VecStorage,
+        &mut NoParents,
+    )
+    .unwrap();
+    d.read_at(4096, &mut buf).unwrap();
+    assert_eq!(&buf, b"from the base");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
