@@ -14,8 +14,8 @@
 //! controller pins that line reaches is the router's business.
 //! [`Pit::next_event_ns`] tells the run loop when the next edge is due.
 //!
-//! Simplifications: a new count written while a mode 2 or 3 counter runs
-//! restarts the period at once instead of at the end of the current one;
+//! Simplifications: a new count written while a mode 3 counter runs is
+//! loaded at the end of the current cycle (the data sheet says half-cycle);
 //! channels 0 and 1 have their gate tied high, channel 2's gate is port 0x61
 //! bit 0; only edges produced by counting raise the interrupt (not the OUT
 //! level set by a control word).
@@ -92,6 +92,9 @@ struct Channel {
     gate: bool,
     /// OUT before the first count is loaded.
     idle_out: bool,
+    /// Mode 2/3: a count written while counting, loaded at absolute tick
+    /// `.0` (the end of the current cycle) as `.1`.
+    pending_reload: Option<(u64, u32)>,
 }
 
 impl Channel {
@@ -112,6 +115,7 @@ impl Channel {
             null_count: true,
             gate: true,
             idle_out: false,
+            pending_reload: None,
         }
     }
 
@@ -131,6 +135,24 @@ impl Channel {
             Counting::Running { start } => t.checked_sub(start),
             Counting::Suspended { elapsed } => Some(elapsed),
         }
+    }
+
+    /// Loads a pending mode 2/3 count once its cycle has ended by tick `t`.
+    fn settle(&mut self, t: u64) {
+        if let Some((at, initial)) = self.pending_reload {
+            if t >= at {
+                self.initial = initial;
+                self.counting = Counting::Running { start: at };
+                self.pending_reload = None;
+            }
+        }
+    }
+
+    /// This channel as it is at tick `t`, pending reload applied.
+    fn settled(&self, t: u64) -> Self {
+        let mut c = self.clone();
+        c.settle(t);
+        c
     }
 
     fn gate_stops_periodic(&self) -> bool {
@@ -273,12 +295,14 @@ impl Channel {
         self.latched_count = None;
         self.latched_status = None;
         self.counting = Counting::Idle;
+        self.pending_reload = None;
         self.count_written = false;
         self.null_count = true;
         self.idle_out = self.mode != 0;
     }
 
     fn latch_count(&mut self, t: u64) {
+        self.settle(t);
         if self.latched_count.is_none() {
             self.latched_count = Some(self.encode(self.count(t)));
             self.latched_msb_next = false;
@@ -286,12 +310,14 @@ impl Channel {
     }
 
     fn latch_status(&mut self, t: u64) {
+        self.settle(t);
         if self.latched_status.is_none() {
             self.latched_status = Some(self.status(t));
         }
     }
 
     fn read(&mut self, t: u64) -> u8 {
+        self.settle(t);
         if let Some(status) = self.latched_status.take() {
             return status;
         }
@@ -327,6 +353,7 @@ impl Channel {
     }
 
     fn write(&mut self, t: u64, value: u8) {
+        self.settle(t);
         let complete = match self.access {
             Access::Lsb => {
                 self.count_register = u16::from(value);
@@ -360,8 +387,21 @@ impl Channel {
 
     /// A new count is complete in the count register.
     fn load(&mut self, t: u64) {
-        self.initial = self.decode_initial();
+        let initial = self.decode_initial();
         self.null_count = true;
+        if let (2 | 3, Counting::Running { start }, true) = (self.mode, self.counting, self.gate) {
+            if t >= start {
+                // Data sheet: a count written while counting does not
+                // disturb the current cycle; it is loaded at its end.
+                let n = u64::from(self.initial);
+                let cycles = (t - start) / n + 1;
+                let at = start.saturating_add(cycles.saturating_mul(n));
+                self.pending_reload = Some((at, initial));
+                return;
+            }
+        }
+        self.initial = initial;
+        self.pending_reload = None;
         match self.mode {
             1 | 5 => {
                 // Loaded by the next gate trigger.
@@ -382,6 +422,7 @@ impl Channel {
     }
 
     fn set_gate(&mut self, t: u64, high: bool) {
+        self.settle(t);
         if high == self.gate {
             return;
         }
@@ -404,7 +445,11 @@ impl Channel {
                 self.counting = Counting::Running { start: t + 1 };
             }
             (2 | 3, true) if !matches!(self.counting, Counting::Idle) => {
-                // A rising gate reloads the counter.
+                // A rising gate reloads the counter, with a count written
+                // meanwhile if there is one.
+                if let Some((_, initial)) = self.pending_reload.take() {
+                    self.initial = initial;
+                }
                 self.counting = Counting::Running { start: t + 1 };
             }
             _ => {}
@@ -446,13 +491,26 @@ impl<C: Clock, L: InterruptLine> Pit<C, L> {
     /// OUT of `channel` (0-2) now; false for another channel number.
     pub fn out(&self, channel: usize) -> bool {
         let t = self.tick();
-        self.channels.get(channel).is_some_and(|c| c.out(t))
+        self.channels
+            .get(channel)
+            .is_some_and(|c| c.settled(t).out(t))
     }
 
     /// Pulses the channel 0 line if OUT rose since the previous poll.
     pub fn poll(&mut self) {
         let t = self.tick();
-        let edges = self.channels[0].rising_edges(self.polled_tick, t);
+        let channel = &mut self.channels[0];
+        let mut from = self.polled_tick;
+        let mut edges = 0;
+        if let Some((at, _)) = channel.pending_reload {
+            if at <= t {
+                // Edges of the old cycle up to the reload, then the new one.
+                edges += channel.rising_edges(from, at);
+                channel.settle(at);
+                from = from.max(at);
+            }
+        }
+        edges += channel.rising_edges(from, t);
         self.polled_tick = self.polled_tick.max(t);
         if edges > 0 {
             self.irq0.pulse();

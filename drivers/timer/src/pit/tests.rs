@@ -334,3 +334,47 @@ fn bcd_and_single_byte_access_modes() {
     assert_eq!(inb(&mut pit, COMMAND_PORT), 0xFF);
     assert!(!pit.out(5));
 }
+
+#[test]
+fn mode2_new_count_loads_at_the_end_of_the_current_cycle() {
+    let clock = ManualClock::new(0);
+    let line = RecordingLine::default();
+    let mut pit = Pit::new(&clock, &line);
+    out(&mut pit, COMMAND_PORT, 0x34);
+    out(&mut pit, CHANNEL0_PORT, 100);
+    out(&mut pit, CHANNEL0_PORT, 0); // N = 100, loaded at tick 1
+    at_tick(&clock, 51);
+    out(&mut pit, CHANNEL0_PORT, 50);
+    out(&mut pit, CHANNEL0_PORT, 0);
+    // The current cycle is not disturbed.
+    at_tick(&clock, 60);
+    assert_eq!(latched(&mut pit, 0), 41);
+    at_tick(&clock, 100);
+    assert_eq!(latched(&mut pit, 0), 1);
+    assert!(!pit.out(0));
+    assert_eq!(pit.next_event_ns(), Some(first_ns_at_tick(101, PIT_HZ)));
+    // Tick 101: the new count is loaded; cycles of 50 from there.
+    at_tick(&clock, 101);
+    assert!(pit.out(0));
+    assert_eq!(latched(&mut pit, 0), 50);
+    at_tick(&clock, 150);
+    assert_eq!(latched(&mut pit, 0), 1);
+    at_tick(&clock, 151);
+    assert_eq!(latched(&mut pit, 0), 50);
+    // Edges at ticks 101 and 151, each seen by a poll (port writes poll).
+    pit.poll();
+    assert_eq!(line.pulses.get(), 2);
+    assert_eq!(pit.next_event_ns(), Some(first_ns_at_tick(201, PIT_HZ)));
+
+    // A reload crossed by a single late poll: old edge at 251 (N = 50),
+    // new cycles of 20 from there: 271, 291.
+    at_tick(&clock, 231);
+    out(&mut pit, CHANNEL0_PORT, 20);
+    out(&mut pit, CHANNEL0_PORT, 0);
+    let before = line.pulses.get();
+    at_tick(&clock, 300);
+    pit.poll();
+    assert_eq!(line.pulses.get(), before + 1);
+    assert_eq!(pit.coalesced_edges(), 2);
+    assert_eq!(latched(&mut pit, 0), 20 - (300 - 291));
+}
