@@ -275,3 +275,23 @@ fn icw1_resets_mask_and_edge_sense() {
     out(&mut single, 0x21, 0xFE);
     assert_eq!(single.imr() & 0xFF, 0xFE);
 }
+
+#[test]
+fn special_fully_nested_mode_lets_higher_slave_requests_nest() {
+    for (icw4, nests) in [(0x01, false), (0x11, true)] {
+        let mut pic = initialised(icw4);
+        pulse(&mut pic, 9);
+        assert_eq!(pic.acknowledge(), 0x39);
+        // IRQ 8 outranks IRQ 9 on the slave, but the master sees both on IR2.
+        pulse(&mut pic, 8);
+        assert_eq!(
+            pic.interrupt_output(),
+            nests,
+            "ICW4 {icw4:#x}: IR2 in service blocks the slave unless SFNM"
+        );
+        if nests {
+            assert_eq!(pic.acknowledge(), 0x38);
+            assert_eq!(pic.isr(), (1 << 8) | (1 << 9) | (1 << 2));
+        }
+    }
+}
