@@ -87,7 +87,53 @@ pub const SCENARIOS: &[Scenario] = &[
         console_contains: &["requested by the command line"],
         ..DEFAULT
     },
+    Scenario {
+        name: "vmx-real-bochs",
+        command_line: "real",
+        console_contains: &["real guest passed every check, 1 HLT"],
+        ..VMX_BASICS
+    },
+    Scenario {
+        name: "vmx-protected-bochs",
+        command_line: "protected",
+        console_contains: &["protected guest passed every check, 1 HLT"],
+        ..VMX_BASICS
+    },
+    Scenario {
+        name: "vmx-long-bochs",
+        command_line: "long",
+        console_contains: &["long guest passed every check, 1 HLT"],
+        ..VMX_BASICS
+    },
+    Scenario {
+        name: "vmx-real-refused-lynnfield",
+        command_line: "real expect-refusal",
+        cpu: "corei5_lynnfield_750",
+        console_contains: &["real guest refused: MissingCapability(Proc2Control(UnrestrictedGuest))"],
+        ..VMX_BASICS
+    },
+    Scenario {
+        name: "vmx-protected-lynnfield",
+        command_line: "protected",
+        cpu: "corei5_lynnfield_750",
+        console_contains: &["protected guest passed every check"],
+        ..VMX_BASICS
+    },
+    Scenario {
+        name: "vmx-long-lynnfield",
+        command_line: "long",
+        cpu: "corei5_lynnfield_750",
+        console_contains: &["long guest passed every check"],
+        ..VMX_BASICS
+    },
 ];
+
+/// Scenarios of the VT-x core: guests in each mode, and a processor without
+/// unrestricted guest.
+const VMX_BASICS: Scenario = Scenario {
+    example: "vmx-basics",
+    ..DEFAULT
+};
 
 /// The scenario named `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {

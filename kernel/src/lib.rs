@@ -20,4 +20,5 @@ pub mod loader;
 pub mod memory;
 pub mod msr;
 pub mod time;
+pub mod vm;
 pub mod vcpu;

@@ -65,7 +65,7 @@ impl VcpuHardware for ponte_arch::vmx::Vcpu {
 pub enum StopRequest {
     /// The guest asked to end the run with this status (QEMU's isa-debug-exit
     /// convention: `(value << 1) | 1`).
-    ExitStatus(u32),
+    ExitStatus(u64),
     /// The guest asked the machine to power off or shut down.
     PowerOff,
     /// The guest asked for a reset.

@@ -56,6 +56,19 @@ impl HostMemory {
         Ok(page)
     }
 
+    /// `size` zeroed bytes (rounded up to whole frames) owned for the rest of
+    /// the run, for device buffers.
+    pub fn bytes(&mut self, size: usize) -> Result<&'static mut [u8], FrameError> {
+        let frames = (size as u64).div_ceil(FRAME_SIZE).max(1) * FRAME_SIZE;
+        let address = self.frames.allocate(frames, FRAME_SIZE)?;
+        // SAFETY: as for `page`: identity-mapped, free, now owned only by the
+        // returned slice, which is zeroed before it is handed out.
+        unsafe {
+            core::ptr::write_bytes(address as *mut u8, 0, frames as usize);
+            Ok(core::slice::from_raw_parts_mut(address as *mut u8, size))
+        }
+    }
+
     /// `size` zeroed bytes aligned to `align`, as a block of guest RAM.
     pub fn ram(&mut self, size: u64, align: u64) -> Result<HostRam, FrameError> {
         let address = self.frames.allocate(size, align)?;
@@ -91,4 +104,34 @@ impl FrameAllocator for HostMemory {
             log::warn!("EPT frame {host_physical:#x} not returned: {e:?}");
         }
     }
+}
+
+impl HostMemory {
+    /// Enters VMX operation on this processor, with the VMXON region taken
+    /// from this memory. Safe because a `HostMemory` exists only inside the
+    /// image runtime, which runs at CPL 0 in 64-bit mode on an identity map
+    /// with a loaded TR; a second call fails with VMXON's own error.
+    pub fn enable_vmx(&mut self) -> Result<crate::vmx::Vmx, EnableVmxError> {
+        let region = self.page().map_err(EnableVmxError::Memory)?;
+        // SAFETY: the runtime guarantees CPL 0, 64-bit mode and paging with
+        // NE set; the region is an owned identity-mapped page.
+        unsafe { crate::vmx::Vmx::enable(region) }.map_err(EnableVmxError::Vmx)
+    }
+
+    /// The host state of the image's processor for a VMCS: the runtime's
+    /// GDT, TSS, IDT, control registers and the run loop's exit point.
+    pub fn host_state(&self) -> crate::vmx::HostState {
+        // SAFETY: inside the image runtime (a HostMemory exists): CPL 0,
+        // 64-bit mode, TR loaded from the runtime's GDT.
+        unsafe { crate::vmx::HostState::from_current_cpu() }
+    }
+}
+
+/// Why VMX operation could not be entered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnableVmxError {
+    /// No page for the VMXON region.
+    Memory(FrameError),
+    /// The processor refused (no VMX, disabled by firmware, VMXON failed).
+    Vmx(crate::vmx::VmxError),
 }

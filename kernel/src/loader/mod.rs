@@ -40,6 +40,7 @@ pub mod elf;
 pub mod linux;
 pub mod multiboot;
 pub mod multiboot2;
+pub mod paging;
 
 #[cfg(test)]
 mod tests;

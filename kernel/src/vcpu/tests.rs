@@ -107,7 +107,7 @@ impl Platform for Board {
     fn io_write(&mut self, port: u16, width: AccessWidth, value: u32) {
         self.writes.push((port, width, value));
         if self.stop_on_port == Some(port) {
-            self.stop = Some(StopRequest::ExitStatus((value << 1) | 1));
+            self.stop = Some(StopRequest::ExitStatus((u64::from(value) << 1) | 1));
         }
     }
     fn msr_read(&mut self, msr: u32) -> Option<Result<u64, GeneralProtection>> {

@@ -1,0 +1,267 @@
+//! vmx-basics: one guest per run, chosen by the command line (`real`,
+//! `protected`, `long`, or `bench` for the CPUID round-trip benchmark).
+//!
+//! With `expect-refusal`, the run passes only if building the guest state is
+//! refused with a typed error (a real-mode guest without unrestricted guest).
+//!
+//! The guest checks the answers it gets to CPUID, IN/OUT through QEMU's
+//! pc-testdev scratch register, WRMSR/RDMSR, an unknown VMCALL and HLT, then
+//! reports through isa-debug-exit: status 1 is a pass, `(N << 1) | 1` names
+//! the failed check N.
+#![no_std]
+#![no_main]
+
+use ponte_arch::{
+    boot::{finish, BootInfo, Outcome},
+    ept::EptTables,
+    memory::HostMemory,
+    println,
+    vmx::{GuestState, MsrBitmap, Vcpu},
+};
+use ponte_kernel::{
+    cpuid::{CpuidPolicy, CpuidResult, GuestCpu},
+    device::AccessWidth,
+    irq::lines::LineSet,
+    loader::paging::{identity_map, identity_map_32},
+    memory::GuestMemory,
+    vcpu::{Dispatcher, Platform, Stop, StopRequest},
+    vm::{
+        appliance_controls, configure_vmcs, needs_identity_paging, protected_mode_paging_off,
+        LinearRam,
+    },
+};
+use ponte_qemu_devices::{debug_exit::DebugExit, pc_testdev::PcTestDev, port_bus::PortBus};
+
+ponte_arch::entry!(main);
+
+const RAM_SIZE: u64 = 8 << 20;
+const ENTRY: u64 = 0x8000;
+const STACK: u64 = 0x7000;
+const PAGE_TABLES: u64 = 0x1_0000;
+/// Where the benchmark guest stores its 10,000 measured round trips.
+const BENCH_RESULTS: u64 = 0x10_0000;
+const BENCH_COUNT: usize = 10_000;
+/// RAX at the guest's HLT: the guest reached the HLT check.
+const HALT_MARK: u64 = 0x484c_5421;
+
+const REAL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/real.bin"));
+const PROTECTED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/protected.bin"));
+const LONG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/long.bin"));
+const BENCH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cpuid_bench.bin"));
+
+macro_rules! or_fail {
+    ($result:expr, $what:literal) => {
+        match $result {
+            Ok(value) => value,
+            Err(e) => finish(Outcome::Fail, format_args!(concat!($what, ": {:?}"), e)),
+        }
+    };
+}
+
+/// The board: pc-testdev and isa-debug-exit on the port bus.
+struct Board {
+    bus: PortBus<8>,
+    testdev: PcTestDev<'static, ponte_kernel::irq::lines::Line<'static, 24>>,
+    exit: DebugExit,
+}
+
+impl Platform for Board {
+    fn io_read(&mut self, port: u16, width: AccessWidth) -> u32 {
+        self.bus
+            .read(&mut [&mut self.testdev, &mut self.exit], port, width)
+    }
+    fn io_write(&mut self, port: u16, width: AccessWidth, value: u32) {
+        self.bus
+            .write(&mut [&mut self.testdev, &mut self.exit], port, width, value);
+    }
+    fn stop_request(&mut self) -> Option<StopRequest> {
+        self.exit
+            .take_exit_request()
+            .map(|r| StopRequest::ExitStatus(r.status()))
+    }
+}
+
+static LINES: LineSet<24> = LineSet::new();
+
+fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
+    let mode = ["real", "protected", "long", "bench"]
+        .into_iter()
+        .find(|m| boot.has_argument(m))
+        .unwrap_or("long");
+    let vmx = or_fail!(memory.enable_vmx(), "VMX bring-up");
+    let caps = *vmx.caps();
+    let ram = LinearRam::new(or_fail!(memory.ram(RAM_SIZE, 2 << 20), "guest RAM"));
+    let window = or_fail!(
+        memory.bytes(ponte_qemu_devices::pc_testdev::IOMEM_LEN),
+        "pc-testdev window"
+    );
+
+    let (program, guest) = match mode {
+        "real" => (REAL, GuestState::real_mode(&caps, 0, ENTRY as u16)),
+        "protected" => {
+            if needs_identity_paging(&caps) {
+                or_fail!(
+                    identity_map_32(&ram, PAGE_TABLES),
+                    "identity page directory"
+                );
+            }
+            let state =
+                protected_mode_paging_off(&caps, ENTRY as u32, STACK as u32, PAGE_TABLES as u32);
+            (PROTECTED, Ok(state))
+        }
+        _ => {
+            let cr3 = or_fail!(
+                identity_map(&ram, PAGE_TABLES, RAM_SIZE),
+                "guest page tables"
+            );
+            (
+                if mode == "bench" { BENCH } else { LONG },
+                Ok(GuestState::long_mode(cr3, ENTRY, STACK)),
+            )
+        }
+    };
+    let guest = match guest {
+        Ok(guest) => guest,
+        // `expect-refusal`: the processor lacks what this guest needs, and
+        // the run passes if the library says exactly what is missing.
+        Err(refusal) if boot.has_argument("expect-refusal") => finish(
+            Outcome::Pass,
+            format_args!("{mode} guest refused: {refusal:?}"),
+        ),
+        Err(e) => finish(Outcome::Fail, format_args!("guest state: {e:?}")),
+    };
+    if boot.has_argument("expect-refusal") {
+        finish(Outcome::Fail, format_args!("{mode} guest was not refused"));
+    }
+    or_fail!(ram.write(ENTRY, program), "loading the guest");
+
+    let settings = or_fail!(
+        appliance_controls(
+            mode == "real",
+            mode == "protected" && needs_identity_paging(&caps)
+        )
+        .reconcile(&caps),
+        "VMX controls"
+    );
+    println!("vmx-basics: {mode} guest, controls {settings:?}");
+    let mut vcpu = or_fail!(
+        Vcpu::new(&vmx, or_fail!(memory.page(), "VMCS page")),
+        "VMCS"
+    );
+    let mut msr_bitmap = MsrBitmap::intercept_all(or_fail!(memory.page(), "MSR bitmap page"));
+    let host = memory.host_state();
+    let ept_caps = ponte_arch::ept::EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, 39);
+    let mut ept = or_fail!(EptTables::new(&mut memory, ept_caps), "EPT");
+    or_fail!(ram.map_into(&mut ept), "EPT mapping");
+    let eptp = ept.eptp().bits();
+    or_fail!(
+        configure_vmcs(
+            vcpu.vmcs(),
+            &caps,
+            &settings,
+            &host,
+            &guest,
+            eptp,
+            &mut msr_bitmap
+        ),
+        "VMCS setup"
+    );
+
+    let host_cpuid = |leaf, subleaf| {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        CpuidResult {
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+        }
+    };
+    let guest_cpu = GuestCpu {
+        apic_id: 0,
+        apic: false,
+        x2apic: false,
+        tsc_deadline: false,
+        tsc_khz: None,
+        apic_timer_khz: None,
+    };
+    let mut cpuid: CpuidPolicy<96> = or_fail!(
+        CpuidPolicy::from_host(host_cpuid, &guest_cpu),
+        "CPUID policy"
+    );
+    let signature = CpuidResult {
+        eax: 0x4000_0000,
+        ebx: 0x746e_6f70,
+        ecx: 0x6162_2d65,
+        edx: 0x2173_6369,
+    };
+    or_fail!(cpuid.set(0x4000_0000, None, signature), "CPUID policy");
+
+    let lines = core::array::from_fn(|gsi| LINES.line(gsi));
+    let mut board = Board {
+        bus: PortBus::new(),
+        testdev: PcTestDev::new(lines, or_fail!(window.try_into(), "pc-testdev window")),
+        exit: DebugExit::standard(),
+    };
+    for (first, count) in ponte_qemu_devices::pc_testdev::PORT_RANGES {
+        or_fail!(board.bus.add(first, count, 0), "port bus");
+    }
+    or_fail!(board.bus.add(0xF4, 4, 1), "port bus");
+
+    let mut dispatch = Dispatcher::new(&cpuid, ept_caps.physical_address_bits);
+    vcpu.set_accounting(mode == "bench");
+    let mut halts = 0;
+    let status = loop {
+        match dispatch.run(&mut vcpu, &mut board) {
+            Stop::Requested(StopRequest::ExitStatus(status)) => break status,
+            Stop::Halted if vcpu.regs().rax == HALT_MARK && halts == 0 => halts += 1,
+            other => {
+                println!("{}", vcpu.stats());
+                finish(
+                    Outcome::Fail,
+                    format_args!("{mode} guest stopped: {other:?}"),
+                )
+            }
+        }
+    };
+    println!("{}", vcpu.stats());
+    if status != 1 {
+        finish(
+            Outcome::Fail,
+            format_args!("{mode} guest failed check {}", status >> 1),
+        );
+    }
+    if mode == "bench" {
+        let median = median_round_trip(&ram);
+        println!("bench vmx.cpuid_exit_roundtrip {median} tsc");
+        finish(
+            Outcome::Pass,
+            format_args!("median CPUID exit round trip {median} TSC ticks"),
+        );
+    }
+    finish(
+        Outcome::Pass,
+        format_args!("{mode} guest passed every check, {halts} HLT"),
+    )
+}
+
+/// The median of the benchmark guest's measured round trips.
+fn median_round_trip(ram: &LinearRam) -> u32 {
+    // A histogram over the plausible range: deltas are small and, under
+    // Bochs, all alike.
+    let mut histogram = [0u16; 4096];
+    let mut bytes = [0u8; 4];
+    for i in 0..BENCH_COUNT as u64 {
+        if ram.read(BENCH_RESULTS + 4 * i, &mut bytes).is_ok() {
+            let delta = u32::from_le_bytes(bytes) as usize;
+            histogram[delta.min(histogram.len() - 1)] += 1;
+        }
+    }
+    let mut seen = 0;
+    for (delta, &count) in histogram.iter().enumerate() {
+        seen += usize::from(count);
+        if seen * 2 >= BENCH_COUNT {
+            return delta as u32;
+        }
+    }
+    u32::MAX
+}
