@@ -6,7 +6,10 @@ use common::*;
 
 use std::collections::BTreeMap;
 
-use ponte_vhd::{Disk, Error, OpenOptions, VecDevice, VecStorage};
+use ponte_vhd::format::{DynamicHeader, LocatorCode, ParentLocator};
+use ponte_vhd::{
+    Disk, Error, LocatorHint, OpenOptions, ParentRequest, ParentResolver, VecDevice, VecStorage,
+};
 
 const SIZE: u64 = 6 << 20;
 
@@ -323,5 +326,76 @@ fn locator_hints_are_offered_in_order() {
     assert_eq!(
         r.hints.iter().map(|h| h.0).collect::<Vec<_>>(),
         vec![1, 0, 2]
+    );
+}
+
+/// Resolves only through a hint with the expected path.
+struct HintOnly {
+    want: &'static str,
+    parent: Option<VecDevice>,
+    seen: Vec<(u8, LocatorCode, String)>,
+}
+
+impl ParentResolver<VecDevice> for HintOnly {
+    fn open_parent(
+        &mut self,
+        _: &ParentRequest<'_>,
+        hint: Option<&LocatorHint<'_>>,
+    ) -> Option<VecDevice> {
+        let h = hint?;
+        self.seen.push((h.slot, h.code, h.path.to_string()));
+        (h.path == self.want).then(|| self.parent.take()).flatten()
+    }
+}
+
+#[test]
+fn locator_in_any_slot_with_space_in_bytes() {
+    let base = dynamic(SIZE, 2 << 20, 1);
+    let mut child = child_of(&base, 2 << 20, 2);
+    let mut h = DynamicHeader::parse(child.bytes[512..1536].try_into().unwrap()).unwrap();
+    // Keep only the W2ru locator, moved to slot 6 with its space in bytes
+    // (as Hyper-V writes it), and add a MacX URL in slot 3 whose data is
+    // written over the W2ku data.
+    let w2ru = h
+        .locators
+        .iter()
+        .position(|l| l.code == LocatorCode::W2ru)
+        .unwrap();
+    let w2ku = h
+        .locators
+        .iter()
+        .position(|l| l.code == LocatorCode::W2ku)
+        .unwrap();
+    let mut moved = h.locators[w2ru];
+    moved.data_space = 512;
+    let mut mac = h.locators[w2ku];
+    let url = b"file://localhost/images/my%20base.vhd";
+    let at = mac.data_offset as usize;
+    child.bytes[at..at + url.len()].copy_from_slice(url);
+    mac.code = LocatorCode::MacX;
+    mac.data_length = url.len() as u32;
+    h.locators = [ParentLocator::EMPTY; 8];
+    h.locators[6] = moved;
+    h.locators[3] = mac;
+    child.bytes[512..1536].copy_from_slice(&h.to_bytes());
+    let mut r = HintOnly {
+        want: "/images/my base.vhd",
+        parent: Some(base),
+        seen: Vec::new(),
+    };
+    let d = Disk::<VecDevice, Vec<u32>, 4>::open(
+        child,
+        &OpenOptions::default(),
+        &mut VecStorage,
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(d.depth(), 2);
+    assert_eq!(
+        r.seen,
+        vec![
+            (6, LocatorCode::W2ru, ".\\parent.vhd".to_string()),
+            (3, LocatorCode::MacX, "/images/my base.vhd".to_string()),
+        ]
     );
 }

@@ -1,3 +1,5 @@
+//! A large random workload on a dynamic image, read back before and
+//! after reopening.
 mod common;
 use common::*;
 
@@ -21,8 +23,6 @@ fn dynamic_roundtrip() {
     d.read_at(0, &mut out).unwrap();
     assert!(out == model);
     let dev = d.into_devices().next().unwrap();
-    std::fs::write("/tmp/ponte-smoke.vhd", &dev.bytes).unwrap();
-    std::fs::write("/tmp/ponte-smoke.raw", &model).unwrap();
     let mut d = open(dev, &rw(), &mut r);
     let mut out = vec![0u8; 64 << 20];
     d.read_at(0, &mut out).unwrap();
