@@ -15,13 +15,20 @@
 //! The host bridge ([`HostBridge`]) answers at 00:00.0; other functions are
 //! attached with [`PciBus::attach`]. After every configuration write the bus
 //! asks the written function where its BARs decode; when that changed, the
-//! [`PciBus::generation`] counter increases, and [`PciBus::mmio_read`] and
+//! [`PciBus::generation`] counter increases, and [`PciBus::memory_bar_read`] and
 //! friends route accesses to the new places. An integrator that maps BARs
 //! (EPT, port bitmaps) compares the generation after each configuration exit.
+//!
+//! The bus is also a [`PortIo`] device for every other port (I/O BARs) and an
+//! [`Mmio`] device for the PCI memory window
+//! ([`PciBus::set_mmio_window_base`]), so an integrator can register it for
+//! 0xCF8..=0xCFF, its I/O window and its memory window and be done: BARs
+//! the guest moves inside those windows are followed without any mapping
+//! change.
 
 use core::fmt;
 
-use ponte_kernel::device::{AccessWidth, PortIo};
+use ponte_kernel::device::{AccessWidth, Mmio, PortIo};
 
 use crate::function::{PciAddress, PciFunction};
 use crate::header::{command, offset, BarKind, BarRegion, BAR_COUNT};
@@ -105,6 +112,7 @@ pub struct PciBus<'a, const N: usize> {
     host_bridge: HostBridge,
     slots: [Option<Slot<'a>>; N],
     generation: u64,
+    mmio_window_base: u64,
 }
 
 impl<const N: usize> Default for PciBus<'_, N> {
@@ -121,6 +129,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
             host_bridge: HostBridge::new(),
             slots: [const { None }; N],
             generation: 0,
+            mmio_window_base: 0,
         }
     }
 
@@ -159,6 +168,14 @@ impl<'a, const N: usize> PciBus<'a, N> {
         }
         self.slots[free] = Some(slot);
         Ok(address)
+    }
+
+    /// Sets the guest-physical address that offset 0 of the
+    /// [`Mmio`] implementation stands for: the integrator registers the bus
+    /// as the device of its PCI memory window (say `0xE000_0000..0xFEC0_0000`)
+    /// and sets the window's base here.
+    pub fn set_mmio_window_base(&mut self, base: u64) {
+        self.mmio_window_base = base;
     }
 
     /// The host bridge's address, 00:00.0.
@@ -316,7 +333,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
 
     /// A memory read at guest-physical `addr`, if some memory BAR decodes all
     /// of `addr..addr + width`.
-    pub fn mmio_read(&mut self, addr: u64, width: AccessWidth) -> Option<u64> {
+    pub fn memory_bar_read(&mut self, addr: u64, width: AccessWidth) -> Option<u64> {
         let (i, bar, offset) = self.find(addr, width, true)?;
         let slot = self.slots[i].as_mut()?;
         Some(slot.function.bar_read(bar, offset, width) & width.mask())
@@ -324,7 +341,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
 
     /// A memory write at guest-physical `addr`; `false` if no memory BAR
     /// decodes it.
-    pub fn mmio_write(&mut self, addr: u64, width: AccessWidth, value: u64) -> bool {
+    pub fn memory_bar_write(&mut self, addr: u64, width: AccessWidth, value: u64) -> bool {
         let Some((i, bar, offset)) = self.find(addr, width, true) else {
             return false;
         };
@@ -453,7 +470,12 @@ impl<'a, const N: usize> PciBus<'a, N> {
             let no_space = BusError::NoSpace { address, bar, size };
             let base = next.checked_next_multiple_of(size).ok_or(no_space)?;
             let end = base.checked_add(size).ok_or(no_space)?;
-            if end > window.base.saturating_add(window.size) {
+            let limit = match kind {
+                BarKind::Io => 0x1_0000,
+                BarKind::Memory32 { .. } => 0x1_0000_0000,
+                BarKind::Memory64 { .. } => u64::MAX,
+            };
+            if end > window.base.saturating_add(window.size) || end > limit {
                 return Err(no_space);
             }
             *next = end;
@@ -515,7 +537,7 @@ impl<const N: usize> PortIo for PciBus<'_, N> {
         match port {
             CONFIG_ADDRESS_PORT if width == AccessWidth::Dword => self.config_address,
             CONFIG_DATA_PORT..=0xCFF => self.data_read((port - CONFIG_DATA_PORT) as u8, width),
-            _ => width.mask() as u32,
+            _ => self.io_bar_read(port, width).unwrap_or(width.mask() as u32),
         }
     }
 
@@ -532,7 +554,27 @@ impl<const N: usize> PortIo for PciBus<'_, N> {
             CONFIG_DATA_PORT..=0xCFF => {
                 self.data_write((port - CONFIG_DATA_PORT) as u8, width, value)
             }
-            _ => {}
+            _ => {
+                self.io_bar_write(port, width, value);
+            }
+        }
+    }
+}
+
+/// The PCI memory window: accesses at `offset` go to the memory BAR that
+/// decodes `window base + offset`; nobody's addresses read as all ones and
+/// drop writes.
+impl<const N: usize> Mmio for PciBus<'_, N> {
+    fn mmio_read(&mut self, offset: u64, width: AccessWidth) -> u64 {
+        self.mmio_window_base
+            .checked_add(offset)
+            .and_then(|addr| self.memory_bar_read(addr, width))
+            .unwrap_or(width.mask())
+    }
+
+    fn mmio_write(&mut self, offset: u64, width: AccessWidth, value: u64) {
+        if let Some(addr) = self.mmio_window_base.checked_add(offset) {
+            self.memory_bar_write(addr, width, value);
         }
     }
 }

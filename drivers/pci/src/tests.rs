@@ -353,7 +353,7 @@ fn bar_moves_are_reported_and_accesses_follow_them() {
     write_config(&mut bus, 4, 0, 0x1C, AccessWidth::Dword, 0x1);
     assert_eq!(bus.bar_region(a, 2), None);
     assert_eq!(bus.generation(), 0);
-    assert_eq!(bus.mmio_read(0x1_FEB0_0000, AccessWidth::Dword), None);
+    assert_eq!(bus.memory_bar_read(0x1_FEB0_0000, AccessWidth::Dword), None);
     // Memory decoding on: BAR 2 decodes at 0x1_FEB0_0000; BAR 0 still off.
     write_config(&mut bus, 4, 0, 0x04, AccessWidth::Word, 0x2);
     let g1 = bus.generation();
@@ -368,12 +368,12 @@ fn bar_moves_are_reported_and_accesses_follow_them() {
     assert_eq!(bus.bar_region(a, 2), Some(mem));
     assert_eq!(bus.bar_region(a, 0), None);
     assert_eq!(
-        bus.mmio_read(0x1_FEB0_0010, AccessWidth::Word),
+        bus.memory_bar_read(0x1_FEB0_0010, AccessWidth::Word),
         Some(0x7788)
     );
-    assert!(bus.mmio_write(0x1_FEB0_0FFC, AccessWidth::Dword, 0xAABB_CCDD));
+    assert!(bus.memory_bar_write(0x1_FEB0_0FFC, AccessWidth::Dword, 0xAABB_CCDD));
     // An access running past the end of the BAR is not the function's.
-    assert_eq!(bus.mmio_read(0x1_FEB0_0FFC, AccessWidth::Qword), None);
+    assert_eq!(bus.memory_bar_read(0x1_FEB0_0FFC, AccessWidth::Qword), None);
     assert_eq!(bus.io_bar_read(0xC000, AccessWidth::Byte), None);
     // I/O decoding on as well.
     write_config(&mut bus, 4, 0, 0x04, AccessWidth::Word, 0x3);
@@ -389,8 +389,11 @@ fn bar_moves_are_reported_and_accesses_follow_them() {
     assert!(bus.generation() > g2);
     write_config(&mut bus, 4, 0, 0x18, AccessWidth::Dword, 0xFE00_0000);
     assert_eq!(bus.bar_region(a, 2).map(|r| r.base), Some(0xFE00_0000));
-    assert_eq!(bus.mmio_read(0x1_FEB0_0010, AccessWidth::Dword), None);
-    assert_eq!(bus.mmio_read(0xFE00_0008, AccessWidth::Byte), Some(0x88));
+    assert_eq!(bus.memory_bar_read(0x1_FEB0_0010, AccessWidth::Dword), None);
+    assert_eq!(
+        bus.memory_bar_read(0xFE00_0008, AccessWidth::Byte),
+        Some(0x88)
+    );
     let listed: Vec<_> = bus.regions().collect();
     assert_eq!(listed.len(), 2);
     assert_eq!(
@@ -545,4 +548,79 @@ fn interrupt_status_follows_pending_and_disable_bit() {
     assert_eq!(t.header.status() & 0x8, 0);
     assert_eq!(BAR_COUNT, 6);
     assert_eq!(offset::INTERRUPT_PIN, 0x3D);
+}
+
+#[test]
+fn bus_answers_bar_ports_and_the_memory_window_as_a_device() {
+    use ponte_kernel::device::Mmio;
+    let mut t = TestFunction::new(1);
+    t.header.set_bar(0, BarKind::Io, 0x10).unwrap();
+    t.header
+        .set_bar(
+            1,
+            BarKind::Memory32 {
+                prefetchable: false,
+            },
+            0x1000,
+        )
+        .unwrap();
+    let mut bus: PciBus<'_, 1> = PciBus::new();
+    bus.attach(2, 0, &mut t).unwrap();
+    bus.set_mmio_window_base(0xE000_0000);
+    write_config(&mut bus, 2, 0, 0x10, AccessWidth::Dword, 0xD000);
+    write_config(&mut bus, 2, 0, 0x14, AccessWidth::Dword, 0xE000_3000);
+    write_config(&mut bus, 2, 0, 0x04, AccessWidth::Word, 0x3);
+    assert_eq!(bus.io_read(0xD002, AccessWidth::Byte), 0x88);
+    assert_eq!(bus.io_read(0xD010, AccessWidth::Byte), 0xFF);
+    bus.io_write(0xD00F, AccessWidth::Byte, 0x5A);
+    assert_eq!(
+        Mmio::mmio_read(&mut bus, 0x3004, AccessWidth::Dword),
+        0x5566_7788
+    );
+    assert_eq!(
+        Mmio::mmio_read(&mut bus, 0x2FFC, AccessWidth::Dword),
+        0xFFFF_FFFF
+    );
+    Mmio::mmio_write(&mut bus, 0x3FF8, AccessWidth::Qword, 7);
+    assert_eq!(
+        t.accesses,
+        [
+            (0, 2, AccessWidth::Byte, None),
+            (0, 0xF, AccessWidth::Byte, Some(0x5A)),
+            (1, 4, AccessWidth::Dword, None),
+            (1, 0xFF8, AccessWidth::Qword, Some(7)),
+        ]
+    );
+}
+
+#[test]
+fn firmware_assignment_keeps_32_bit_bars_below_4_gib() {
+    let mut t = TestFunction::new(1);
+    t.header
+        .set_bar(
+            0,
+            BarKind::Memory32 {
+                prefetchable: false,
+            },
+            0x1000,
+        )
+        .unwrap();
+    let mut bus: PciBus<'_, 1> = PciBus::new();
+    let a = bus.attach(1, 0, &mut t).unwrap();
+    let high = ResourceWindow {
+        base: 0x1_0000_0000,
+        size: 0x1000_0000,
+    };
+    let io = ResourceWindow {
+        base: 0xC000,
+        size: 0x1000,
+    };
+    assert_eq!(
+        bus.assign_resources(high, io),
+        Err(BusError::NoSpace {
+            address: a,
+            bar: 0,
+            size: 0x1000
+        })
+    );
 }

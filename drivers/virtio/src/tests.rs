@@ -1084,9 +1084,11 @@ fn virtio_blk_on_the_pci_bus_end_to_end() {
     select(&mut bus, 0x3C);
     assert_eq!(bus.io_read(0xCFC, AccessWidth::Word), 0x010B);
     // Driver bring-up over MMIO through the bus.
-    let w =
-        |bus: &mut PciBus<'_, 4>, off: u64, width, v| assert!(bus.mmio_write(base + off, width, v));
-    let r = |bus: &mut PciBus<'_, 4>, off: u64, width| bus.mmio_read(base + off, width).unwrap();
+    let w = |bus: &mut PciBus<'_, 4>, off: u64, width, v| {
+        assert!(bus.memory_bar_write(base + off, width, v))
+    };
+    let r =
+        |bus: &mut PciBus<'_, 4>, off: u64, width| bus.memory_bar_read(base + off, width).unwrap();
     w(&mut bus, 0x14, AccessWidth::Byte, 0);
     w(&mut bus, 0x14, AccessWidth::Byte, 3);
     w(&mut bus, 0x08, AccessWidth::Dword, 1);
