@@ -27,9 +27,9 @@
 //! `decide`. For `Enter`, write the VM-entry interruption-information field
 //! (and error code, instruction length) from [`EntryDecision::inject`], set
 //! or clear the interrupt-window and NMI-window exiting controls, and when
-//! [`EntryDecision::wake`] is set write the activity state "active". For
-//! `Halted`, wait until the deadline (or until a line changes), then sync
-//! and decide again. The VMX-preemption timer is set to the earliest of the
+//! [`EntryDecision::wake`] is set write the activity state "active" and
+//! clear STI/MOV-SS blocking. For [`Decision::Sleep`], wait until the
+//! deadline (or until a line changes), then sync and decide again. The VMX-preemption timer is set to the earliest of the
 //! LAPIC, PIT and RTC deadlines so lazy timers fire on time while the guest
 //! runs.
 //!
@@ -251,8 +251,9 @@ pub struct EntryDecision {
     /// Set NMI-window exiting (an NMI waits for NMI blocking to end); clear
     /// it otherwise.
     pub nmi_window: bool,
-    /// Write the activity state "active": the injected event wakes a halted
-    /// vCPU.
+    /// Write the activity state "active" and clear STI/MOV-SS blocking in
+    /// the interruptibility state (VM entry refuses an external interrupt
+    /// or NMI under either): the injected event wakes a halted vCPU.
     pub wake: bool,
 }
 
@@ -288,7 +289,10 @@ pub fn decide(
             until_ns: next_timer_ns,
         };
     }
-    let shadow = guest.interruptibility & (interruptibility::STI | interruptibility::MOV_SS) != 0;
+    // A halted vCPU has executed past the instruction that opened an
+    // STI/MOV-SS shadow (`sti; hlt`), so the shadow no longer blocks.
+    let shadow =
+        !halted && guest.interruptibility & (interruptibility::STI | interruptibility::MOV_SS) != 0;
     let nmi_blocked = shadow || guest.interruptibility & interruptibility::NMI != 0;
     let mut entry = EntryDecision::default();
 

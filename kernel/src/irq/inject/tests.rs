@@ -205,6 +205,17 @@ fn halted_vcpu_sleeps_until_deliverable_or_deadline() {
     let e = enter(decide(&halted(true), &mut src, None));
     assert_eq!(e.inject, Some(EventInjection::external(0x41)));
     assert!(e.wake);
+    // `sti; hlt`: the STI shadow reported with the HLT state does not block.
+    let mut src = FakeSource {
+        vectors: std::vec![0x42],
+        ..Default::default()
+    };
+    let guest = GuestEventState {
+        interruptibility: interruptibility::STI,
+        ..halted(true)
+    };
+    let e = enter(decide(&guest, &mut src, None));
+    assert_eq!(e.inject, Some(EventInjection::external(0x42)));
     // An NMI wakes even with IF=0.
     let mut src = FakeSource {
         nmi: true,
