@@ -113,9 +113,9 @@ impl BlockDevice for SliceDevice<'_> {
     }
     fn set_len(&mut self, len: u64) -> Result<(), IoError> {
         let cap = self.mem.len() as u64;
-        let new = span(0, 0, cap)
-            .and_then(|_| usize::try_from(len).ok())
-            .filter(|&l| l as u64 <= cap)
+        let new = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= self.mem.len())
             .ok_or(IoError::CapacityExceeded {
                 requested: len,
                 capacity: cap,
@@ -309,5 +309,56 @@ mod file_device {
             }
             self.file.set_len(len).map_err(os)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_device_grows_with_zeros_up_to_capacity() {
+        let mut mem = [0xEEu8; 64];
+        let mut d = SliceDevice::empty(&mut mem);
+        assert_eq!(d.len(), Ok(0));
+        // A write past the end zero-fills the gap.
+        d.write_at(10, &[1, 2]).unwrap();
+        assert_eq!(d.as_bytes(), &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
+        let mut b = [9u8; 4];
+        assert_eq!(
+            d.read_at(10, &mut b),
+            Err(IoError::OutOfBounds {
+                offset: 10,
+                len: 4,
+                device_len: 12
+            })
+        );
+        d.set_len(4).unwrap();
+        d.set_len(16).unwrap();
+        assert_eq!(&d.as_bytes()[..], &[0; 16]);
+        assert_eq!(
+            d.write_at(60, &[0; 5]),
+            Err(IoError::CapacityExceeded {
+                requested: 65,
+                capacity: 64
+            })
+        );
+        assert!(d.set_len(65).is_err());
+        assert!(d.write_at(u64::MAX, &[0]).is_err());
+        assert!(d.read_at(u64::MAX, &mut b).is_err());
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn vec_device_grows_with_zeros() {
+        let mut d = VecDevice::from_bytes(alloc::vec![7; 4]);
+        d.write_at(6, &[1]).unwrap();
+        assert_eq!(d.bytes, [7, 7, 7, 7, 0, 0, 1]);
+        d.set_len(2).unwrap();
+        d.set_len(3).unwrap();
+        assert_eq!(d.bytes, [7, 7, 0]);
+        d.capacity_limit = 8;
+        assert!(d.write_at(8, &[1]).is_err());
+        assert!(d.write_at(u64::MAX, &[1]).is_err());
     }
 }

@@ -207,3 +207,69 @@ mod file_resolver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16le(s: &str) -> std::vec::Vec<u8> {
+        s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn windows_locators_are_utf16le() {
+        let mut out = [0u8; 64];
+        let raw = utf16le(".\\bäse 😀.vhd");
+        assert_eq!(
+            decode_locator(LocatorCode::W2ru, &raw, &mut out),
+            Some(".\\bäse 😀.vhd")
+        );
+        // Trailing NULs end the path.
+        let mut raw = utf16le("C:\\a.vhd");
+        raw.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(
+            decode_locator(LocatorCode::W2ku, &raw, &mut out),
+            Some("C:\\a.vhd")
+        );
+        // A lone surrogate, an odd length, a too small buffer: no hint.
+        assert_eq!(
+            decode_locator(LocatorCode::W2ku, &[0x00, 0xD8], &mut out),
+            None
+        );
+        assert_eq!(
+            decode_locator(LocatorCode::W2ku, &[b'a', 0, b'b'], &mut out),
+            None
+        );
+        assert_eq!(
+            decode_locator(LocatorCode::W2ku, &utf16le("abcdef"), &mut out[..3]),
+            None
+        );
+    }
+
+    #[test]
+    fn macx_locators_are_file_urls() {
+        let mut out = [0u8; 64];
+        assert_eq!(
+            decode_locator(LocatorCode::MacX, b"file:///srv/my%20disk.vhd", &mut out),
+            Some("/srv/my disk.vhd")
+        );
+        assert_eq!(
+            decode_locator(LocatorCode::MacX, b"file://localhost/a.vhd\0\0", &mut out),
+            Some("/a.vhd")
+        );
+        // Bad escapes and invalid UTF-8 give no hint; a '%' at the end is kept.
+        assert_eq!(
+            decode_locator(LocatorCode::MacX, b"file:///%zz", &mut out),
+            None
+        );
+        assert_eq!(
+            decode_locator(LocatorCode::MacX, b"file:///%ff", &mut out),
+            None
+        );
+        assert_eq!(
+            decode_locator(LocatorCode::MacX, b"/a%", &mut out),
+            Some("/a%")
+        );
+        assert_eq!(decode_locator(LocatorCode::Mac, b"alias", &mut out), None);
+    }
+}

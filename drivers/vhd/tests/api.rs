@@ -1,5 +1,6 @@
 //! The public API end to end: allocation-free use over caller memory,
 //! zeroing, compaction, info and the file backend with parent lookup.
+#![cfg(feature = "std")]
 mod common;
 use common::*;
 

@@ -5,6 +5,7 @@
 //! medium in any order, or not at all). After the cut the image must open,
 //! check clean, hold every byte flushed before the cut, and every other
 //! byte must come from a write issued after that flush.
+#![cfg(feature = "std")]
 mod common;
 use common::*;
 

@@ -1,6 +1,7 @@
 //! Differencing chains against an independent model: one map
 //! sector -> contents per image; a read takes each sector from the topmost
 //! image that holds it, zeros below the base.
+#![cfg(feature = "std")]
 mod common;
 use common::*;
 

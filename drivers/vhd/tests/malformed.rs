@@ -1,5 +1,6 @@
 //! Hostile and damaged images: each defect gives its typed error (or
 //! problem from `check`) with the offending values, never a panic.
+#![cfg(feature = "std")]
 mod common;
 use common::*;
 

@@ -1,5 +1,6 @@
 //! A large random workload on a dynamic image, read back before and
 //! after reopening.
+#![cfg(feature = "std")]
 mod common;
 use common::*;
 

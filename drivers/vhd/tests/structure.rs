@@ -1,5 +1,6 @@
 //! Byte layouts, checksums, geometry and size rules checked against values
 //! worked out by hand from the VHD specification.
+#![cfg(feature = "std")]
 mod common;
 use common::*;
 
