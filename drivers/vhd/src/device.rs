@@ -335,7 +335,7 @@ mod tests {
         );
         d.set_len(4).unwrap();
         d.set_len(16).unwrap();
-        assert_eq!(&d.as_bytes()[..], &[0; 16]);
+        assert_eq!(d.as_bytes(), &[0; 16]);
         assert_eq!(
             d.write_at(60, &[0; 5]),
             Err(IoError::CapacityExceeded {
