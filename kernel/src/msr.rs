@@ -76,7 +76,7 @@ const fn valid_memory_type(memory_type: u64) -> bool {
 
 impl VirtualMsrs {
     /// MSRs of a processor with `physical_address_bits` (CPUID 0x80000008
-    /// EAX[7:0]) of physical address, MTRRs disabled as at reset.
+    /// EAX bits 7:0) of physical address, MTRRs disabled as at reset.
     pub fn new(physical_address_bits: u8) -> Self {
         Self {
             physical_address_bits: physical_address_bits.clamp(32, 52),
