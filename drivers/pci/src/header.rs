@@ -531,6 +531,18 @@ impl ConfigHeader {
         }
     }
 
+    /// Stores `data` at `offset` as the device, ignoring the write masks
+    /// (for registers whose value the device computes on access). Bytes past
+    /// the end of configuration space are dropped.
+    pub fn set_bytes(&mut self, offset: u8, data: &[u8]) {
+        let at = usize::from(offset);
+        for (i, b) in data.iter().enumerate() {
+            if let Some(slot) = self.bytes.get_mut(at + i) {
+                *slot = *b;
+            }
+        }
+    }
+
     /// The raw configuration space.
     pub fn bytes(&self) -> &[u8; CONFIG_SPACE_SIZE] {
         &self.bytes

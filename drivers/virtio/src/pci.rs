@@ -11,7 +11,9 @@
 //!   [`layout::COMMON`], ISR at [`layout::ISR`], device configuration at
 //!   [`layout::DEVICE`], queue notifications at [`layout::NOTIFY`] + 4 ×
 //!   queue index (`notify_off_multiplier` 4). Each is described by a
-//!   vendor-specific capability (ID 0x09) in configuration space.
+//!   vendor-specific capability (ID 0x09) in configuration space, followed
+//!   by the PCI configuration access capability, whose `pci_cfg_data`
+//!   reaches any BAR register through configuration cycles.
 //! - BAR 0, I/O, only for [`VirtioPciTransport::Transitional`] devices: the
 //!   legacy (virtio 0.9.5) register block, device configuration at 0x14.
 //!
@@ -91,6 +93,8 @@ pub mod cap_type {
     pub const ISR: u8 = 3;
     /// Device-specific configuration.
     pub const DEVICE: u8 = 4;
+    /// PCI configuration access to the BARs.
+    pub const PCI_CFG: u8 = 5;
 }
 
 /// Offsets in the legacy register block.
@@ -196,6 +200,7 @@ fn le_extract(bytes: &[u8], offset: u64, width: AccessWidth) -> u64 {
 /// through `M` and interrupting through `L`.
 pub struct VirtioPci<M, D, L> {
     header: ConfigHeader,
+    pci_cfg_cap: u8,
     transport: VirtioPciTransport,
     device: D,
     mem: M,
@@ -285,6 +290,15 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
             body[14..18].copy_from_slice(&layout::NOTIFY_OFF_MULTIPLIER.to_le_bytes());
             header.add_capability(0x09, &body[..usize::from(cap_len) - 2])?;
         }
+        // The PCI configuration access capability (struct
+        // virtio_pci_cfg_cap): bar, offset and length are the driver's to
+        // write, and pci_cfg_data is a window onto the BAR they select.
+        let mut body = [0u8; 18];
+        body[0] = 20;
+        body[1] = cap_type::PCI_CFG;
+        let pci_cfg_cap = header.add_capability(0x09, &body)?;
+        header.set_write_mask(pci_cfg_cap + 4, &[0xFF]);
+        header.set_write_mask(pci_cfg_cap + 8, &[0xFF; 12]);
         header.set_interrupt_pin(Some(InterruptPin::IntA));
         header.set_interrupt_line(0xFF);
         let mut queues = [SplitQueue::new(0); MAX_QUEUES];
@@ -293,6 +307,7 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
         }
         Ok(Self {
             header,
+            pci_cfg_cap,
             transport,
             device,
             mem,
@@ -480,6 +495,30 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
             },
             Err(e) => self.fail(e),
         }
+    }
+
+    fn touches_pci_cfg_data(&self, offset: u8, width: AccessWidth) -> bool {
+        let data = u16::from(self.pci_cfg_cap) + 16;
+        let (start, end) = (u16::from(offset), u16::from(offset) + width.bytes() as u16);
+        start < data + 4 && data < end
+    }
+
+    /// The BAR access the PCI configuration access capability selects:
+    /// a length of 1, 2 or 4, an offset aligned to it and inside the BAR.
+    fn pci_cfg_target(&self) -> Option<(usize, u64, AccessWidth)> {
+        let cap = self.pci_cfg_cap;
+        let bar = self.header.read(cap + 4, AccessWidth::Byte) as usize;
+        let at = u64::from(self.header.read(cap + 8, AccessWidth::Dword));
+        let len = self.header.read(cap + 12, AccessWidth::Dword);
+        let width = match len {
+            1 => AccessWidth::Byte,
+            2 => AccessWidth::Word,
+            4 => AccessWidth::Dword,
+            _ => return None,
+        };
+        let (_, size) = self.header.bar_definition(bar)?;
+        let end = at.checked_add(u64::from(len))?;
+        (at & (u64::from(len) - 1) == 0 && end <= size).then_some((bar, at, width))
     }
 
     fn read_isr(&mut self) -> u8 {
@@ -690,11 +729,25 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
 
 impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> PciFunction for VirtioPci<M, D, L> {
     fn config_read(&mut self, offset: u8, width: AccessWidth) -> u32 {
+        if self.touches_pci_cfg_data(offset, width) {
+            if let Some((bar, at, w)) = self.pci_cfg_target() {
+                let value = self.bar_read(bar, at, w);
+                let bytes = value.to_le_bytes();
+                self.header
+                    .set_bytes(self.pci_cfg_cap + 16, &bytes[..w.bytes()]);
+            }
+        }
         self.header.read(offset, width)
     }
 
     fn config_write(&mut self, offset: u8, width: AccessWidth, value: u32) {
         self.header.write(offset, width, value);
+        if self.touches_pci_cfg_data(offset, width) {
+            if let Some((bar, at, w)) = self.pci_cfg_target() {
+                let data = self.header.read(self.pci_cfg_cap + 16, w);
+                self.bar_write(bar, at, w, u64::from(data));
+            }
+        }
         // The interrupt-disable bit may have changed.
         self.update_intx();
     }

@@ -479,6 +479,7 @@ fn virtio_capabilities_are_found_as_linux_finds_them() {
             (2, 20, 1, 0x3000, 4, Some(4)),
             (3, 16, 1, 0x1000, 1, None),
             (4, 16, 1, 0x2000, 0x3C, None),
+            (5, 20, 0, 0, 0, None),
         ]
     );
     // Sizing BAR 1 gives a 16 KiB 32-bit memory BAR.
@@ -1117,4 +1118,45 @@ fn virtio_blk_on_the_pci_bus_end_to_end() {
     assert!(line.level());
     assert_eq!(r(&mut bus, 0x1000, AccessWidth::Byte), 1);
     assert!(!line.level());
+}
+
+#[test]
+fn pci_cfg_capability_reaches_the_bar_through_config_cycles() {
+    let ram = ram(0x10000);
+    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    // The fifth vendor capability follows the four region capabilities.
+    let mut pos = dev.config_read(0x34, AccessWidth::Byte) as u8;
+    for _ in 0..4 {
+        pos = dev.config_read(pos + 1, AccessWidth::Byte) as u8;
+    }
+    assert_eq!(dev.config_read(pos + 3, AccessWidth::Byte), 5);
+    // Select BAR 1, offset 0x12 (num_queues), length 2, then read the data.
+    dev.config_write(pos + 4, AccessWidth::Byte, 1);
+    dev.config_write(pos + 8, AccessWidth::Dword, 0x12);
+    dev.config_write(pos + 12, AccessWidth::Dword, 2);
+    assert_eq!(dev.config_read(pos + 16, AccessWidth::Dword) & 0xFFFF, 1);
+    // Write the device status through it: offset 0x14, length 1.
+    dev.config_write(pos + 8, AccessWidth::Dword, 0x14);
+    dev.config_write(pos + 12, AccessWidth::Dword, 1);
+    dev.config_write(pos + 16, AccessWidth::Byte, u32::from(status::ACKNOWLEDGE));
+    assert_eq!(dev.status(), status::ACKNOWLEDGE);
+    // Device configuration: capacity, 4 bytes at 0x2000.
+    dev.config_write(pos + 8, AccessWidth::Dword, 0x2000);
+    dev.config_write(pos + 12, AccessWidth::Dword, 4);
+    assert_eq!(dev.config_read(pos + 16, AccessWidth::Dword), 8);
+    // A misaligned offset, a bad length or a BAR past its end does nothing.
+    dev.config_write(pos + 8, AccessWidth::Dword, 0x15);
+    dev.config_write(pos + 12, AccessWidth::Dword, 2);
+    dev.config_write(pos + 16, AccessWidth::Word, 0);
+    dev.config_write(pos + 8, AccessWidth::Dword, 0x14);
+    dev.config_write(pos + 12, AccessWidth::Dword, 3);
+    dev.config_write(pos + 16, AccessWidth::Dword, 0);
+    dev.config_write(pos + 4, AccessWidth::Byte, 4);
+    dev.config_write(pos + 12, AccessWidth::Dword, 1);
+    dev.config_write(pos + 16, AccessWidth::Byte, 0);
+    assert_eq!(dev.status(), status::ACKNOWLEDGE);
+    // The capability's type, length and next pointer stay read-only.
+    dev.config_write(pos, AccessWidth::Dword, 0);
+    assert_eq!(dev.config_read(pos, AccessWidth::Byte), 0x09);
+    assert_eq!(dev.config_read(pos + 2, AccessWidth::Word), 0x0514);
 }
