@@ -53,7 +53,7 @@ pub const BOOT_INFO_SIZE: u64 = 4096;
 pub const CMDLINE_AREA_SIZE: u64 = 4096;
 /// Size of the identity-mapping page tables: PML4, PDPT and four page
 /// directories of 2 MiB pages covering the first 4 GiB.
-pub const PAGE_TABLES_SIZE: u64 = 6 * 4096;
+pub const PAGE_TABLES_SIZE: u64 = super::paging::tables_size(FOUR_GIB);
 /// Size of the boot GDT: null, null, `__BOOT_CS`, `__BOOT_DS`.
 pub const GDT_SIZE: u64 = 32;
 /// Alignment of the initramfs.
@@ -804,7 +804,7 @@ impl Placement {
         ];
         let used = if long_mode { &fixed[..] } else { &fixed[..2] };
         for &(what, addr, len, align) in used {
-            if addr % align != 0 {
+            if !addr.is_multiple_of(align) {
                 return Err(LinuxError::Misaligned { what, addr, align });
             }
             self.claim(what, addr, len)?;

@@ -23,6 +23,8 @@ use super::{
     BOOT_INFO_SIZE, CMDLINE_AREA_SIZE, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME,
     GDT_SIZE, RFLAGS_CLEAR,
 };
+use crate::loader::paging::{identity_map, PagingError};
+use crate::loader::{zero, FOUR_GIB, PAGE_SIZE};
 use crate::memory::GuestMemory;
 
 /// Offset of `setup_sects`.
@@ -261,7 +263,18 @@ pub fn load(mem: &impl GuestMemory, config: &LinuxConfig<'_>) -> Result<LoadedLi
     )?;
 
     write_cstr(mem, area.cmdline, config.cmdline)?;
-    write_page_tables(mem, area.page_tables)?;
+    // The shared builder writes only the entries it uses: clear the PML4
+    // and PDPT pages first so no stale entry maps anything else.
+    zero(mem, area.page_tables, 2 * PAGE_SIZE)?;
+    let cr3 = identity_map(mem, area.page_tables, FOUR_GIB).map_err(|e| match e {
+        PagingError::Memory(m) => LinuxError::Memory(m),
+        // The area was checked 4 KiB aligned and 4 GiB is a valid size.
+        PagingError::BadSize(_) | PagingError::Misaligned(_) => LinuxError::Misaligned {
+            what: BootStructure::PageTables,
+            addr: area.page_tables,
+            align: PAGE_SIZE,
+        },
+    })?;
     let mut gdt = [0u8; GDT_SIZE as usize];
     for (slot, descriptor) in gdt.chunks_exact_mut(8).zip(BOOT_GDT) {
         slot.copy_from_slice(&descriptor.to_le_bytes());
@@ -292,7 +305,7 @@ pub fn load(mem: &impl GuestMemory, config: &LinuxConfig<'_>) -> Result<LoadedLi
         entry: LinuxEntry::Long64(Long64Entry {
             rip: load_addr + ENTRY_64_OFFSET,
             rsi: area.boot_info,
-            cr3: area.page_tables,
+            cr3,
             cr0: CR0_PE | CR0_ET | CR0_PG,
             cr4: CR4_PAE,
             efer: EFER_LME | EFER_LMA,
@@ -330,36 +343,10 @@ fn place_kernel(placement: &Placement, header: &SetupHeader, span: u64) -> Resul
         return if fits_at_pref { Ok(pref) } else { Err(no_room) };
     }
     let align = u64::from(header.kernel_alignment);
-    if fits_at_pref && pref % align == 0 {
+    if fits_at_pref && pref.is_multiple_of(align) {
         return Ok(pref);
     }
     placement.lowest_fit(pref, span, align).ok_or(no_room)
-}
-
-/// Writes the page tables identity-mapping the first 4 GiB: PML4 at `base`,
-/// PDPT at `base + 4 KiB`, four page directories of 2 MiB pages after it.
-fn write_page_tables(mem: &impl GuestMemory, base: u64) -> Result<(), LinuxError> {
-    const PRESENT_WRITABLE: u64 = 0x3;
-    const PAGE_SIZE_2M: u64 = 1 << 7;
-    let mut table = [0u8; 4096];
-    let pdpt = base + 0x1000;
-    table[..8].copy_from_slice(&(pdpt | PRESENT_WRITABLE).to_le_bytes());
-    mem.write(base, &table)?;
-    table.fill(0);
-    for gib in 0..4u64 {
-        let pd = base + 0x2000 + gib * 0x1000;
-        let slot = gib as usize * 8;
-        table[slot..slot + 8].copy_from_slice(&(pd | PRESENT_WRITABLE).to_le_bytes());
-    }
-    mem.write(pdpt, &table)?;
-    for gib in 0..4u64 {
-        for (i, slot) in table.chunks_exact_mut(8).enumerate() {
-            let addr = (gib << 30) | ((i as u64) << 21);
-            slot.copy_from_slice(&(addr | PAGE_SIZE_2M | PRESENT_WRITABLE).to_le_bytes());
-        }
-        mem.write(base + 0x2000 + gib * 0x1000, &table)?;
-    }
-    Ok(())
 }
 
 /// Where things went, for the zero page.

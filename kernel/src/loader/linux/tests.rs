@@ -250,7 +250,7 @@ fn bzimage_kernel_initrd_and_entry_state() {
                                                            // Initramfs: 4 KiB aligned, above the kernel's init_size span, below
                                                            // the ACPI tables at the top of RAM, as high as it fits.
     let placed = loaded.initrd.unwrap();
-    assert_eq!(placed.start % 4096, 0);
+    assert!(placed.start.is_multiple_of(4096));
     assert!(placed.start >= loaded.kernel_end);
     assert!(placed.end <= ACPI.start);
     assert!(ACPI.start - placed.end < 4096);
@@ -310,6 +310,11 @@ fn bzimage_kernel_initrd_and_entry_state() {
     ] {
         assert_eq!(walk(va), va);
     }
+    // Nothing else is mapped: the rest of the PML4 and PDPT is cleared
+    // (fresh guest memory here is filled with 0xcc).
+    let pdpt = mem.u64_at(e.cr3) & 0x000f_ffff_ffff_f000;
+    assert!((1..512).all(|i| mem.u64_at(e.cr3 + 8 * i) == 0));
+    assert!((4..512).all(|i| mem.u64_at(pdpt + 8 * i) == 0));
 }
 
 #[test]
@@ -683,7 +688,7 @@ fn pvh_load_fills_hvm_start_info() {
     assert_eq!(mem.u64_at(modlist + 8), initrd.len() as u64);
     assert_eq!(mem.cstr(mem.u64_at(modlist + 16)), b"initrd.cpio");
     assert_eq!(mem.bytes(placed.start, initrd.len()), initrd);
-    assert!(placed.start >= loaded.kernel_end && placed.start % 4096 == 0);
+    assert!(placed.start >= loaded.kernel_end && placed.start.is_multiple_of(4096));
     // The memory map (hvm_memmap_table_entry: addr, size, type, reserved).
     let memmap = mem.u64_at(si + 40);
     let entries = mem.u32_at(si + 48);
