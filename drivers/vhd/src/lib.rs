@@ -16,6 +16,39 @@
 //! slice ([`SlicePool`]), parents from the integrator's [`ParentResolver`],
 //! and the chain depth is the const parameter `N` of [`Disk`]. The read and
 //! write paths never allocate, with or without `alloc`.
+//!
+//! Writes are durable after [`Disk::flush`]; dropping a disk does not flush.
+//! A power cut at any moment leaves an image that opens, checks clean and
+//! holds everything flushed before it (see the crash invariant documented
+//! with the allocation code).
+//!
+//! # Example
+//!
+//! A dynamic image in caller memory, without an allocator:
+//!
+//! ```
+//! use ponte_vhd::create::{create_dynamic, CreateOptions};
+//! use ponte_vhd::{Disk, NoParents, OpenOptions, SliceDevice, SlicePool, Uuid};
+//!
+//! let mut image = [0u8; 64 * 1024];
+//! let mut dev = SliceDevice::empty(&mut image);
+//! let mut create = CreateOptions::new(8 << 20, Uuid([1; 16]), 0);
+//! create.block_size = 4096;
+//! create_dynamic(&mut dev, &create)?;
+//!
+//! // 2048 BAT entries: 2 x 2048 words of BAT cache and scratch.
+//! let mut words = [0u32; 2 * 2048];
+//! let options = OpenOptions { writable: true, ..OpenOptions::default() };
+//! let mut disk: Disk<_, _, 1> =
+//!     Disk::open(dev, &options, &mut SlicePool::new(&mut words), &mut NoParents)?;
+//! disk.write_at(3 * 4096 + 100, b"hello")?;
+//! disk.flush()?;
+//! let mut buf = [0u8; 5];
+//! disk.read_at(3 * 4096 + 100, &mut buf)?;
+//! assert_eq!(&buf, b"hello");
+//! assert_eq!(disk.info().allocated_blocks, 1);
+//! # Ok::<(), ponte_vhd::Error>(())
+//! ```
 #![no_std]
 #![deny(missing_docs)]
 

@@ -275,7 +275,15 @@ fn chs_exact_rounds_size_down_to_geometry() {
 fn differencing_bitmap_bit_order() {
     // Writing sectors 0 and 9 of block 0 must set the MSB of byte 0 and bit
     // 0x40 of byte 1.
-    let base = dynamic(4 << 20, 2 << 20, 1);
+    // The parent holds data in the same block, which must not be copied.
+    let mut base = dynamic(4 << 20, 2 << 20, 1);
+    {
+        let mut d = open(base, &rw(), &mut MemResolver::default());
+        d.write_at(0, &[0x77; 64 * 512]).unwrap();
+        d.flush().unwrap();
+        base = d.into_devices().next().unwrap();
+    }
+    let base_bytes = base.bytes.clone();
     let child = child_of(&base, 2 << 20, 2);
     let mut r = MemResolver::default();
     r.add(base);
@@ -283,7 +291,9 @@ fn differencing_bitmap_bit_order() {
     d.write_at(0, &[0x11; 512]).unwrap();
     d.write_at(9 * 512, &[0x22; 512]).unwrap();
     d.flush().unwrap();
-    let dev = d.into_devices().next().unwrap();
+    let mut devs = d.into_devices();
+    let dev = devs.next().unwrap();
+    let parent = devs.next().unwrap();
     let h = DynamicHeader::parse(dev.bytes[512..1536].try_into().unwrap()).unwrap();
     let t = h.table_offset as usize;
     let entry = u32::from_be_bytes(dev.bytes[t..t + 4].try_into().unwrap());
