@@ -304,6 +304,16 @@ fn differencing_bitmap_bit_order() {
     assert!(dev.bytes[bitmap + 512..bitmap + 1024]
         .iter()
         .all(|&x| x == 0x11));
+    // Sectors 1..9 and 10..64 of the child's block hold nothing copied from
+    // the parent.
+    assert!(dev.bytes[bitmap + 1024..bitmap + 10 * 512]
+        .iter()
+        .all(|&x| x == 0));
+    assert!(dev.bytes[bitmap + 11 * 512..bitmap + 65 * 512]
+        .iter()
+        .all(|&x| x == 0));
+    // And the parent was not written.
+    assert!(parent.bytes == base_bytes);
 }
 
 #[test]
