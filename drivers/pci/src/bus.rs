@@ -221,10 +221,29 @@ impl<'a, const N: usize> PciBus<'a, N> {
     }
 
     /// A configuration read of the function at `address` (all ones if there
-    /// is none). `offset % 4 + width` must not exceed 4; wider accesses are
-    /// cut at the dword boundary and the missing bytes read as ones.
+    /// is none). An access that would cross a dword boundary reads the bytes
+    /// up to the boundary; the bytes past it read as ones, as configuration
+    /// cycles never cross a dword.
     pub fn config_read(&mut self, address: PciAddress, offset: u8, width: AccessWidth) -> u32 {
-        let width = clamp_to_dword(offset, width);
+        let width = narrow_to_dword(width);
+        let len = width.bytes() as u8;
+        let room = 4 - offset % 4;
+        if len <= room {
+            return self.config_read_in_dword(address, offset, width);
+        }
+        let mut value = 0;
+        for i in 0..len {
+            let byte = if i < room {
+                self.config_read_in_dword(address, offset + i, AccessWidth::Byte)
+            } else {
+                0xFF
+            };
+            value |= byte << (8 * i);
+        }
+        value
+    }
+
+    fn config_read_in_dword(&mut self, address: PciAddress, offset: u8, width: AccessWidth) -> u32 {
         let mask = width.mask() as u32;
         let value = if address == Self::host_bridge_address() {
             self.host_bridge.config_read(offset, width)
@@ -246,7 +265,8 @@ impl<'a, const N: usize> PciBus<'a, N> {
     }
 
     /// A configuration write to the function at `address` (dropped if there
-    /// is none). Same access rules as [`PciBus::config_read`].
+    /// is none). An access that would cross a dword boundary writes only the
+    /// bytes up to the boundary.
     pub fn config_write(
         &mut self,
         address: PciAddress,
@@ -254,7 +274,25 @@ impl<'a, const N: usize> PciBus<'a, N> {
         width: AccessWidth,
         value: u32,
     ) {
-        let width = clamp_to_dword(offset, width);
+        let width = narrow_to_dword(width);
+        let len = width.bytes() as u8;
+        let room = 4 - offset % 4;
+        if len <= room {
+            self.config_write_in_dword(address, offset, width, value);
+            return;
+        }
+        for i in 0..room {
+            self.config_write_in_dword(address, offset + i, AccessWidth::Byte, value >> (8 * i));
+        }
+    }
+
+    fn config_write_in_dword(
+        &mut self,
+        address: PciAddress,
+        offset: u8,
+        width: AccessWidth,
+        value: u32,
+    ) {
         if address == Self::host_bridge_address() {
             self.host_bridge.config_write(offset, width, value);
             return;
@@ -517,23 +555,18 @@ fn largest(sizes: &Probed) -> Option<(usize, usize, BarKind, u64)> {
     best
 }
 
-/// Cuts an access that would cross the dword boundary at that boundary.
-fn clamp_to_dword(offset: u8, width: AccessWidth) -> AccessWidth {
-    let room = 4 - usize::from(offset % 4);
-    let mut bytes = width.bytes().min(4);
-    while bytes > room {
-        bytes /= 2;
+/// Configuration cycles are at most a dword wide.
+fn narrow_to_dword(width: AccessWidth) -> AccessWidth {
+    if width == AccessWidth::Qword {
+        AccessWidth::Dword
+    } else {
+        width
     }
-    AccessWidth::from_bytes(bytes).unwrap_or(AccessWidth::Byte)
 }
 
 impl<const N: usize> PortIo for PciBus<'_, N> {
     fn io_read(&mut self, port: u16, width: AccessWidth) -> u32 {
-        let width = if width == AccessWidth::Qword {
-            AccessWidth::Dword
-        } else {
-            width
-        };
+        let width = narrow_to_dword(width);
         match port {
             CONFIG_ADDRESS_PORT if width == AccessWidth::Dword => self.config_address,
             CONFIG_DATA_PORT..=0xCFF => self.data_read((port - CONFIG_DATA_PORT) as u8, width),
@@ -542,11 +575,7 @@ impl<const N: usize> PortIo for PciBus<'_, N> {
     }
 
     fn io_write(&mut self, port: u16, width: AccessWidth, value: u32) {
-        let width = if width == AccessWidth::Qword {
-            AccessWidth::Dword
-        } else {
-            width
-        };
+        let width = narrow_to_dword(width);
         match port {
             CONFIG_ADDRESS_PORT if width == AccessWidth::Dword => {
                 self.config_address = value & CONFIG_ADDRESS_BITS;

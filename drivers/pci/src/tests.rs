@@ -624,3 +624,19 @@ fn firmware_assignment_keeps_32_bit_bars_below_4_gib() {
         })
     );
 }
+
+#[test]
+fn direct_config_accesses_never_cross_a_dword() {
+    let mut t = TestFunction::new(0xBEEF);
+    let mut bus: PciBus<'_, 1> = PciBus::new();
+    let a = bus.attach(1, 0, &mut t).unwrap();
+    // Bytes 2..=3 of dword 0 are the device ID; bytes past it read as ones.
+    assert_eq!(bus.config_read(a, 2, AccessWidth::Dword), 0xFFFF_BEEF);
+    assert_eq!(bus.config_read(a, 3, AccessWidth::Word), 0xFFBE);
+    assert_eq!(bus.config_read(a, 0, AccessWidth::Qword), 0xBEEF_1234);
+    // A dword written at 0x3D reaches 0x3D..=0x3F only, not the next dword.
+    bus.config_write(a, 0x3F, AccessWidth::Dword, 0xFFFF_FFFF);
+    bus.config_write(a, 0x3C, AccessWidth::Byte, 0x0B);
+    bus.config_write(a, 0x3B, AccessWidth::Word, 0x0000);
+    assert_eq!(bus.config_read(a, 0x3C, AccessWidth::Byte), 0x0B);
+}
