@@ -904,3 +904,78 @@ fn memory_map_rejects_bad_layouts() {
         Err(LinuxError::TooManyRanges { count: 65, max: 64 })
     );
 }
+
+// ---------------------------------------------------------------- real files
+
+/// Reads the file named by environment variable `var`, or says why the
+/// test is skipped.
+fn real_file(var: &str) -> Option<StdVec<u8>> {
+    match std::env::var(var) {
+        Ok(path) => Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{var}={path}: {e}"))),
+        Err(_) => {
+            std::eprintln!("SKIPPED: set {var} to a Debian linux-image-6.1 file to run this test");
+            None
+        }
+    }
+}
+
+const REAL_RAM: [RamRange; 2] = [LOW, RamRange::new(0x10_0000, 0x7f0_0000)];
+
+/// Debian's bzImage (`/boot/vmlinuz-6.1.0-*-amd64`), when provided.
+#[test]
+fn real_bzimage_loads() {
+    let Some(file) = real_file("PONTE_LINUX_BZIMAGE") else {
+        return;
+    };
+    let h = bzimage::parse_header(&file).unwrap();
+    assert!(h.version >= 0x020c && h.relocatable);
+    let mem = FakeMemory::new(&REAL_RAM);
+    let initrd = initrd_bytes();
+    let cfg = LinuxConfig {
+        ram: &REAL_RAM,
+        reserved: &[],
+        initrd: Some(Module {
+            data: &initrd,
+            cmdline: "",
+        }),
+        ..config(&file, None)
+    };
+    let loaded = load(&mem, &cfg).unwrap();
+    assert_eq!(loaded.kernel_start, h.pref_address);
+    assert_eq!(loaded.kernel_end, h.pref_address + u64::from(h.init_size));
+    let LinuxEntry::Long64(e) = loaded.entry else {
+        panic!()
+    };
+    assert_eq!(e.rip, h.pref_address + 0x200);
+    let payload = &file[h.kernel_offset() as usize..];
+    assert_eq!(mem.bytes(h.pref_address, 4096), payload[..4096]);
+    assert_eq!(mem.u8_at(0x7000 + 0x210), 0xff);
+    assert!(loaded.initrd.unwrap().start >= loaded.kernel_end);
+}
+
+/// The `vmlinux` inside Debian's bzImage, when provided.
+#[test]
+fn real_vmlinux_loads_through_pvh() {
+    let Some(file) = real_file("PONTE_LINUX_VMLINUX") else {
+        return;
+    };
+    let entry = pvh::find_entry(&file).unwrap();
+    let mem = FakeMemory::new(&REAL_RAM);
+    let cfg = LinuxConfig {
+        ram: &REAL_RAM,
+        reserved: &[],
+        ..config(&file, None)
+    };
+    let loaded = load(&mem, &cfg).unwrap();
+    let LinuxEntry::Pvh(e) = loaded.entry else {
+        panic!()
+    };
+    assert_eq!(u64::from(e.eip), entry);
+    assert!(loaded.kernel_start <= entry && entry < loaded.kernel_end);
+    assert_eq!(mem.u32_at(0x7000), 0x336e_c578);
+    std::eprintln!(
+        "vmlinux: PVH entry {entry:#x}, kernel {:#x}..{:#x}",
+        loaded.kernel_start,
+        loaded.kernel_end
+    );
+}
