@@ -18,10 +18,10 @@
 //!   legacy (virtio 0.9.5) register block, device configuration at 0x14.
 //!
 //! Modern devices have device ID 0x1040 + type, transitional ones the legacy
-//! ID (0x1001 for block) with the type in the subsystem ID. The driver that
-//! first touches the legacy block is treated as a legacy driver until reset
-//! (32 feature bits, no FEATURES_OK step, queue rings from a page frame
-//! number).
+//! ID (0x1001 for block) with the type in the subsystem ID. A driver that
+//! writes to the legacy block before FEATURES_OK is a legacy driver until the
+//! next reset (32 feature bits, no FEATURES_OK step, queue rings from a page
+//! frame number).
 //!
 //! Interrupts are INTx# only (no MSI-X capability): when a notification
 //! completed buffers and the driver did not set VIRTQ_AVAIL_F_NO_INTERRUPT,

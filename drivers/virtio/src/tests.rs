@@ -1160,3 +1160,55 @@ fn pci_cfg_capability_reaches_the_bar_through_config_cycles() {
     assert_eq!(dev.config_read(pos, AccessWidth::Byte), 0x09);
     assert_eq!(dev.config_read(pos + 2, AccessWidth::Word), 0x0514);
 }
+
+#[test]
+fn rings_outside_ram_are_typed_errors() {
+    // The used ring of a 4-entry queue placed past the end of RAM: the
+    // request runs, but it cannot be returned.
+    let ram = ram(RAM);
+    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    set_status(&mut dev, status::ACKNOWLEDGE | status::DRIVER);
+    write_driver_features(&mut dev, features::VERSION_1);
+    set_status(
+        &mut dev,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
+    common_write(&mut dev, 0x18, AccessWidth::Word, 4);
+    common_write(&mut dev, 0x20, AccessWidth::Qword, DESC);
+    common_write(&mut dev, 0x28, AccessWidth::Qword, AVAIL);
+    common_write(&mut dev, 0x30, AccessWidth::Qword, RAM as u64);
+    common_write(&mut dev, 0x1C, AccessWidth::Word, 1);
+    set_status(&mut dev, 0xF);
+    let mut d = RingDriver::new(&ram, 4);
+    poke(&ram, DATA, &blk_header(request::FLUSH, 0));
+    d.submit(&[(DATA, 16, false), (DATA + 0x20, 1, true)]);
+    notify(&mut dev);
+    assert_eq!(
+        dev.last_error(),
+        Some(DeviceError::Queue {
+            queue: 0,
+            error: QueueError::Memory {
+                part: RingPart::UsedRing,
+                error: MemoryError::NotRam {
+                    addr: RAM as u64 + 4,
+                    len: 8
+                }
+            }
+        })
+    );
+    assert_ne!(dev.status() & status::NEEDS_RESET, 0);
+    // The available ring outside RAM fails on its index.
+    let mut q = SplitQueue::new(4);
+    q.set_addresses(DESC, RAM as u64, USED);
+    q.enable().unwrap();
+    assert_eq!(
+        q.pop_available(&TestMemory(&ram)),
+        Err(QueueError::Memory {
+            part: RingPart::AvailableRing,
+            error: MemoryError::NotRam {
+                addr: RAM as u64 + 2,
+                len: 2
+            }
+        })
+    );
+}
