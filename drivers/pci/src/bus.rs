@@ -180,10 +180,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
 
     /// The host bridge's address, 00:00.0.
     pub const fn host_bridge_address() -> PciAddress {
-        match PciAddress::new(0, 0, 0) {
-            Some(a) => a,
-            None => unreachable!(),
-        }
+        PciAddress::HOST_BRIDGE
     }
 
     fn slot_index(&self, address: PciAddress) -> Option<usize> {

@@ -15,6 +15,13 @@ pub struct PciAddress {
 }
 
 impl PciAddress {
+    /// 00:00.0, where the host bridge answers.
+    pub const HOST_BRIDGE: Self = Self {
+        bus: 0,
+        device: 0,
+        function: 0,
+    };
+
     /// The address `bus:device.function`, if `device < 32` and `function < 8`.
     pub const fn new(bus: u8, device: u8, function: u8) -> Option<Self> {
         if device < 32 && function < 8 {
