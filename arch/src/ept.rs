@@ -1,1 +1,0 @@
-//! Extended page tables: the guest-physical to host-physical translation.
