@@ -3,16 +3,38 @@
 //!
 //! To add one, append an entry to [`SCENARIOS`]. A scenario whose image is
 //! meant to fail (to prove the harness notices) expects [`Verdict::Fail`].
+//! A scenario that boots one of ponte's test kernels ([`Boot::TestKernel`])
+//! expects an exit status instead.
 
 use std::path::Path;
 
 use crate::{
     emulator::{Emulator, Verdict},
     image::Module,
+    testkernels::{self, TestKernel},
 };
 
 /// Prepares the boot modules of a scenario in the given directory.
 pub type PrepareModules = fn(&Path) -> Result<Vec<Module>, String>;
+
+/// What a scenario boots and how its result is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// The appliance image `example`, which prints a PONTE-RESULT line;
+    /// `expect` is the verdict it must print.
+    Appliance,
+    /// One of ponte's test kernels, with `command_line` as its arguments,
+    /// whose result is its exit status (see `run_kernel`). Under
+    /// [`Emulator::Qemu`] it is the reference run; under [`Emulator::Bochs`]
+    /// it runs in ponte's test-kernel appliance (`run-kernel --emulator
+    /// ponte`).
+    TestKernel {
+        /// The kernel.
+        kernel: TestKernel,
+        /// The status the run must end with.
+        status: i32,
+    },
+}
 
 /// One integration scenario.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +59,8 @@ pub struct Scenario {
     pub console_contains: &'static [&'static str],
     /// Prepares boot modules in the given directory, if the image needs any.
     pub modules: Option<PrepareModules>,
+    /// What is booted, and how its result is read.
+    pub boots: Boot,
 }
 
 /// Defaults for a scenario entry; entries override what differs.
@@ -51,6 +75,7 @@ pub const DEFAULT: Scenario = Scenario {
     expect: Verdict::Pass,
     console_contains: &[],
     modules: None,
+    boots: Boot::Appliance,
 };
 
 /// Every scenario, in the order they are started.
@@ -105,11 +130,32 @@ pub const SCENARIOS: &[Scenario] = &[
         console_contains: &["long guest passed every check, 1 HLT"],
         ..VMX_BASICS
     },
+    // Bochs 2.7 enters a guest whose RIP is not canonical (SDM 27.3.1.4
+    // says the entry must fail): the image must see exactly that deviation.
+    Scenario {
+        name: "vmx-broken-vmcs-bochs",
+        command_line: "broken deviates=guest_rip_noncanonical",
+        console_contains: &[
+            "25 broken configurations named by the checker and refused by the CPU as the SDM says",
+        ],
+        ..VMX_BASICS
+    },
+    Scenario {
+        name: "vmx-broken-vmcs-lynnfield",
+        command_line: "broken deviates=guest_rip_noncanonical",
+        cpu: "corei5_lynnfield_750",
+        console_contains: &[
+            "24 broken configurations named by the checker and refused by the CPU as the SDM says",
+        ],
+        ..VMX_BASICS
+    },
     Scenario {
         name: "vmx-real-refused-lynnfield",
         command_line: "real expect-refusal",
         cpu: "corei5_lynnfield_750",
-        console_contains: &["real guest refused: MissingCapability(Proc2Control(UnrestrictedGuest))"],
+        console_contains: &[
+            "real guest refused: MissingCapability(Proc2Control(UnrestrictedGuest))",
+        ],
         ..VMX_BASICS
     },
     Scenario {
@@ -125,6 +171,42 @@ pub const SCENARIOS: &[Scenario] = &[
         cpu: "corei5_lynnfield_750",
         console_contains: &["long guest passed every check"],
         ..VMX_BASICS
+    },
+    // ponte's test kernels in the reference emulator. The Multiboot v1 kernel
+    // boots with QEMU's -kernel; QEMU 7.2's -kernel has no Multiboot2 loader,
+    // so the Multiboot2 kernel boots from a GRUB ISO (`multiboot2`).
+    Scenario {
+        name: "testkernel-mb1-qemu",
+        command_line: testkernels::REQUIRED_ARGUMENT,
+        emulator: Emulator::Qemu,
+        console_contains: testkernels::PASSED,
+        boots: Boot::TestKernel {
+            kernel: TestKernel::Multiboot1,
+            status: testkernels::PASS_STATUS,
+        },
+        ..DEFAULT
+    },
+    Scenario {
+        name: "testkernel-mb2-qemu",
+        command_line: testkernels::REQUIRED_ARGUMENT,
+        emulator: Emulator::Qemu,
+        console_contains: testkernels::PASSED,
+        boots: Boot::TestKernel {
+            kernel: TestKernel::Multiboot2,
+            status: testkernels::PASS_STATUS,
+        },
+        ..DEFAULT
+    },
+    Scenario {
+        name: "testkernel-mb1-fail-qemu",
+        command_line: "ponte-testkernel fail-on-purpose",
+        emulator: Emulator::Qemu,
+        console_contains: testkernels::FAILED_ON_PURPOSE,
+        boots: Boot::TestKernel {
+            kernel: TestKernel::Multiboot1,
+            status: testkernels::FAIL_ON_PURPOSE_STATUS,
+        },
+        ..DEFAULT
     },
 ];
 
@@ -157,14 +239,22 @@ mod tests {
     }
 
     #[test]
+    fn test_kernel_statuses_are_proven_to_be_read() {
+        let statuses = |kernel_status: fn(i32) -> bool| {
+            SCENARIOS.iter().any(
+                |s| matches!(s.boots, Boot::TestKernel { status, .. } if kernel_status(status)),
+            )
+        };
+        assert!(statuses(|s| s == testkernels::PASS_STATUS));
+        assert!(statuses(|s| s != testkernels::PASS_STATUS));
+    }
+
+    #[test]
     fn the_harness_proves_itself_under_both_emulators() {
+        let appliances = || SCENARIOS.iter().filter(|s| s.boots == Boot::Appliance);
         for emulator in [Emulator::Bochs, Emulator::Qemu] {
-            assert!(SCENARIOS
-                .iter()
-                .any(|s| s.emulator == emulator && s.expect == Verdict::Fail));
-            assert!(SCENARIOS
-                .iter()
-                .any(|s| s.emulator == emulator && s.expect == Verdict::Pass));
+            assert!(appliances().any(|s| s.emulator == emulator && s.expect == Verdict::Fail));
+            assert!(appliances().any(|s| s.emulator == emulator && s.expect == Verdict::Pass));
         }
     }
 }

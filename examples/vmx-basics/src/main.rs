@@ -1,5 +1,7 @@
 //! vmx-basics: one guest per run, chosen by the command line (`real`,
-//! `protected`, `long`, or `bench` for the CPUID round-trip benchmark).
+//! `protected`, `long`, or `bench` for the CPUID round-trip benchmark), or
+//! `broken`: every deliberately broken VMCS configuration of ponte-arch,
+//! checked against both the pre-flight checker and the CPU.
 //!
 //! With `expect-refusal`, the run passes only if building the guest state is
 //! refused with a typed error (a real-mode guest without unrestricted guest).
@@ -16,7 +18,11 @@ use ponte_arch::{
     ept::EptTables,
     memory::HostMemory,
     println,
-    vmx::{GuestState, MsrBitmap, Vcpu},
+    vmx::{
+        broken::baseline_request, check_vm_entry, ControlSettings, ExpectedOutcome, GuestState,
+        HostState, MsrBitmap, Page4K, RunError, Vcpu, VmExit, VmcsError, Vmx, VmxCapabilities,
+        BROKEN_CONFIGS,
+    },
 };
 use ponte_kernel::{
     cpuid::{CpuidPolicy, CpuidResult, GuestCpu},
@@ -84,7 +90,7 @@ impl Platform for Board {
 static LINES: LineSet<24> = LineSet::new();
 
 fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
-    let mode = ["real", "protected", "long", "bench"]
+    let mode = ["real", "protected", "long", "bench", "broken"]
         .into_iter()
         .find(|m| boot.has_argument(m))
         .unwrap_or("long");
@@ -110,6 +116,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             (PROTECTED, Ok(state))
         }
         _ => {
+            // long, bench and broken: a 64-bit guest.
             let cr3 = or_fail!(
                 identity_map(&ram, PAGE_TABLES, RAM_SIZE),
                 "guest page tables"
@@ -150,6 +157,12 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     );
     let mut msr_bitmap = MsrBitmap::intercept_all(or_fail!(memory.page(), "MSR bitmap page"));
     let host = memory.host_state();
+    let mut broken_pages: heapless::Vec<&'static mut Page4K, 32> = heapless::Vec::new();
+    if mode == "broken" {
+        for _ in BROKEN_CONFIGS {
+            let _ = broken_pages.push(or_fail!(memory.page(), "VMCS pages"));
+        }
+    }
     let ept_caps = ponte_arch::ept::EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, 39);
     let mut ept = or_fail!(EptTables::new(&mut memory, ept_caps), "EPT");
     or_fail!(ram.map_into(&mut ept), "EPT mapping");
@@ -166,6 +179,22 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         ),
         "VMCS setup"
     );
+
+    if mode == "broken" {
+        let baseline = or_fail!(baseline_request().reconcile(&caps), "baseline controls");
+        let (tried, deviations) = run_broken_configurations(
+            &boot,
+            broken_pages,
+            &vmx,
+            &caps,
+            &baseline,
+            &host,
+            &guest,
+            eptp,
+            &mut msr_bitmap,
+        );
+        finish(Outcome::Pass, format_args!("{tried} broken configurations named by the checker and refused by the CPU as the SDM says; {deviations} known deviations"));
+    }
 
     let host_cpuid = |leaf, subleaf| {
         let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
@@ -208,7 +237,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     or_fail!(board.bus.add(0xF4, 4, 1), "port bus");
 
     let mut dispatch = Dispatcher::new(&cpuid, ept_caps.physical_address_bits);
-    vcpu.set_accounting(mode == "bench");
+    vcpu.set_accounting(boot.has_argument("stats"));
     let mut halts = 0;
     let status = loop {
         match dispatch.run(&mut vcpu, &mut board) {
@@ -242,6 +271,93 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         Outcome::Pass,
         format_args!("{mode} guest passed every check, {halts} HLT"),
     )
+}
+
+/// Runs every broken configuration that applies to this CPU on a fresh
+/// baseline VMCS: the pre-flight checker must name its rule, and the CPU,
+/// entered with the checker bypassed, must fail the entry as the SDM says.
+/// Returns how many behaved as the SDM says and how many deviated as the
+/// command line says they do; any other mismatch ends the run as failed.
+#[allow(clippy::too_many_arguments)]
+fn run_broken_configurations(
+    boot: &BootInfo,
+    pages: heapless::Vec<&'static mut Page4K, 32>,
+    vmx: &Vmx,
+    caps: &VmxCapabilities,
+    settings: &ControlSettings,
+    host: &HostState,
+    guest: &GuestState,
+    eptp: u64,
+    msr_bitmap: &mut MsrBitmap,
+) -> (usize, usize) {
+    let (mut tried, mut deviations) = (0, 0);
+    for (config, page) in BROKEN_CONFIGS.iter().zip(pages) {
+        if !(config.applies)(caps) {
+            println!("broken {}: does not apply to this CPU", config.name);
+            continue;
+        }
+        let mut vcpu = or_fail!(Vcpu::new(vmx, page), "VMCS");
+        or_fail!(
+            configure_vmcs(vcpu.vmcs(), caps, settings, host, guest, eptp, msr_bitmap),
+            "VMCS setup"
+        );
+        let before = check_vm_entry(vcpu.vmcs(), caps);
+        if !before.is_clean() {
+            finish(
+                Outcome::Fail,
+                format_args!(
+                    "baseline for {} is not clean: {:?}",
+                    config.name, before.violations
+                ),
+            );
+        }
+        or_fail!((config.mutate)(vcpu.vmcs(), caps), "breaking the VMCS");
+        if !check_vm_entry(vcpu.vmcs(), caps).has(config.rule) {
+            finish(
+                Outcome::Fail,
+                format_args!("checker missed {} ({})", config.name, config.rule.name()),
+            );
+        }
+        let outcome = match vcpu.run() {
+            Err(RunError::Entry(VmcsError::Failed(error))) => {
+                Ok(ExpectedOutcome::InstructionError(error.number()))
+            }
+            Ok(VmExit::EntryFailure {
+                raw, qualification, ..
+            }) => Ok(ExpectedOutcome::EntryFailure {
+                reason: raw as u16,
+                qualification,
+            }),
+            other => Err(other),
+        };
+        // `deviates=<name>` on the command line names a configuration the
+        // emulator is known to enter although the SDM says it must refuse
+        // it; it must deviate exactly so, and nothing else may.
+        let known_deviation = boot
+            .command_line
+            .split_whitespace()
+            .any(|w| w.strip_prefix("deviates=") == Some(config.name));
+        match (outcome, known_deviation) {
+            (Ok(outcome), false) if outcome == config.outcome => {}
+            (Err(other), true) => {
+                println!("broken {}: checker names {}; this CPU deviates from the SDM: {other:?}", config.name, config.rule.name());
+                deviations += 1;
+                continue;
+            }
+            (outcome, _) => finish(
+                Outcome::Fail,
+                format_args!("{}: expected {:?} (deviation named: {known_deviation}), the CPU gave {outcome:?}", config.name, config.outcome),
+            ),
+        }
+        println!(
+            "broken {}: checker names {}, CPU gives {:?}",
+            config.name,
+            config.rule.name(),
+            config.outcome
+        );
+        tried += 1;
+    }
+    (tried, deviations)
 }
 
 /// The median of the benchmark guest's measured round trips.
