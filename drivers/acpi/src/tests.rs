@@ -932,3 +932,126 @@ fn write_copies_the_region_into_guest_memory() {
         Err(AcpiError::Memory(MemoryError::NotRam { .. }))
     ));
 }
+
+// ------------------------------------------------------------ MP table
+
+fn mp_config<'a>(apic_ids: &'a [u8], routes: &'a [PciIrqRoute]) -> mptable::MpConfig<'a> {
+    mptable::MpConfig {
+        oem_id: *b"PONTE   ",
+        product_id: *b"PONTEVM     ",
+        apic_ids,
+        cpu_signature: 0x000906ea,
+        cpu_features: 0x0000_0201,
+        local_apic_address: 0xfee0_0000,
+        io_apic_id: 8,
+        io_apic_address: 0xfec0_0000,
+        pci_routes: routes,
+    }
+}
+
+#[test]
+fn mp_table_parses_back_per_the_specification() {
+    let mut buf = vec![0xeeu8; 4096];
+    let base = 0x9_fc00;
+    let layout = mptable::build(&mp_config(&[0, 1], &ROUTES), base, &mut buf).unwrap();
+    let sum = |b: &[u8]| b.iter().fold(0u8, |s, &x| s.wrapping_add(x));
+    // Floating pointer (MP spec 4.1): "_MP_", pointer, 1 paragraph, 1.4.
+    let fp = &buf[..16];
+    assert_eq!(&fp[..4], b"_MP_");
+    assert_eq!(u64::from(le32(fp, 4)), layout.table);
+    assert_eq!((fp[8], fp[9], fp[11]), (1, 4, 0));
+    assert_eq!(sum(fp), 0);
+    // Configuration table header (4.2).
+    let off = (layout.table - base) as usize;
+    let len = le16(&buf, off + 4) as usize;
+    assert_eq!(off + len, layout.len as usize);
+    let t = &buf[off..off + len];
+    assert_eq!(&t[..4], b"PCMP");
+    assert_eq!((t[6], sum(t)), (4, 0));
+    assert_eq!(le32(t, 36), 0xfee0_0000);
+    let count = le16(t, 34) as usize;
+    // Entries (4.3): processors are 20 bytes, the rest 8.
+    let mut entries = Vec::new();
+    let mut i = 44;
+    while i < t.len() {
+        let size = if t[i] == 0 { 20 } else { 8 };
+        entries.push(t[i..i + size].to_vec());
+        i += size;
+    }
+    assert_eq!(i, t.len());
+    assert_eq!(entries.len(), count);
+    let cpus: Vec<(u8, u8)> = entries
+        .iter()
+        .filter(|e| e[0] == 0)
+        .map(|e| (e[1], e[3]))
+        .collect();
+    assert_eq!(cpus, [(0, 3), (1, 1)], "APIC IDs, EN and BP flags");
+    let buses: Vec<(u8, &[u8])> = entries
+        .iter()
+        .filter(|e| e[0] == 1)
+        .map(|e| (e[1], &e[2..8]))
+        .collect();
+    assert_eq!(buses, [(0, &b"PCI   "[..]), (1, &b"ISA   "[..])]);
+    let ioapic: Vec<&Vec<u8>> = entries.iter().filter(|e| e[0] == 2).collect();
+    assert_eq!(ioapic.len(), 1);
+    assert_eq!(
+        (ioapic[0][1], ioapic[0][3] & 1, le32(ioapic[0], 4)),
+        (8, 1, 0xfec0_0000)
+    );
+    // I/O interrupts: (type, flags, bus, source irq, apic, pin).
+    let ints: Vec<(u8, u16, u8, u8, u8, u8)> = entries
+        .iter()
+        .filter(|e| e[0] == 3)
+        .map(|e| (e[1], le16(e, 2), e[4], e[5], e[6], e[7]))
+        .collect();
+    assert!(ints.contains(&(3, 0, 1, 0, 8, 0)), "ExtINT on pin 0");
+    assert!(ints.contains(&(0, 0, 1, 0, 8, 2)), "IRQ 0 on pin 2");
+    assert!(ints.contains(&(0, 0, 1, 4, 8, 4)), "IRQ 4 on pin 4");
+    assert!(
+        !ints.iter().any(|i| i.3 == 2 && i.2 == 1),
+        "no cascade IRQ 2"
+    );
+    // PCI: source = slot << 2 | pin, level-triggered active-low.
+    assert!(ints.contains(&(0, 0x0f, 0, (2 << 2) | 1, 8, 18)));
+    assert!(ints.contains(&(0, 0x0f, 0, 1 << 2, 8, 16)));
+    let locals: Vec<(u8, u8, u8)> = entries
+        .iter()
+        .filter(|e| e[0] == 4)
+        .map(|e| (e[1], e[6], e[7]))
+        .collect();
+    assert_eq!(
+        locals,
+        [(3, 0xff, 0), (1, 0xff, 1)],
+        "ExtINT on LINT0, NMI on LINT1"
+    );
+}
+
+#[test]
+fn mp_table_rejects_what_it_cannot_describe() {
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(
+        mptable::build(&mp_config(&[0], &[]), 0x9_fc08, &mut buf),
+        Err(AcpiError::Misaligned { base: 0x9_fc08 })
+    );
+    assert_eq!(
+        mptable::build(&mp_config(&[], &[]), 0x9_fc00, &mut buf),
+        Err(AcpiError::NoProcessors)
+    );
+    assert!(matches!(
+        mptable::build(&mp_config(&[0, 0xff], &[]), 0x9_fc00, &mut buf),
+        Err(AcpiError::TooManyProcessors { .. })
+    ));
+    assert_eq!(
+        mptable::build(&mp_config(&[0], &[]), 0xffff_fff0, &mut buf),
+        Err(AcpiError::Overflow)
+    );
+    let mut small = vec![0u8; 100];
+    assert!(matches!(
+        mptable::build(&mp_config(&[0], &[]), 0x9_fc00, &mut small),
+        Err(AcpiError::BufferTooSmall { .. })
+    ));
+    // Without PCI routes there is only the ISA bus, numbered 0.
+    let layout = mptable::build(&mp_config(&[0], &[]), 0x9_fc00, &mut buf).unwrap();
+    let t = &buf[16..layout.len as usize];
+    assert_eq!(&t[44 + 20..44 + 28], b"\x01\x00ISA   ");
+}
