@@ -9,7 +9,7 @@ use std::{
     fmt, fs,
     io::{Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -138,39 +138,20 @@ pub fn parse_result(console: &str) -> Option<(Verdict, String)> {
 /// image's console is copied to standard output as it arrives.
 pub fn boot(machine: &Machine, iso: &Path, dir: &Path, stream: bool) -> Result<RunReport, String> {
     let serial = dir.join("serial.txt");
-    let _ = fs::remove_file(&serial);
-    fs::write(&serial, b"").map_err(|e| e.to_string())?;
-    let emulator_log = fs::File::create(dir.join("emulator.out")).map_err(|e| e.to_string())?;
     let mut command = match machine.emulator {
         Emulator::Bochs => bochs_command(machine, iso, dir, &serial)?,
         Emulator::Qemu => qemu_command(machine, iso, &serial),
     };
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(emulator_log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(emulator_log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", machine.emulator.name()))?;
-    let mut console = Vec::new();
-    let mut timed_out = false;
-    let status = loop {
-        follow(&serial, &mut console, stream);
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break Some(status);
-        }
-        if started.elapsed() > machine.timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            timed_out = true;
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    follow(&serial, &mut console, stream);
-    let console = String::from_utf8_lossy(&console).into_owned();
-    let result = parse_result(&console);
-    let inconsistency = match (machine.emulator, status, &result) {
+    let run = supervise(
+        &mut command,
+        machine.emulator.name(),
+        &serial,
+        &dir.join("emulator.out"),
+        machine.timeout,
+        stream,
+    )?;
+    let result = parse_result(&run.console);
+    let inconsistency = match (machine.emulator, run.exit, &result) {
         (Emulator::Qemu, Some(status), Some((verdict, _))) => {
             let expected = match verdict {
                 Verdict::Pass => 33,
@@ -184,10 +165,64 @@ pub fn boot(machine: &Machine, iso: &Path, dir: &Path, stream: bool) -> Result<R
     };
     Ok(RunReport {
         result,
-        timed_out,
+        timed_out: run.exit.is_none(),
         inconsistency,
+        elapsed: run.elapsed,
+        console: run.console,
+    })
+}
+
+/// What an emulator process left behind.
+#[derive(Clone, Debug)]
+pub struct Supervised {
+    /// The process's exit status; `None` if the timeout stopped it.
+    pub exit: Option<ExitStatus>,
+    /// Everything the guest wrote to its serial port.
+    pub console: String,
+    /// Wall-clock duration.
+    pub elapsed: Duration,
+}
+
+/// Runs the emulator `command` (called `name` in errors) with standard input
+/// closed and its own output in `log`, follows the guest's serial output in
+/// the file `serial` (emptied first), copying it to standard output as it
+/// arrives when `stream` is set, and kills the process after `timeout`.
+pub fn supervise(
+    command: &mut Command,
+    name: &str,
+    serial: &Path,
+    log: &Path,
+    timeout: Duration,
+    stream: bool,
+) -> Result<Supervised, String> {
+    let _ = fs::remove_file(serial);
+    fs::write(serial, b"").map_err(|e| format!("{}: {e}", serial.display()))?;
+    let log = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let mut console = Vec::new();
+    let exit = loop {
+        follow(serial, &mut console, stream);
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    follow(serial, &mut console, stream);
+    Ok(Supervised {
+        exit,
+        console: String::from_utf8_lossy(&console).into_owned(),
         elapsed: started.elapsed(),
-        console,
     })
 }
 

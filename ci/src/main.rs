@@ -5,6 +5,10 @@
 //!   ELF size.
 //! - `run [<example>] [--emulator bochs|qemu] [--cpu <model>] [--append ARGS]`:
 //!   boots it and streams its console (default: the demo appliance in Bochs).
+//! - `run-kernel <kernel> [--append ARGS] [--initrd FILE] [--memory MiB]
+//!   [--emulator qemu|ponte] [--cpu <model>] [--timeout SECS]`: boots a test
+//!   kernel written for `qemu-system-x86_64 -kernel` and exits with the status
+//!   QEMU gives for it (see `run_kernel`).
 //! - `test [<scenario>...]`: host tests, clippy, rustfmt, rustdoc, then every
 //!   integration scenario (or the named ones), two emulators at a time.
 //! - `bench`: prints `bench <name> <value> <unit>` lines.
@@ -13,7 +17,9 @@ mod bench;
 mod emulator;
 mod image;
 mod packages;
+mod run_kernel;
 mod scenarios;
+mod testkernels;
 
 use std::{
     env,
@@ -28,7 +34,8 @@ use std::{
 };
 
 use emulator::{Emulator, Machine, Verdict};
-use scenarios::{Scenario, SCENARIOS};
+use scenarios::{Boot, Scenario, SCENARIOS};
+use testkernels::TestKernel;
 
 /// The appliance `cargo xtask run` boots without arguments.
 const DEMO: &str = "hello";
@@ -40,11 +47,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("image") => image_command(&args[1..]),
         Some("run") => run_command(&args[1..]),
+        Some("run-kernel") => return run_kernel::command(&args[1..]),
         Some("test") => test_command(&args[1..]),
         Some("bench") => bench::run(),
         _ => Err(
             "usage: cargo xtask image <example> | run [<example>] [--emulator bochs|qemu] \
-                  [--cpu <bochs model>] [--append ARGS] | test [<scenario>...] | bench"
+                  [--cpu <bochs model>] [--append ARGS] | run-kernel <kernel> [--append ARGS] \
+                  [--initrd FILE] [--memory MiB] [--emulator qemu|ponte] [--cpu <bochs model>] \
+                  [--timeout SECS] | test [<scenario>...] | bench"
                 .into(),
         ),
     };
@@ -188,48 +198,10 @@ struct ScenarioResult {
 
 fn run_scenario(scenario: &'static Scenario) -> ScenarioResult {
     let started = Instant::now();
-    let outcome = (|| -> Result<(bool, String), String> {
-        let dir = work_dir(&format!("scenarios/{}", scenario.name))?;
-        let modules = match scenario.modules {
-            Some(prepare) => prepare(&dir)?,
-            None => Vec::new(),
-        };
-        let elf = target_dir()
-            .join("x86_64-unknown-none/release")
-            .join(scenario.example);
-        let iso = image::iso(&dir, &elf, scenario.command_line, &modules)?;
-        let machine = Machine {
-            emulator: scenario.emulator,
-            cpu: scenario.cpu.into(),
-            memory_mib: scenario.memory_mib,
-            timeout: Duration::from_secs(scenario.timeout_secs),
-        };
-        let report = emulator::boot(&machine, &iso, &dir, false)?;
-        let verdict = report.verdict();
-        let missing: Vec<&str> = scenario
-            .console_contains
-            .iter()
-            .copied()
-            .filter(|t| !report.console.contains(t))
-            .collect();
-        let held = verdict == scenario.expect && missing.is_empty();
-        let text = match (held, verdict, scenario.expect) {
-            (true, Verdict::Pass, _) => "passed".to_string(),
-            (true, Verdict::Fail, _) => format!("failed as expected ({})", report.summary()),
-            (false, _, _) if verdict == scenario.expect => {
-                format!(
-                    "FAILED: console lacks {missing:?} (logs in {})",
-                    dir.display()
-                )
-            }
-            (false, v, e) => format!(
-                "FAILED: expected {e}, got {v}: {} (logs in {})",
-                report.summary(),
-                dir.display()
-            ),
-        };
-        Ok((held, text))
-    })();
+    let outcome = match scenario.boots {
+        Boot::Appliance => run_appliance_scenario(scenario),
+        Boot::TestKernel { kernel, status } => run_kernel_scenario(scenario, kernel, status),
+    };
     let (held, text) = outcome.unwrap_or_else(|e| (false, format!("FAILED: {e}")));
     ScenarioResult {
         scenario,
@@ -237,6 +209,100 @@ fn run_scenario(scenario: &'static Scenario) -> ScenarioResult {
         text,
         seconds: started.elapsed().as_secs_f64(),
     }
+}
+
+/// The lines of `scenario.console_contains` that `console` lacks.
+fn missing_lines(scenario: &Scenario, console: &str) -> Vec<&'static str> {
+    scenario
+        .console_contains
+        .iter()
+        .copied()
+        .filter(|t| !console.contains(t))
+        .collect()
+}
+
+/// Boots an appliance image and reads its PONTE-RESULT line.
+fn run_appliance_scenario(scenario: &'static Scenario) -> Result<(bool, String), String> {
+    let dir = work_dir(&format!("scenarios/{}", scenario.name))?;
+    let modules = match scenario.modules {
+        Some(prepare) => prepare(&dir)?,
+        None => Vec::new(),
+    };
+    let elf = target_dir()
+        .join("x86_64-unknown-none/release")
+        .join(scenario.example);
+    let iso = image::iso(&dir, &elf, scenario.command_line, &modules)?;
+    let machine = Machine {
+        emulator: scenario.emulator,
+        cpu: scenario.cpu.into(),
+        memory_mib: scenario.memory_mib,
+        timeout: Duration::from_secs(scenario.timeout_secs),
+    };
+    let report = emulator::boot(&machine, &iso, &dir, false)?;
+    let verdict = report.verdict();
+    let missing = missing_lines(scenario, &report.console);
+    let held = verdict == scenario.expect && missing.is_empty();
+    let text = match (held, verdict, scenario.expect) {
+        (true, Verdict::Pass, _) => "passed".to_string(),
+        (true, Verdict::Fail, _) => format!("failed as expected ({})", report.summary()),
+        (false, _, _) if verdict == scenario.expect => {
+            format!(
+                "FAILED: console lacks {missing:?} (logs in {})",
+                dir.display()
+            )
+        }
+        (false, v, e) => format!(
+            "FAILED: expected {e}, got {v}: {} (logs in {})",
+            report.summary(),
+            dir.display()
+        ),
+    };
+    Ok((held, text))
+}
+
+/// Boots one of ponte's test kernels (built beforehand by `test_command`)
+/// and compares its exit status with `expected`.
+fn run_kernel_scenario(
+    scenario: &'static Scenario,
+    kernel: TestKernel,
+    expected: i32,
+) -> Result<(bool, String), String> {
+    let dir = work_dir(&format!("scenarios/{}", scenario.name))?;
+    let run = run_kernel::KernelRun {
+        kernel: kernel.elf()?,
+        append: scenario.command_line.into(),
+        initrd: None,
+        memory_mib: scenario.memory_mib,
+        emulator: match scenario.emulator {
+            Emulator::Qemu => run_kernel::KernelEmulator::Qemu,
+            Emulator::Bochs => run_kernel::KernelEmulator::Ponte,
+        },
+        cpu: scenario.cpu.into(),
+        timeout: Duration::from_secs(scenario.timeout_secs),
+    };
+    let report = run_kernel::run(&run, &dir, false)?;
+    let missing = missing_lines(scenario, &report.console);
+    let status = report.status;
+    let text = if status != expected {
+        format!(
+            "FAILED: expected status {expected}, got {status}: {} (logs in {})",
+            run_kernel::describe_status(status),
+            dir.display()
+        )
+    } else if !missing.is_empty() {
+        format!(
+            "FAILED: console lacks {missing:?} (logs in {})",
+            dir.display()
+        )
+    } else if status == testkernels::PASS_STATUS {
+        "passed".to_string()
+    } else {
+        format!(
+            "failed as expected (status {status}: {})",
+            run_kernel::describe_status(status)
+        )
+    };
+    Ok((status == expected && missing.is_empty(), text))
 }
 
 fn test_command(args: &[String]) -> Result<(), String> {
@@ -257,11 +323,20 @@ fn test_command(args: &[String]) -> Result<(), String> {
         }
     }
 
-    let mut examples: Vec<&str> = selected.iter().map(|s| s.example).collect();
+    let mut examples: Vec<&str> = selected
+        .iter()
+        .filter(|s| s.boots == Boot::Appliance)
+        .map(|s| s.example)
+        .collect();
     examples.sort_unstable();
     examples.dedup();
     for example in examples {
         image::build(example)?;
+    }
+    if selected.iter().any(|s| s.boots != Boot::Appliance) {
+        for kernel in TestKernel::ALL {
+            kernel.build()?;
+        }
     }
     eprintln!(
         "== {} integration scenarios, {PARALLEL_EMULATORS} at a time",
