@@ -259,3 +259,48 @@ fn files_and_parent_lookup_through_locators() {
     assert_eq!(&buf, b"from the base");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn compact_differencing_drops_blocks_holding_no_sector() {
+    let block = 64u64 << 10;
+    let mut base = dynamic(1 << 20, block as u32, 1);
+    {
+        let mut d = open(base, &rw(), &mut MemResolver::default());
+        d.write_at(0, &vec![0x33u8; 1 << 20]).unwrap();
+        d.flush().unwrap();
+        base = d.into_devices().next().unwrap();
+    }
+    let child = child_of(&base, block as u32, 2);
+    let mut r = MemResolver::default();
+    r.add(base.clone());
+    let mut d = open(child, &rw(), &mut r);
+    d.write_at(100, &[0x44; 10]).unwrap(); // block 0
+    d.write_at(block + 100, &[0x55; 10]).unwrap(); // block 1
+    d.flush().unwrap();
+    let mut child = d.into_devices().next().unwrap();
+    // Clear block 0's bitmap by hand: it now holds no sector.
+    let h = ponte_vhd::format::DynamicHeader::parse(child.bytes[512..1536].try_into().unwrap())
+        .unwrap();
+    let t = h.table_offset as usize;
+    let b0 = u32::from_be_bytes(child.bytes[t..t + 4].try_into().unwrap()) as usize * 512;
+    child.bytes[b0..b0 + 512].fill(0);
+    let mut r = MemResolver::default();
+    r.add(base);
+    let mut d = open(child, &rw(), &mut r);
+    let stats = d.compact(&mut [0u8; 4096]).unwrap();
+    assert_eq!((stats.dropped_blocks, stats.moved_blocks), (1, 1));
+    assert_eq!(stats.old_len - stats.new_len, block + 512);
+    let mut buf = [0u8; 120];
+    d.read_at(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x33));
+    d.read_at(block, &mut buf).unwrap();
+    assert!(buf[..100].iter().all(|&b| b == 0x33));
+    assert!(buf[100..110].iter().all(|&b| b == 0x55));
+    assert!(buf[110..].iter().all(|&b| b == 0x33));
+    let dev = d.into_devices().next().unwrap();
+    let s = check(dev, &OpenOptions::default(), &mut VecStorage, &mut |p| {
+        panic!("{p:?}")
+    })
+    .unwrap();
+    assert_eq!((s.allocated_blocks, s.leaked_bytes), (1, 0));
+}
