@@ -667,7 +667,7 @@ where
         let end = in_block + n as u64;
         let mut a = in_block;
         // Leading partial sector.
-        if a % SECTOR_SIZE != 0 || end - a < SECTOR_SIZE {
+        if !a.is_multiple_of(SECTOR_SIZE) || end - a < SECTOR_SIZE {
             let k = a / SECTOR_SIZE;
             let stop = ((k + 1) * SECTOR_SIZE).min(end);
             write_partial(

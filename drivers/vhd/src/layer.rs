@@ -711,7 +711,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             let s = &mut self.cache[slot];
             let mut i = (k % BITS_PER_BITMAP_SECTOR) as usize;
             while i < stop {
-                if i % 8 == 0 && i + 8 <= stop {
+                if i.is_multiple_of(8) && i + 8 <= stop {
                     if s.bits[i / 8] != 0xFF {
                         s.bits[i / 8] = 0xFF;
                         s.dirty = true;
@@ -897,14 +897,14 @@ pub(crate) fn bit(bits: &[u8], i: usize) -> bool {
 fn run_end(bits: &[u8], mut i: usize, end: usize, v: bool) -> usize {
     let full = if v { 0xFF } else { 0x00 };
     while i < end {
-        if i % 64 == 0 && i + 64 <= end {
+        if i.is_multiple_of(64) && i + 64 <= end {
             let w = &bits[i / 8..i / 8 + 8];
             if w.iter().all(|&b| b == full) {
                 i += 64;
                 continue;
             }
         }
-        if i % 8 == 0 && i + 8 <= end && bits[i / 8] == full {
+        if i.is_multiple_of(8) && i + 8 <= end && bits[i / 8] == full {
             i += 8;
             continue;
         }

@@ -81,7 +81,7 @@ pub fn decode_locator<'o>(code: LocatorCode, raw: &[u8], out: &'o mut [u8]) -> O
     let mut n = 0;
     match code {
         LocatorCode::W2ku | LocatorCode::W2ru => {
-            if raw.len() % 2 != 0 {
+            if !raw.len().is_multiple_of(2) {
                 return None;
             }
             let units = raw
