@@ -516,6 +516,19 @@ fn parent_resolution_failures() {
         .err(),
         Some(Error::ChainTooDeep { limit: 2 })
     );
+    // Exactly at the limit is fine.
+    let grandchild = child_of(&child, 1 << 20, 3);
+    let mut r = MemResolver::default();
+    r.add(base.clone());
+    r.add(child.clone());
+    let d = Disk::<VecDevice, Vec<u32>, 3>::open(
+        grandchild,
+        &OpenOptions::default(),
+        &mut VecStorage,
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(d.depth(), 3);
     // A cycle: the child names itself as parent.
     let mut dev = child.clone();
     let mut h = header(&dev);
