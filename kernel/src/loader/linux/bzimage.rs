@@ -12,9 +12,15 @@
 //! `init_size` bytes of RAM. The zero page gets the setup header copied from
 //! the file (0x1f1 up to 0x202 + the byte at 0x201) with `type_of_loader`
 //! 0xff, `code32_start`, the command line, initramfs and RSDP pointers, and
-//! the E820 table. The 64-bit entry runs on page tables identity-mapping
-//! the first 4 GiB with 2 MiB pages and on a GDT with `__BOOT_CS` 0x10 and
-//! `__BOOT_DS` 0x18.
+//! the E820 table. The fields boot.rst has the loader write are written
+//! whatever the file holds there: the initramfs fields (0 without one),
+//! `ext_loader_ver`/`ext_loader_type`, `hardware_subarch` (0, a PC) with
+//! its data, and `setup_data` (0: no list), so a file cannot make the kernel
+//! follow pointers of its choosing. `CAN_USE_HEAP` and `heap_end_ptr` only
+//! concern the real-mode setup code, which the 64-bit entry skips; they
+//! stay as the file has them. The 64-bit entry runs on page tables
+//! identity-mapping the first 4 GiB with 2 MiB pages and on a GDT with
+//! `__BOOT_CS` 0x10 and `__BOOT_DS` 0x18.
 
 use super::{
     build_memory_map, check_cmdline, field16, field32, field64, place_initrd, write_cstr,
@@ -53,6 +59,16 @@ pub const RAMDISK_IMAGE: u64 = 0x218;
 pub const RAMDISK_SIZE: u64 = 0x21c;
 /// Offset of `cmd_line_ptr`.
 pub const CMD_LINE_PTR: u64 = 0x228;
+/// Offset of `ext_loader_ver`.
+pub const EXT_LOADER_VER: u64 = 0x226;
+/// Offset of `ext_loader_type`.
+pub const EXT_LOADER_TYPE: u64 = 0x227;
+/// Offset of `hardware_subarch`.
+pub const HARDWARE_SUBARCH: u64 = 0x23c;
+/// Offset of `hardware_subarch_data`.
+pub const HARDWARE_SUBARCH_DATA: u64 = 0x240;
+/// Offset of `setup_data`.
+pub const SETUP_DATA: u64 = 0x250;
 /// Offset of `initrd_addr_max`.
 pub const INITRD_ADDR_MAX: u64 = 0x22c;
 /// Offset of `kernel_alignment`.
@@ -380,12 +396,16 @@ fn zero_page(
     put32(&mut zp, CODE32_START as usize, low(inputs.load_addr));
     put32(&mut zp, CMD_LINE_PTR as usize, low(inputs.cmdline));
     put32(&mut zp, ZP_EXT_CMD_LINE_PTR, high(inputs.cmdline));
-    if let Some((start, len)) = inputs.initrd {
-        put32(&mut zp, RAMDISK_IMAGE as usize, low(start));
-        put32(&mut zp, ZP_EXT_RAMDISK_IMAGE, high(start));
-        put32(&mut zp, RAMDISK_SIZE as usize, low(len));
-        put32(&mut zp, ZP_EXT_RAMDISK_SIZE, high(len));
-    }
+    let (start, len) = inputs.initrd.unwrap_or((0, 0));
+    put32(&mut zp, RAMDISK_IMAGE as usize, low(start));
+    put32(&mut zp, ZP_EXT_RAMDISK_IMAGE, high(start));
+    put32(&mut zp, RAMDISK_SIZE as usize, low(len));
+    put32(&mut zp, ZP_EXT_RAMDISK_SIZE, high(len));
+    put8(&mut zp, EXT_LOADER_VER, 0);
+    put8(&mut zp, EXT_LOADER_TYPE, 0);
+    put32(&mut zp, HARDWARE_SUBARCH as usize, 0);
+    put64(&mut zp, HARDWARE_SUBARCH_DATA as usize, 0);
+    put64(&mut zp, SETUP_DATA as usize, 0);
     if let Some(rsdp) = inputs.rsdp {
         put64(&mut zp, ZP_ACPI_RSDP_ADDR, rsdp);
     }

@@ -486,6 +486,31 @@ fn bzimage_hostile_headers_give_typed_errors() {
 }
 
 #[test]
+fn bzimage_loader_fields_are_written_whatever_the_file_holds() {
+    let mut f = bzimage();
+    put32(&mut f, 0x218, 0x1234_5000); // ramdisk_image
+    put32(&mut f, 0x21c, 0x1000); // ramdisk_size
+    f[0x226] = 7; // ext_loader_ver
+    f[0x227] = 9; // ext_loader_type
+    put32(&mut f, 0x228, 0xdead_0000); // cmd_line_ptr
+    put32(&mut f, 0x23c, 2); // hardware_subarch: Xen
+    put64(&mut f, 0x240, 0xdead_beef); // hardware_subarch_data
+    put64(&mut f, 0x250, 0x50_0000); // setup_data: a list the file made up
+    let mem = FakeMemory::new(&RAM);
+    load(&mem, &config(&f, None)).unwrap();
+    let zp = 0x7000u64;
+    assert_eq!((mem.u32_at(zp + 0x218), mem.u32_at(zp + 0x21c)), (0, 0));
+    assert_eq!((mem.u8_at(zp + 0x226), mem.u8_at(zp + 0x227)), (0, 0));
+    assert_eq!(mem.u32_at(zp + 0x228), 0x2_0000);
+    assert_eq!(mem.u32_at(zp + 0x23c), 0);
+    assert_eq!(mem.u64_at(zp + 0x240), 0);
+    assert_eq!(mem.u64_at(zp + 0x250), 0);
+    // Fields the kernel describes itself with are kept.
+    assert_eq!(mem.u32_at(zp + 0x230), 0x20_0000);
+    assert_eq!(mem.u32_at(zp + 0x260), 0x40_0000);
+}
+
+#[test]
 fn bzimage_every_truncation_and_byte_flip_fails_cleanly() {
     let good = bzimage();
     let mem = FakeMemory::new(&RAM);
