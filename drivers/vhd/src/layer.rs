@@ -3,25 +3,35 @@
 //!
 //! # Crash invariant
 //!
-//! After a power cut between any two device writes the file opens, checks
-//! clean and holds everything written before the last completed flush:
+//! After a power cut between any two device writes, with writes issued since
+//! the last device flush reaching the medium in any order or not at all, the
+//! file opens, checks clean and holds everything written before the last
+//! completed [`crate::Disk::flush`]:
 //!
-//! 1. The footer at the end of the file is always a valid footer. A new block
-//!    is placed where the footer was (`next_alloc`); the footer is first
-//!    written *beyond* the new block, then the block's bitmap overwrites the
-//!    old footer. Until its BAT entry is written, the new block is space no
-//!    BAT entry references: leaked, harmless, and reused by no one.
-//! 2. A BAT entry (or a sector bitmap bit) is written to the device only
-//!    after a device flush that made the data it exposes durable. BAT and
-//!    bitmap updates are therefore queued in memory (dirty BAT sectors, dirty
-//!    bitmap slots) and written by [`Layer::sync`]: flush, metadata, flush.
-//!    Before that, a crash leaves the previous, still valid metadata.
-//! 3. Bits are only ever set, and a BAT entry only changes between
-//!    "unallocated" and a block placed in space no live entry references, so
-//!    every combination of written and unwritten queued metadata is a state
-//!    some prefix of the operations would have produced.
-//! 4. Space is given back only by truncation of unreferenced tail space,
-//!    after the footer was rewritten at the new end and flushed.
+//! 1. The footer copy at offset 0 and the dynamic header are written only at
+//!    creation, never afterwards, so they are always valid.
+//! 2. A new block goes where the footer is (`next_alloc`): the footer is
+//!    written again past the new block, then the block's first bitmap
+//!    sector overwrites the old footer, then data follows. Until its BAT
+//!    entry is on the medium nothing references the block: it is leaked
+//!    space. If the cut leaves the file ending in anything but a footer,
+//!    open takes the copy at offset 0 ([`Summary::tail_footer_missing`]);
+//!    if the end holds a footer-shaped sector that differs from the copy
+//!    (guest data), the copy wins. Either way the next append or flush
+//!    writes the footer back at the end.
+//! 3. A BAT entry or a sector bitmap bit reaches the device only after a
+//!    device flush made durable what it exposes (data, the block's
+//!    initialised bitmap). BAT and bitmap updates are queued in memory
+//!    (dirty BAT sectors, dirty bitmap slots) and written by
+//!    [`Layer::sync`]: flush, metadata, flush. Before the second flush any
+//!    subset of the queued metadata may be on the medium; each subset is a
+//!    valid image, because bits are only ever set and a BAT entry only
+//!    changes to "unallocated" or to a block in space no durable entry
+//!    references.
+//! 4. Space is given back only after nothing durable references it: blocks
+//!    moved by compaction are copied into unreferenced holes, their new
+//!    entries synced, the footer written at the new end and flushed, and
+//!    only then is the file truncated.
 
 use crate::device::BlockDevice;
 use crate::error::{Error, IoError, Problem, Region, Structure};
@@ -838,7 +848,12 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
 
     /// Places a new block for `block` at the end of the file: footer moved
     /// first, then the bitmap initialised (all ones when `present`), then
-    /// the BAT entry queued. See the module's crash invariant.
+    /// the BAT entry queued for the next sync.
+    ///
+    /// Crash invariant (module documentation, point 2 and 3): the block is
+    /// unreferenced until a sync writes its BAT entry after a device flush,
+    /// so a cut anywhere in here or before that sync leaves leaked space and
+    /// the previous, valid image.
     pub fn allocate(&mut self, block: u32, present: bool) -> Result<u64, Error> {
         let sparse = self
             .sparse
