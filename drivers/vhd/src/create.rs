@@ -21,8 +21,9 @@ use crate::layer::MAX_LOCATOR_LEN;
 /// How the size of a new image is recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SizeMode {
-    /// Round the size down to the CHS geometry's size; creator
-    /// [`CREATOR_CHS_EXACT`].
+    /// Round the size down to the CHS geometry's size (sizes beyond the
+    /// largest geometry, about 127 GiB, are kept: readers take the current
+    /// size when the geometry is maximal); creator [`CREATOR_CHS_EXACT`].
     ChsExact,
     /// Keep the size (a multiple of 512); creator [`CREATOR_CURRENT_SIZE`].
     CurrentSizeExact,
@@ -91,6 +92,9 @@ pub fn new_footer(kind: DiskType, options: &CreateOptions) -> Result<Footer, Err
     };
     let geometry = Geometry::for_size(options.size);
     let (size, creator_app) = match options.size_mode {
+        // Beyond what CHS describes the geometry is maximal, and every
+        // reader takes the current size of such images: nothing to round.
+        SizeMode::ChsExact if geometry.is_maximal() => (options.size, CREATOR_CHS_EXACT),
         SizeMode::ChsExact => (geometry.size(), CREATOR_CHS_EXACT),
         SizeMode::CurrentSizeExact => (options.size, CREATOR_CURRENT_SIZE),
     };

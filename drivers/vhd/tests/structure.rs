@@ -269,6 +269,14 @@ fn chs_exact_rounds_size_down_to_geometry() {
     assert_eq!(f.virtual_size(), 130968 * 512);
     // Readers applying the CHS rule see the same size.
     assert_eq!(f.geometry.size(), f.current_size);
+    // Past 65535x16x255 sectors the geometry is maximal and readers use the
+    // current size: 200 GiB stays 200 GiB.
+    let mut o = CreateOptions::new(200 << 30, uuid(4), 0);
+    o.size_mode = SizeMode::ChsExact;
+    let f = ponte_vhd::create::new_footer(DiskType::Dynamic, &o).unwrap();
+    assert_eq!(f.geometry, g(65535, 16, 255));
+    assert_eq!(f.current_size, 200 << 30);
+    assert_eq!(f.virtual_size(), 200 << 30);
 }
 
 #[test]
