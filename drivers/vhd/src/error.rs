@@ -174,7 +174,8 @@ pub enum Problem {
         /// Offset where the footer (or the file) ends the usable area.
         limit: u64,
     },
-    /// A parent locator is longer than ponte decodes (4 KiB).
+    /// A path locator (`W2ku`, `W2ru`, `MacX`, `Wi2k`, `Wi2r`) is longer
+    /// than ponte decodes ([`crate::MAX_LOCATOR_LEN`], 2 KiB).
     LocatorTooLong {
         /// Slot (0..8).
         slot: u8,

@@ -461,7 +461,9 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
                     });
                     continue;
                 }
-                if loc.data_length > MAX_LOCATOR_LEN {
+                if crate::resolve::hint_rank(loc.code).is_some()
+                    && loc.data_length > MAX_LOCATOR_LEN
+                {
                     r.fatal(Problem::LocatorTooLong {
                         slot: slot as u8,
                         data_length: loc.data_length,

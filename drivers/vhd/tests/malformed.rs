@@ -625,3 +625,36 @@ fn random_corruption_never_panics() {
         }
     }
 }
+
+#[test]
+fn long_mac_alias_locator_is_not_decoded_and_accepted() {
+    // A "Mac " alias blob is opaque to ponte: only its range is checked.
+    let (base, child) = child_image();
+    let mut dev = child;
+    let mut h = header(&dev);
+    let slot = h
+        .locators
+        .iter()
+        .position(|l| l.code == LocatorCode::MacX)
+        .unwrap();
+    // Room for the blob between the last structure and the footer.
+    let n = dev.bytes.len();
+    let footer_bytes = dev.bytes.split_off(n - 512);
+    dev.bytes.extend_from_slice(&[0xA5; 3072]);
+    dev.bytes.extend_from_slice(&footer_bytes);
+    h.locators[slot].code = LocatorCode::Mac;
+    h.locators[slot].data_offset = (n - 512) as u64;
+    h.locators[slot].data_length = 3000;
+    h.locators[slot].data_space = 6;
+    set_header(&mut dev, &h);
+    assert_eq!(problems(&dev), vec![]);
+    let mut r = MemResolver::default();
+    r.add(base);
+    assert!(Disk::<VecDevice, Vec<u32>, 8>::open(
+        dev,
+        &OpenOptions::default(),
+        &mut VecStorage,
+        &mut r
+    )
+    .is_ok());
+}
