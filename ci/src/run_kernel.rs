@@ -172,6 +172,9 @@ pub fn run(run: &KernelRun, dir: &Path, stream: bool) -> Result<KernelReport, St
 fn run_qemu(run: &KernelRun, dir: &Path, stream: bool) -> Result<KernelReport, String> {
     let image = fs::read(&run.kernel).map_err(|e| format!("{}: {e}", run.kernel.display()))?;
     let serial = dir.join("serial.txt");
+    if stream {
+        eprintln!("booting {} in QEMU; console follows", run.kernel.display());
+    }
     let mut command = Command::new("qemu-system-x86_64");
     match qemu_boot_method(&image) {
         QemuBoot::KernelOption => {
@@ -279,14 +282,10 @@ fn parse_and_run(args: &[String]) -> Result<i32, String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let dir = work_dir(&format!("run-kernel-{name}"))?;
-    eprintln!(
-        "booting {} in {}; console follows",
-        run.kernel.display(),
-        run.emulator.name()
-    );
     let report = self::run(&run, &dir, true)?;
     eprintln!(
-        "\n{name}: status {} ({}) after {:.1} s; logs in {}",
+        "\n{name} in {}: status {} ({}) after {:.1} s; logs in {}",
+        run.emulator.name(),
         report.status,
         describe_status(report.status),
         report.elapsed.as_secs_f64(),

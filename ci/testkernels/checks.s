@@ -151,7 +151,10 @@ run_checks:
     say " pins; pin 5 -> vector 0x40, level, active high, unmasked"
     call newline
 
-# Raised while IF=0: held pending, not taken.
+# Raised while IF=0: held pending, not taken. The IOAPIC sets remote IRR
+# when the local APIC accepts the level interrupt into its IRR (82093AA), and
+# the local APIC sets the TMR bit then (SDM vol. 3, "Interrupt Acceptance
+# for Fixed Interrupts").
     mov dword ptr [irq_lower_at], 3
     mov dx, IRQ_LINE_PORT
     mov al, 1
@@ -191,7 +194,9 @@ run_checks:
     say "check irq-lowered: ok, none after lowering; remote IRR, IRR, ISR clear"
     call newline
 
-# A masked entry holds the raised line; unmasking delivers it once.
+# A masked entry holds the raised line; unmasking delivers it once. (The
+# 82093AA ignores level changes on a masked pin, but the pin is sampled by
+# level: still high when unmasked, it is delivered.)
     mov dword ptr [irq_lower_at], 4
     mov eax, IOAPIC_ENTRY
     mov edx, IRQ_VECTOR | REDIR_LEVEL | REDIR_MASKED

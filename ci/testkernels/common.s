@@ -35,6 +35,11 @@
 # reaches IOAPIC pin n for every n but 0. The 8259s are masked, so the IOAPIC
 # alone delivers it, as a level-triggered, active-high, fixed interrupt to the
 # local APIC of the boot processor.
+#
+# Every check follows the architecture (Intel SDM, 82093AA data sheet, the
+# Multiboot specifications); QEMU 7.2's TCG met each one. Where an emulator
+# is known to deviate, the check must still follow the architecture and the
+# kernel must print the deviation.
 
 .intel_syntax noprefix
 .code32
