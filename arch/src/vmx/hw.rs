@@ -65,6 +65,21 @@ pub(crate) unsafe fn vmread(field: u32) -> Option<u64> {
     (ok != 0).then_some(value)
 }
 
+/// VMREAD of a field that cannot fail (no flags examined).
+///
+/// # Safety
+/// VMX root operation with a current VMCS that has `field`.
+#[inline(always)]
+pub(crate) unsafe fn vmread_unchecked(field: u32) -> u64 {
+    let value: u64;
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("vmread {0}, {1}", out(reg) value, in(reg) field as u64,
+             options(nostack, nomem));
+    }
+    value
+}
+
 /// VMWRITE of `value` to `field` of the current VMCS.
 ///
 /// # Safety

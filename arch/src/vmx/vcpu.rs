@@ -223,8 +223,9 @@ pub fn setup_vmcs(
     guest.write(vmcs, caps)
 }
 
-/// Guest general registers and CR2, saved and restored around every VM
-/// entry (RSP, RIP and RFLAGS live in the VMCS).
+/// Guest general registers, saved and restored around every VM entry (RSP,
+/// RIP and RFLAGS live in the VMCS). CR2 is not switched: it keeps the
+/// guest's value as long as the host takes no page fault.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuestRegisters {
@@ -258,8 +259,6 @@ pub struct GuestRegisters {
     pub r14: u64,
     /// R15.
     pub r15: u64,
-    /// CR2.
-    pub cr2: u64,
 }
 
 impl GuestRegisters {
@@ -297,8 +296,7 @@ const _: () = {
     assert!(offset_of!(RunState, regs) == 0);
     assert!(offset_of!(GuestRegisters, rdi) == 48);
     assert!(offset_of!(GuestRegisters, r15) == 112);
-    assert!(offset_of!(GuestRegisters, cr2) == 120);
-    assert!(offset_of!(RunState, host_rsp) == 128);
+    assert!(offset_of!(RunState, host_rsp) == 120);
 };
 
 // The trampoline. `ponte_vmx_run(state: *mut RunState, launched: u32) -> u32`
@@ -318,14 +316,12 @@ core::arch::global_asm!(
     "push r14",
     "push r15",
     "push rdi",
-    "cmp rsp, [rdi + 128]",
+    "cmp rsp, [rdi + 120]",
     "je 2f",
-    "mov [rdi + 128], rsp",
+    "mov [rdi + 120], rsp",
     "mov eax, 0x6c14",
     "vmwrite rax, rsp",
     "2:",
-    "mov rax, [rdi + 120]",
-    "mov cr2, rax",
     "test esi, esi",
     "mov rax, [rdi]",
     "mov rcx, [rdi + 8]",
@@ -374,8 +370,6 @@ core::arch::global_asm!(
     "mov [rdi + 112], r15",
     "pop rax",
     "mov [rdi + 48], rax",
-    "mov rax, cr2",
-    "mov [rdi + 120], rax",
     "pop rdi",
     "xor eax, eax",
     "6:",
@@ -603,10 +597,12 @@ impl Vcpu {
         self.active.write(Control32::EntryInterruptionInfo, info.0)
     }
 
-    /// Runs the guest until the next VM exit.
-    #[inline]
+    /// Runs the guest until the next VM exit. Inlined so that the caller's
+    /// match on the exit folds into the decoding (no enum round trip).
+    #[inline(always)]
     pub fn run(&mut self) -> Result<VmExit, RunError> {
-        if self.accounting && self.last_exit.1 != 0 {
+        // Nonzero only with accounting on.
+        if self.last_exit.1 != 0 {
             let (reason, at) = self.last_exit;
             self.stats.add_cost(reason, hw::rdtsc().wrapping_sub(at));
         }
@@ -617,7 +613,9 @@ impl Vcpu {
         if rc != 0 {
             return Err(self.entry_instruction_failed(rc));
         }
-        let raw = self.active.read(ReadOnly32::ExitReason)?;
+        // SAFETY: after a VM exit the VMCS is current and the exit-reason
+        // field is always readable.
+        let raw = unsafe { hw::vmread_unchecked(ReadOnly32::ExitReason as u32) } as u32;
         let reason = raw as u16;
         self.stats.record(reason);
         if self.accounting {
@@ -630,7 +628,7 @@ impl Vcpu {
         self.decode(raw)
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode(&mut self, raw: u32) -> Result<VmExit, RunError> {
         let regs = &self.state.regs;
         let v = &self.active;
