@@ -132,7 +132,7 @@ mod tests {
 
     /// The kernels' sources, concatenated.
     fn sources() -> String {
-        ["common.s", "checks.s", "mb1.s", "mb2.s"]
+        ["common.s", "checks.s", "interrupts.s", "mb1.s", "mb2.s"]
             .iter()
             .map(|f| fs::read_to_string(workspace_root().join("ci/testkernels").join(f)).unwrap())
             .collect()

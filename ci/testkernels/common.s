@@ -156,6 +156,7 @@ boot_info:      .long 0
 command_line:   .long 0
 mem_upper_kib:  .long 0
 mmap_entries:   .long 0
+kernel_in_map:  .long 0
 available_lo:   .long 0
 available_hi:   .long 0
 ram_lo:         .long 0
@@ -349,17 +350,6 @@ fw_cfg_read32:
     pop ecx
     ret
 
-# Reads 32-bit register EAX of the IOAPIC into EAX.
-ioapic_read:
-    mov [IOAPIC], eax
-    mov eax, [IOAPIC + 0x10]
-    ret
-
-# Writes EDX to register EAX of the IOAPIC.
-ioapic_write:
-    mov [IOAPIC], eax
-    mov [IOAPIC + 0x10], edx
-    ret
 
 .balign 16
 exception_stubs:
