@@ -640,3 +640,60 @@ fn direct_config_accesses_never_cross_a_dword() {
     bus.config_write(a, 0x3B, AccessWidth::Word, 0x0000);
     assert_eq!(bus.config_read(a, 0x3C, AccessWidth::Byte), 0x0B);
 }
+
+#[test]
+fn random_port_traffic_never_panics() {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    };
+    let mut t = TestFunction::new(1);
+    t.header.set_bar(0, BarKind::Io, 0x20).unwrap();
+    t.header
+        .set_bar(
+            2,
+            BarKind::Memory64 {
+                prefetchable: false,
+            },
+            0x1000,
+        )
+        .unwrap();
+    t.header.add_capability(0x09, &[1, 2, 3]).unwrap();
+    let mut u = TestFunction::new(2);
+    let mut bus: PciBus<'_, 2> = PciBus::new();
+    bus.attach(1, 0, &mut t).unwrap();
+    bus.attach(1, 3, &mut u).unwrap();
+    let widths = [
+        AccessWidth::Byte,
+        AccessWidth::Word,
+        AccessWidth::Dword,
+        AccessWidth::Qword,
+    ];
+    for _ in 0..20_000 {
+        let port = 0xCF8 + (next() % 8) as u16;
+        let width = widths[(next() % 4) as usize];
+        // Mostly enabled cycles to device 1, any function and register.
+        let value = match next() % 3 {
+            0 => 1 << 31 | 1 << 11 | (next() as u32 & 0x7FC),
+            1 => next() as u32,
+            _ => 0xFFFF_FFFF,
+        };
+        if next() % 2 == 0 {
+            bus.io_write(port, width, value);
+        } else {
+            let v = bus.io_read(port, width);
+            assert_eq!(v & !(width.mask() as u32), 0);
+        }
+        let addr = next();
+        let _ = bus.memory_bar_read(addr, width);
+        let _ = bus.io_bar_read(addr as u16, width);
+    }
+    // The bus still answers correctly afterwards.
+    assert_eq!(
+        read_config(&mut bus, 0, 0, 0, AccessWidth::Dword),
+        0x1237_8086
+    );
+}

@@ -13,7 +13,9 @@ use ponte_pci::{PciBus, PciFunction};
 
 use crate::block::{features as blk, request, status as blk_status, VirtioBlock};
 use crate::device::{features, status, DeviceError};
-use crate::pci::{layout, legacy, VirtioPci, VirtioPciTransport, LEGACY_BAR, MODERN_BAR};
+use crate::pci::{
+    layout, legacy, VirtioPci, VirtioPciTransport, LEGACY_BAR, MODERN_BAR, MODERN_BAR_SIZE,
+};
 use crate::queue::{desc_flags, QueueError, RingPart, Segment, SplitQueue, QUEUE_SIZE_LIMIT};
 use crate::testing::*;
 use crate::BlockRequestError;
@@ -1298,4 +1300,57 @@ fn random_rings_never_panic_and_always_terminate() {
         outcomes[0] > 300 && outcomes[1] > 300 && outcomes[2] > 1000,
         "{outcomes:?}"
     );
+}
+
+#[test]
+fn random_register_traffic_never_panics() {
+    let mut state = 0x1234_5678_9ABC_DEF1u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let ram = ram(0x10000);
+    let mut dev = blk_device(&ram, MemDisk::new(16), VirtioPciTransport::Transitional);
+    let widths = [
+        AccessWidth::Byte,
+        AccessWidth::Word,
+        AccessWidth::Dword,
+        AccessWidth::Qword,
+    ];
+    for _ in 0..50_000 {
+        let width = widths[(next() % 4) as usize];
+        let value = next();
+        match next() % 6 {
+            0 => {
+                let offset = (next() % 0x100) as u8;
+                dev.config_write(offset, width, value as u32);
+            }
+            1 => {
+                let offset = (next() % 0x100) as u8;
+                dev.config_read(offset, width);
+            }
+            2 => {
+                let offset = next() % (MODERN_BAR_SIZE + 0x10);
+                dev.bar_write(MODERN_BAR, offset, width, value);
+            }
+            3 => {
+                let offset = next() % (MODERN_BAR_SIZE + 0x10);
+                dev.bar_read(MODERN_BAR, offset, width);
+            }
+            4 => {
+                let offset = next() % 0x110;
+                dev.bar_write(LEGACY_BAR, offset, width, value);
+            }
+            _ => {
+                dev.bar_read(next() as usize % 8, next(), width);
+            }
+        }
+    }
+    // A reset brings the device back to a usable state.
+    dev.config_write(0x04, AccessWidth::Word, 0x7);
+    dev.config_write(0x14, AccessWidth::Dword, 0xFE00_0000);
+    linux_bring_up(&mut dev, LINUX_FEATURES, 8);
+    assert_eq!(dev.last_error(), None);
 }
