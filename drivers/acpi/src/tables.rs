@@ -210,9 +210,13 @@ pub fn fadt(
 ) -> Result<(), AcpiError> {
     out[..FADT_SIZE].fill(0);
     header(out, b"FACP", FADT_SIZE, FADT_REVISION, oem)?;
-    // The 32-bit pointers are filled only when they can hold the address;
-    // the X_ fields always are, and take precedence.
-    put32(out, 36, u32::try_from(facs).unwrap_or(0));
+    // The FACS goes in exactly one of FIRMWARE_CTRL and X_FIRMWARE_CTRL
+    // (ACPICA installs it twice when both are set); the DSDT in X_DSDT and,
+    // when it fits, also in DSDT.
+    match u32::try_from(facs) {
+        Ok(low) => put32(out, 36, low),
+        Err(_) => put64(out, 132, facs),
+    }
     put32(out, 40, u32::try_from(dsdt).unwrap_or(0));
     put16(out, 46, config.sci_irq);
     // SMI_CMD 0: the platform is always in ACPI mode (SCI_EN reads 1).
@@ -245,7 +249,6 @@ pub fn fadt(
     }
     put32(out, 112, flags);
     out[131] = FADT_MINOR_REVISION;
-    put64(out, 132, facs);
     put64(out, 140, dsdt);
     GenericAddress::io(config.pm1a_event_block, 4).write(out, 148);
     GenericAddress::io(config.pm1a_control_block, 2).write(out, 172);

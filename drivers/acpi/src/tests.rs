@@ -582,9 +582,10 @@ fn fadt_describes_the_pm_hardware_and_points_at_dsdt_and_facs() {
     assert_eq!(u64::from(le32(fadt, 40)), layout.dsdt);
     assert_eq!(le64(fadt, 140), layout.dsdt);
     table(&region, layout.dsdt, b"DSDT");
-    // FIRMWARE_CTRL (36) and X_FIRMWARE_CTRL (132): the FACS, 64-aligned.
+    // FIRMWARE_CTRL (36) holds the FACS (64-aligned, below 4 GiB), and
+    // X_FIRMWARE_CTRL (132) is 0 so the OS does not install it twice.
     assert_eq!(u64::from(le32(fadt, 36)), layout.facs);
-    assert_eq!(le64(fadt, 132), layout.facs);
+    assert_eq!(le64(fadt, 132), 0);
     assert_eq!(layout.facs % 64, 0);
     let facs_off = (layout.facs - BASE) as usize;
     assert_eq!(&region[facs_off..facs_off + 4], b"FACS");
@@ -698,6 +699,20 @@ fn madt_switches_to_x2apic_entries_for_large_ids() {
         .collect();
     assert_eq!(nmi.len(), 1);
     assert_eq!((le32(nmi[0], 4), nmi[0][8]), (u32::MAX, 1));
+}
+
+#[test]
+fn tables_above_4_gib_use_only_the_64_bit_pointers() {
+    let base = 0x1_0000_0000;
+    let mut buf = vec![0u8; 8192];
+    let layout = build(&config(&[0]), base, &mut buf).unwrap();
+    let off = (layout.fadt - base) as usize;
+    let fadt = &buf[off..off + 276];
+    assert_eq!((le32(fadt, 36), le32(fadt, 40)), (0, 0));
+    assert_eq!(le64(fadt, 132), layout.facs);
+    assert_eq!(le64(fadt, 140), layout.dsdt);
+    assert_eq!(le64(&buf, 24), layout.xsdt);
+    assert_eq!(fadt.iter().fold(0u8, |s, &b| s.wrapping_add(b)), 0);
 }
 
 #[test]
