@@ -126,6 +126,11 @@ enum Step {
 fn workload(seed: u64, block: u64) -> Vec<Step> {
     let mut rng = Rng::new(seed);
     let mut steps = Vec::new();
+    // Block 1 is filled early and zeroed by ordinary writes before the
+    // compaction, which then frees it and moves a later block into it.
+    let mut first = vec![0u8; block as usize];
+    rng.fill(&mut first);
+    steps.push(Step::Write(block, first));
     for i in 0..26 {
         match rng.below(10) {
             0..=5 => {
@@ -147,6 +152,7 @@ fn workload(seed: u64, block: u64) -> Vec<Step> {
             _ => steps.push(Step::Flush),
         }
         if i == 18 {
+            steps.push(Step::Write(block, vec![0; block as usize]));
             steps.push(Step::Flush);
             steps.push(Step::Compact);
         }
