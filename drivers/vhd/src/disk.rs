@@ -15,6 +15,10 @@ use crate::storage::TableStorage;
 ///
 /// Reads and writes never allocate. Writes may be queued: call
 /// [`Disk::flush`] before dropping the disk to make them durable.
+///
+/// The value holds each image's bitmap cache inline (about 4.3 KiB per
+/// image, `N` images), plus the devices and BAT storage handles; integrators
+/// without a heap keep it in a static or a long-lived frame.
 pub struct Disk<D, B, const N: usize = 8> {
     layers: heapless::Vec<Layer<D, B>, N>,
     size: u64,
