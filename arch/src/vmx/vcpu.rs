@@ -299,22 +299,21 @@ const _: () = {
     assert!(offset_of!(RunState, host_rsp) == 120);
 };
 
-// The trampoline. `ponte_vmx_run(state: *mut RunState, launched: u32) -> u32`
-// saves the callee-saved registers and the state pointer on the stack,
-// rewrites HOST_RSP (0x6c14) only when the stack moved, loads the guest
-// registers and executes VMLAUNCH or VMRESUME. It returns 1 for VMfailInvalid
-// and 2 for VMfailValid. A VM exit lands at `ponte_vmx_exit_point` (HOST_RIP)
-// with RSP = HOST_RSP, stores the guest registers and returns 0.
+// The trampoline, called from inline assembly in `Vcpu::run` with RDI =
+// `*mut RunState` and ESI = launched; it returns EAX = 0 after a VM exit, 1
+// for VMfailInvalid and 2 for VMfailValid. The caller's asm block declares
+// every register but RBX and RBP clobbered, so only those two are saved
+// here (the compiler saves R12-R15 once, outside the run loop). It pushes
+// the state pointer, rewrites HOST_RSP (0x6c14) only when the stack moved,
+// loads the guest registers and executes VMLAUNCH or VMRESUME. A VM exit
+// lands at `ponte_vmx_exit_point` (HOST_RIP) with RSP = HOST_RSP and stores
+// the guest registers.
 core::arch::global_asm!(
     ".pushsection .text.ponte_vmx_run, \"ax\", @progbits",
     ".global ponte_vmx_run",
     "ponte_vmx_run:",
     "push rbp",
     "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
     "push rdi",
     "cmp rsp, [rdi + 120]",
     "je 2f",
@@ -368,15 +367,10 @@ core::arch::global_asm!(
     "mov [rdi + 96], r13",
     "mov [rdi + 104], r14",
     "mov [rdi + 112], r15",
-    "pop rax",
-    "mov [rdi + 48], rax",
+    "pop qword ptr [rdi + 48]",
     "pop rdi",
     "xor eax, eax",
     "6:",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
     "pop rbx",
     "pop rbp",
     "ret",
@@ -384,7 +378,7 @@ core::arch::global_asm!(
 );
 
 extern "C" {
-    fn ponte_vmx_run(state: *mut RunState, launched: u32) -> u32;
+    fn ponte_vmx_run();
     fn ponte_vmx_exit_point();
 }
 
@@ -606,10 +600,22 @@ impl Vcpu {
             let (reason, at) = self.last_exit;
             self.stats.add_cost(reason, hw::rdtsc().wrapping_sub(at));
         }
+        let rc: u32;
         // SAFETY: the VMCS is current (self.active) with HOST_RIP at the
-        // exit point (setup); the trampoline preserves the callee-saved
-        // registers and returns normally on exit or failure.
-        let rc = unsafe { ponte_vmx_run(&mut self.state, self.launched as u32) };
+        // exit point (setup); the trampoline preserves RBX, RBP and RSP,
+        // every other register is declared clobbered, and it returns
+        // normally on exit or failure.
+        unsafe {
+            core::arch::asm!(
+                "call {run}",
+                run = sym ponte_vmx_run,
+                in("rdi") &mut self.state as *mut RunState,
+                in("esi") self.launched as u32,
+                lateout("eax") rc,
+                out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+                clobber_abi("C"),
+            );
+        }
         if rc != 0 {
             return Err(self.entry_instruction_failed(rc));
         }
