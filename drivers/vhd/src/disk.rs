@@ -16,7 +16,7 @@ use crate::storage::TableStorage;
 /// Reads and writes never allocate. Writes may be queued: call
 /// [`Disk::flush`] before dropping the disk to make them durable.
 ///
-/// The value holds each image's bitmap cache inline (about 4.3 KiB per
+/// The value holds each image's header and bitmap cache inline (about 5 KiB per
 /// image, `N` images), plus the devices and BAT storage handles; integrators
 /// without a heap keep it in a static or a long-lived frame.
 pub struct Disk<D, B, const N: usize = 8> {
