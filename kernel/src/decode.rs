@@ -1,1 +1,0 @@
-//! Decoding of the guest instructions behind an exit that does not describe its own operands (MMIO).

@@ -1,0 +1,568 @@
+//! Decoding of the guest instructions behind an exit that does not describe its own operands (MMIO).
+//!
+//! An EPT violation on a device's registers reports the guest-physical
+//! address but neither the width, the direction's register nor the
+//! instruction length (undefined for these exits), so the faulting
+//! instruction is fetched ([`mmio::fetch_instruction`]) and decoded here.
+//! The decoder covers what compilers emit for MMIO accessors: MOV in all its
+//! memory forms (88/89/8A/8B, C6/C7, A0-A3 moffs), MOVZX/MOVSX (0F B6/B7/BE/BF),
+//! XCHG (86/87), TEST (84/85, F6/F7 /0), AND and OR with register or
+//! immediate (20-23, 08-0B, 80/81/83 /1 and /4) and STOS (AA/AB, with REP),
+//! with legacy prefixes, REX, and 16/32/64-bit addressing (ModRM, SIB,
+//! displacement, RIP-relative). Anything else is a typed error carrying the
+//! bytes; the decoder never panics and reads at most 15 bytes.
+//! [`mmio`] performs a decoded access on the owning device.
+
+use crate::device::AccessWidth;
+
+pub mod mmio;
+
+/// The longest x86 instruction.
+pub const MAX_INSTRUCTION_LEN: usize = 15;
+
+/// The processor mode the instruction executes in (its default operand and
+/// address sizes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuMode {
+    /// Real mode, virtual-8086 mode or a 16-bit code segment.
+    Bits16,
+    /// A 32-bit code segment (protected or compatibility mode).
+    Bits32,
+    /// 64-bit mode (CS.L = 1 in IA-32e mode).
+    Bits64,
+}
+
+/// A general-purpose register operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gpr {
+    /// Register number in SDM order: 0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX,
+    /// 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI, 8-15 = R8-R15.
+    pub number: u8,
+    /// The operand is bits 15:8 of register `number` (AH, CH, DH, BH).
+    pub high_byte: bool,
+}
+
+impl Gpr {
+    /// The register `number`, low bits.
+    pub const fn new(number: u8) -> Self {
+        Self {
+            number,
+            high_byte: false,
+        }
+    }
+}
+
+/// Where a value written to memory comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A register (its low `width` bytes).
+    Register(Gpr),
+    /// An immediate, already sign-extended to 64 bits where the SDM says so.
+    Immediate(u64),
+}
+
+/// How a loaded value reaches a wider destination register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extension {
+    /// Same width as the access (MOV).
+    None,
+    /// Zero-extended (MOVZX).
+    Zero,
+    /// Sign-extended (MOVSX).
+    Sign,
+}
+
+/// What the instruction does with the memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Read memory into a register.
+    Load {
+        /// The destination register.
+        destination: Gpr,
+        /// The destination's width (wider than the access for MOVZX/MOVSX).
+        destination_width: AccessWidth,
+        /// How the value is extended.
+        extension: Extension,
+    },
+    /// Write a register or an immediate to memory.
+    Store {
+        /// The value's source.
+        source: Source,
+    },
+    /// STOS: write AL/AX/EAX/RAX to ES:\[rDI\], advance rDI by the width
+    /// (backwards with RFLAGS.DF), repeated rCX times with REP.
+    StoreString {
+        /// A REP prefix is present.
+        repeat: bool,
+    },
+    /// Read memory, AND or OR it with a source, write the result back to
+    /// memory (destination memory) or to the register (destination
+    /// register), and set the flags.
+    Logic {
+        /// AND or OR.
+        op: LogicOp,
+        /// The other operand.
+        source: Source,
+        /// The result goes to this register instead of memory.
+        register_destination: bool,
+    },
+    /// TEST: read memory, AND with the source, set flags only.
+    Test {
+        /// The other operand.
+        source: Source,
+    },
+    /// XCHG: memory to the register and the register to memory.
+    Exchange {
+        /// The register.
+        register: Gpr,
+    },
+}
+
+/// The logic operation of [`Operation::Logic`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogicOp {
+    /// Bitwise AND.
+    And,
+    /// Bitwise OR.
+    Or,
+}
+
+/// A segment register named by a prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// ES (26).
+    Es,
+    /// CS (2E).
+    Cs,
+    /// SS (36).
+    Ss,
+    /// DS (3E).
+    Ds,
+    /// FS (64).
+    Fs,
+    /// GS (65).
+    Gs,
+}
+
+/// The memory operand's address expression (for checks and for guests
+/// whose violation reports no linear address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryOperand {
+    /// A segment override prefix.
+    pub segment: Option<Segment>,
+    /// Base register.
+    pub base: Option<u8>,
+    /// Index register and scale (1, 2, 4, 8).
+    pub index: Option<(u8, u8)>,
+    /// Displacement (sign-extended; for moffs, the full offset).
+    pub displacement: i64,
+    /// The address is relative to the next instruction's RIP.
+    pub rip_relative: bool,
+    /// Address size in bytes (2, 4 or 8).
+    pub address_size: u8,
+}
+
+/// A decoded instruction with a memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Instruction {
+    /// Length in bytes (what RIP advances by).
+    pub length: u8,
+    /// Width of the memory access.
+    pub width: AccessWidth,
+    /// What it does.
+    pub operation: Operation,
+    /// The memory operand.
+    pub memory: MemoryOperand,
+    /// A LOCK prefix is present.
+    pub lock: bool,
+}
+
+/// Why bytes could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeErrorKind {
+    /// The bytes end before the instruction does.
+    Truncated,
+    /// More than 15 bytes of prefixes.
+    TooLong,
+    /// An opcode (or opcode extension) outside the supported set.
+    Unsupported,
+    /// The ModRM byte names a register, not memory: no MMIO access.
+    NotMemory,
+    /// REP/REPNE on an instruction other than STOS.
+    UnexpectedRepeat,
+}
+
+/// Undecodable bytes, with the bytes (up to 15) for the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    /// What went wrong.
+    pub kind: DecodeErrorKind,
+    /// The first bytes given.
+    pub bytes: [u8; MAX_INSTRUCTION_LEN],
+    /// How many of `bytes` were given.
+    pub len: u8,
+}
+
+impl DecodeError {
+    /// The bytes given.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, DecodeErrorKind> {
+        if self.at >= MAX_INSTRUCTION_LEN {
+            return Err(DecodeErrorKind::TooLong);
+        }
+        let b = *self.bytes.get(self.at).ok_or(DecodeErrorKind::Truncated)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    /// A little-endian value of `n` bytes, sign-extended.
+    fn signed(&mut self, n: usize) -> Result<i64, DecodeErrorKind> {
+        let mut v: u64 = 0;
+        for i in 0..n {
+            v |= u64::from(self.byte()?) << (8 * i);
+        }
+        let shift = 64 - 8 * n as u32;
+        Ok(((v << shift) as i64) >> shift)
+    }
+
+    fn unsigned(&mut self, n: usize) -> Result<u64, DecodeErrorKind> {
+        let mut v: u64 = 0;
+        for i in 0..n {
+            v |= u64::from(self.byte()?) << (8 * i);
+        }
+        Ok(v)
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Prefixes {
+    operand_size: bool,
+    address_size: bool,
+    segment: Option<Segment>,
+    lock: bool,
+    repeat: bool,
+    rex: u8,
+}
+
+impl Prefixes {
+    fn w(&self) -> bool {
+        self.rex & 8 != 0
+    }
+    fn r(&self) -> u8 {
+        (self.rex & 4) << 1
+    }
+    fn x(&self) -> u8 {
+        (self.rex & 2) << 2
+    }
+    fn b(&self) -> u8 {
+        (self.rex & 1) << 3
+    }
+}
+
+/// Decodes the instruction at the start of `bytes` (at most 15 are read)
+/// executing in `mode`.
+pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
+    let mut reader = Reader { bytes, at: 0 };
+    decode_inner(&mut reader, mode).map_err(|kind| {
+        let mut copy = [0u8; MAX_INSTRUCTION_LEN];
+        let len = bytes.len().min(MAX_INSTRUCTION_LEN);
+        copy[..len].copy_from_slice(&bytes[..len]);
+        DecodeError {
+            kind,
+            bytes: copy,
+            len: len as u8,
+        }
+    })
+}
+
+fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, DecodeErrorKind> {
+    let mut p = Prefixes::default();
+    let opcode = loop {
+        let b = r.byte()?;
+        match b {
+            0x66 => p.operand_size = true,
+            0x67 => p.address_size = true,
+            0x26 => p.segment = Some(Segment::Es),
+            0x2e => p.segment = Some(Segment::Cs),
+            0x36 => p.segment = Some(Segment::Ss),
+            0x3e => p.segment = Some(Segment::Ds),
+            0x64 => p.segment = Some(Segment::Fs),
+            0x65 => p.segment = Some(Segment::Gs),
+            0xf0 => p.lock = true,
+            0xf2 | 0xf3 => p.repeat = true,
+            0x40..=0x4f if mode == CpuMode::Bits64 => {
+                p.rex = b;
+                continue;
+            }
+            _ => break b,
+        }
+        // A REX prefix counts only directly before the opcode.
+        p.rex = 0;
+    };
+    let operand_size: usize = match (mode, p.w(), p.operand_size) {
+        (CpuMode::Bits64, true, _) => 8,
+        (CpuMode::Bits16, _, false) | (CpuMode::Bits32 | CpuMode::Bits64, _, true) => 2,
+        _ => 4,
+    };
+    let address_size: u8 = match (mode, p.address_size) {
+        (CpuMode::Bits64, false) => 8,
+        (CpuMode::Bits64, true) | (CpuMode::Bits32, false) | (CpuMode::Bits16, true) => 4,
+        _ => 2,
+    };
+    let width_of = |bytes: usize| AccessWidth::from_bytes(bytes).unwrap_or(AccessWidth::Dword);
+    let full = width_of(operand_size);
+    // Immediate of a full-size operation: 16 bits for 16-bit operands,
+    // else 32 bits sign-extended.
+    let imm_full = |r: &mut Reader<'_>| -> Result<u64, DecodeErrorKind> {
+        Ok(r.signed(operand_size.min(4))? as u64)
+    };
+    let no_repeat = |p: &Prefixes| {
+        if p.repeat {
+            Err(DecodeErrorKind::UnexpectedRepeat)
+        } else {
+            Ok(())
+        }
+    };
+
+    let (width, operation, memory) = match opcode {
+        0xa0..=0xa3 => {
+            no_repeat(&p)?;
+            let offset = r.unsigned(usize::from(address_size))?;
+            let memory = MemoryOperand {
+                segment: p.segment,
+                base: None,
+                index: None,
+                displacement: offset as i64,
+                rip_relative: false,
+                address_size,
+            };
+            let width = if opcode & 1 == 0 {
+                AccessWidth::Byte
+            } else {
+                full
+            };
+            let rax = Gpr::new(0);
+            let operation = if opcode < 0xa2 {
+                Operation::Load {
+                    destination: rax,
+                    destination_width: width,
+                    extension: Extension::None,
+                }
+            } else {
+                Operation::Store {
+                    source: Source::Register(rax),
+                }
+            };
+            (width, operation, memory)
+        }
+        0xaa | 0xab => {
+            let width = if opcode == 0xaa {
+                AccessWidth::Byte
+            } else {
+                full
+            };
+            let memory = MemoryOperand {
+                segment: Some(Segment::Es),
+                base: Some(7),
+                index: None,
+                displacement: 0,
+                rip_relative: false,
+                address_size,
+            };
+            (width, Operation::StoreString { repeat: p.repeat }, memory)
+        }
+        0x0f => {
+            no_repeat(&p)?;
+            let second = r.byte()?;
+            let (width, extension) = match second {
+                0xb6 => (AccessWidth::Byte, Extension::Zero),
+                0xb7 => (AccessWidth::Word, Extension::Zero),
+                0xbe => (AccessWidth::Byte, Extension::Sign),
+                0xbf => (AccessWidth::Word, Extension::Sign),
+                _ => return Err(DecodeErrorKind::Unsupported),
+            };
+            let (reg, memory) = modrm(r, &p, mode, address_size)?;
+            let operation = Operation::Load {
+                destination: Gpr::new(reg),
+                destination_width: full,
+                extension,
+            };
+            (width, operation, memory)
+        }
+        _ => {
+            no_repeat(&p)?;
+            let byte_op = opcode & 1 == 0;
+            let width = if byte_op { AccessWidth::Byte } else { full };
+            let reg_operand = |reg: u8| -> Gpr {
+                if byte_op && p.rex == 0 && (4..8).contains(&reg) {
+                    Gpr {
+                        number: reg - 4,
+                        high_byte: true,
+                    }
+                } else {
+                    Gpr::new(reg)
+                }
+            };
+            match opcode {
+                0x88
+                | 0x89
+                | 0x8a
+                | 0x8b
+                | 0x86
+                | 0x87
+                | 0x84
+                | 0x85
+                | 0x20..=0x23
+                | 0x08..=0x0b => {
+                    let (reg, memory) = modrm(r, &p, mode, address_size)?;
+                    let reg = reg_operand(reg);
+                    let operation = match opcode {
+                        0x88 | 0x89 => Operation::Store {
+                            source: Source::Register(reg),
+                        },
+                        0x8a | 0x8b => Operation::Load {
+                            destination: reg,
+                            destination_width: width,
+                            extension: Extension::None,
+                        },
+                        0x86 | 0x87 => Operation::Exchange { register: reg },
+                        0x84 | 0x85 => Operation::Test {
+                            source: Source::Register(reg),
+                        },
+                        _ => Operation::Logic {
+                            op: if opcode >= 0x20 {
+                                LogicOp::And
+                            } else {
+                                LogicOp::Or
+                            },
+                            source: Source::Register(reg),
+                            register_destination: opcode & 2 != 0,
+                        },
+                    };
+                    (width, operation, memory)
+                }
+                0xc6 | 0xc7 | 0xf6 | 0xf7 | 0x80 | 0x81 | 0x83 => {
+                    let (ext, memory) = modrm(r, &p, mode, address_size)?;
+                    let ext = ext & 7;
+                    let imm = match opcode {
+                        0x83 => r.signed(1)? as u64,
+                        _ if byte_op => r.unsigned(1)?,
+                        _ => imm_full(r)?,
+                    };
+                    let source = Source::Immediate(imm);
+                    let width = if opcode == 0x83 { full } else { width };
+                    let operation = match (opcode, ext) {
+                        (0xc6 | 0xc7, 0) => Operation::Store { source },
+                        (0xf6 | 0xf7, 0) => Operation::Test { source },
+                        (0x80 | 0x81 | 0x83, 1) => Operation::Logic {
+                            op: LogicOp::Or,
+                            source,
+                            register_destination: false,
+                        },
+                        (0x80 | 0x81 | 0x83, 4) => Operation::Logic {
+                            op: LogicOp::And,
+                            source,
+                            register_destination: false,
+                        },
+                        _ => return Err(DecodeErrorKind::Unsupported),
+                    };
+                    (width, operation, memory)
+                }
+                _ => return Err(DecodeErrorKind::Unsupported),
+            }
+        }
+    };
+    Ok(Instruction {
+        length: r.at as u8,
+        width,
+        operation,
+        memory,
+        lock: p.lock,
+    })
+}
+
+/// Decodes ModRM (and SIB, displacement); returns the reg field (with
+/// REX.R) and the memory operand.
+fn modrm(
+    r: &mut Reader<'_>,
+    p: &Prefixes,
+    mode: CpuMode,
+    address_size: u8,
+) -> Result<(u8, MemoryOperand), DecodeErrorKind> {
+    let m = r.byte()?;
+    let mo = m >> 6;
+    let reg = ((m >> 3) & 7) | p.r();
+    let rm = m & 7;
+    if mo == 3 {
+        return Err(DecodeErrorKind::NotMemory);
+    }
+    let mut memory = MemoryOperand {
+        segment: p.segment,
+        base: None,
+        index: None,
+        displacement: 0,
+        rip_relative: false,
+        address_size,
+    };
+    if address_size == 2 {
+        // 16-bit addressing: BX=3, BP=5, SI=6, DI=7.
+        let (base, index) = match rm {
+            0 => (Some(3), Some(6)),
+            1 => (Some(3), Some(7)),
+            2 => (Some(5), Some(6)),
+            3 => (Some(5), Some(7)),
+            4 => (Some(6), None),
+            5 => (Some(7), None),
+            6 if mo == 0 => (None, None),
+            6 => (Some(5), None),
+            _ => (Some(3), None),
+        };
+        memory.base = base;
+        memory.index = index.map(|i| (i, 1));
+        memory.displacement = match (mo, rm) {
+            (0, 6) | (2, _) => r.signed(2)?,
+            (1, _) => r.signed(1)?,
+            _ => 0,
+        };
+        return Ok((reg, memory));
+    }
+    let mut disp32 = mo == 2;
+    if rm == 4 {
+        let sib = r.byte()?;
+        let index = ((sib >> 3) & 7) | p.x();
+        if index != 4 {
+            memory.index = Some((index, 1 << (sib >> 6)));
+        }
+        if sib & 7 == 5 && mo == 0 {
+            disp32 = true;
+        } else {
+            memory.base = Some((sib & 7) | p.b());
+        }
+    } else if rm == 5 && mo == 0 {
+        disp32 = true;
+        memory.rip_relative = mode == CpuMode::Bits64;
+    } else {
+        memory.base = Some(rm | p.b());
+    }
+    memory.displacement = if disp32 {
+        r.signed(4)?
+    } else if mo == 1 {
+        r.signed(1)?
+    } else {
+        0
+    };
+    Ok((reg, memory))
+}
+
+#[cfg(test)]
+mod tests;
