@@ -8,8 +8,27 @@
 //! before any byte moves.
 
 use heapless::Vec;
+use ponte_arch::ept::{EptError, EptTables, FrameAllocator, HostMemoryTypes, MappingAttributes};
 
 use super::{GuestMemory, MemoryError, RamBacking};
+
+/// Why the layout's RAM could not be put into EPT tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EptPopulateError {
+    /// The RAM region at `start` has a backing without a host-physical
+    /// address (it cannot be mapped for the processor).
+    NoHostAddress {
+        /// The region's guest-physical start.
+        start: u64,
+    },
+    /// The tables refused the mapping of the region at `start`.
+    Ept {
+        /// The region's guest-physical start.
+        start: u64,
+        /// Why.
+        error: EptError,
+    },
+}
 
 /// What a region of the guest-physical address space is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +192,31 @@ impl<B: RamBacking, D: Copy, const N: usize> GuestLayout<B, D, N> {
     pub fn add_ram(&mut self, start: u64, backing: B) -> Result<(), LayoutError> {
         let len = backing.size();
         self.add(start, len, RegionKind::Ram(backing))
+    }
+
+    /// Maps every RAM region into `tables` with RAM attributes (RWX,
+    /// write-back, combined with the host's types from `host`), leaving MMIO
+    /// regions and holes unmapped so that guest accesses to them exit as EPT
+    /// violations. Regions must be 4 KiB aligned in address and size.
+    pub fn map_ram_into<A: FrameAllocator, H: HostMemoryTypes + ?Sized>(
+        &self,
+        tables: &mut EptTables<A>,
+        host: &H,
+    ) -> Result<(), EptPopulateError> {
+        for r in self.regions.iter() {
+            if let RegionKind::Ram(backing) = &r.kind {
+                let hpa = backing
+                    .host_physical()
+                    .ok_or(EptPopulateError::NoHostAddress { start: r.start })?;
+                tables
+                    .map_with_host_types(r.start, hpa, r.len, MappingAttributes::RAM, host)
+                    .map_err(|error| EptPopulateError::Ept {
+                        start: r.start,
+                        error,
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// What `addr` is.
@@ -349,6 +393,64 @@ mod tests {
                 0x7000,
                 0xffff_ffff_ffff_f000
             ]
+        );
+    }
+
+    /// A backing that claims a host-physical address (what `HostRam` does in
+    /// an identity-mapped image) over ordinary cells.
+    struct Placed<'a>(&'a [Cell<u8>], u64);
+
+    impl RamBacking for Placed<'_> {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read(
+            &self,
+            offset: u64,
+            buf: &mut [u8],
+        ) -> Result<(), super::super::BackingOutOfBounds> {
+            self.0.read(offset, buf)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), super::super::BackingOutOfBounds> {
+            self.0.write(offset, data)
+        }
+        fn host_physical(&self) -> Option<u64> {
+            Some(self.1)
+        }
+    }
+
+    #[test]
+    fn ram_regions_go_into_the_ept_and_mmio_stays_out() {
+        use ponte_arch::ept::{
+            EptCapabilities, EptFrame, FramePool, MemoryType, PageSize, UniformHostMemory,
+        };
+        let mut a = vec![0u8; 0x2000];
+        let mut b = vec![0u8; 0x1000];
+        let a = Cell::from_mut(&mut a[..]).as_slice_of_cells();
+        let b = Cell::from_mut(&mut b[..]).as_slice_of_cells();
+        let mut layout: GuestLayout<Placed, u8, 4> = GuestLayout::new();
+        layout.add_ram(0, Placed(a, 0x10_0000)).unwrap();
+        layout.add_mmio(0x2000, 0x1000, 1).unwrap();
+        layout.add_ram(0x3000, Placed(b, 0x20_0000)).unwrap();
+        let frames: std::vec::Vec<EptFrame> = (0..8).map(|_| EptFrame::new()).collect();
+        let pool = FramePool::with_host_physical_base(&frames, 0x4000_0000).unwrap();
+        let mut ept = EptTables::new(pool, EptCapabilities::FULL).unwrap();
+        let wb = UniformHostMemory(MemoryType::WriteBack);
+        layout.map_ram_into(&mut ept, &wb).unwrap();
+        let t = ept.translate(0x1234).unwrap();
+        assert_eq!(
+            (t.host_physical, t.page_size),
+            (0x10_1234, PageSize::Size4K)
+        );
+        assert_eq!(t.attributes, MappingAttributes::RAM);
+        assert_eq!(ept.translate(0x2000), None, "MMIO is not mapped");
+        assert_eq!(ept.translate(0x3008).unwrap().host_physical, 0x20_0008);
+
+        let mut cells_only: GuestLayout<&[Cell<u8>], u8, 2> = GuestLayout::new();
+        cells_only.add_ram(0x5000, b).unwrap();
+        assert_eq!(
+            cells_only.map_ram_into(&mut ept, &wb),
+            Err(EptPopulateError::NoHostAddress { start: 0x5000 })
         );
     }
 

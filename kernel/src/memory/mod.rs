@@ -17,7 +17,7 @@ pub mod layout;
 pub mod translate;
 
 pub use backing::{BackingOutOfBounds, RamBacking};
-pub use layout::{GuestLayout, LayoutError, Lookup, Region, RegionKind};
+pub use layout::{EptPopulateError, GuestLayout, LayoutError, Lookup, Region, RegionKind};
 
 /// Why a guest-memory access failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
