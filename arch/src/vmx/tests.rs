@@ -487,6 +487,71 @@ fn checker_applies_segment_rules_of_the_sdm() {
 }
 
 #[test]
+fn checker_applies_control_host_and_event_rules() {
+    let run = |model: &str, f: &dyn Fn(&mut MemVmcs)| {
+        let c = caps(model);
+        let mut v = baseline(&c, &long_mode());
+        f(&mut v);
+        let r = check_vm_entry(&v, &c);
+        r.violations
+            .iter()
+            .map(|v| v.rule)
+            .collect::<std::vec::Vec<_>>()
+    };
+    let sky = "corei7_skylake_x";
+    // Virtual NMIs (pin bit 5) without NMI exiting (pin bit 3).
+    assert_eq!(
+        run(sky, &|v| v
+            .update32(vmcs::Control32::PinBasedControls, 1 << 5, 1 << 3)
+            .unwrap()),
+        [Rule::VirtualNmisWithoutNmiExiting]
+    );
+    // I/O bitmaps on, bitmap A not page aligned.
+    assert_eq!(
+        run(sky, &|v| {
+            v.update32(
+                vmcs::Control32::ProcBasedControls,
+                ProcControl::UseIoBitmaps.bit(),
+                0,
+            )
+            .unwrap();
+            v.write(vmcs::Control64::IoBitmapA, 0x41_0010).unwrap();
+            v.write(vmcs::Control64::IoBitmapB, 0x42_0000).unwrap();
+        }),
+        [Rule::IoBitmapAddress]
+    );
+    // Host EFER loaded with LMA clear while the host is 64-bit.
+    assert_eq!(
+        run(sky, &|v| v.write(vmcs::Host64::Efer, EFER_LME).unwrap()),
+        [Rule::HostEferLmaLme]
+    );
+    // INT 0x80 injected with instruction length 0: allowed only where
+    // IA32_VMX_MISC bit 30 says so (Skylake-X yes, Sandy Bridge no).
+    let int80 = |v: &mut MemVmcs| {
+        v.write(vmcs::Control32::EntryInterruptionInfo, 0x8000_0480)
+            .unwrap()
+    };
+    assert_eq!(run(sky, &int80), []);
+    assert_eq!(
+        run("corei7_sandy_bridge_2600k", &int80),
+        [Rule::EntryInstructionLength]
+    );
+    // HLT with RFLAGS.TF = 1 needs the BS bit of pending debug exceptions.
+    let hlt_tf = |bs: u64| {
+        move |v: &mut MemVmcs| {
+            v.write(vmcs::Guest32::ActivityState, 1).unwrap();
+            v.write(vmcs::GuestN::Rflags, 0x102).unwrap();
+            v.write(vmcs::GuestN::PendingDebugExceptions, bs).unwrap();
+        }
+    };
+    assert_eq!(run(sky, &hlt_tf(0)), [Rule::GuestPendingDebugBs]);
+    assert_eq!(run(sky, &hlt_tf(1 << 14)), []);
+    // RFLAGS.VM in IA-32e mode: refused, and the segments are not v8086 ones.
+    let vm = run(sky, &|v| v.write(vmcs::GuestN::Rflags, 0x2_0002).unwrap());
+    assert!(vm.contains(&Rule::GuestRflagsVm) && vm.contains(&Rule::GuestV86Segment));
+}
+
+#[test]
 fn vmcs_region_carries_the_revision_id() {
     let c = caps("corei7_icelake_u");
     let p = page();

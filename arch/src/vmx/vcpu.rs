@@ -77,6 +77,8 @@ fn check(instruction: VmxInstruction, r: hw::VmxResult) -> Result<(), VmxError> 
 pub struct Vmx {
     caps: VmxCapabilities,
     _vmxon_region: &'static mut Page4K,
+    /// Not `Send`: VMX operation belongs to one logical processor.
+    _this_cpu: core::marker::PhantomData<*const ()>,
 }
 
 impl Vmx {
@@ -115,6 +117,7 @@ impl Vmx {
         Ok(Vmx {
             caps,
             _vmxon_region: vmxon_region,
+            _this_cpu: core::marker::PhantomData,
         })
     }
 

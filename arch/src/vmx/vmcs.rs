@@ -275,14 +275,17 @@ pub const fn field_width_bits(encoding: u32) -> u32 {
 /// Obtained from [`super::Vmcs::load`]; only meaningful on the CPU that loaded it.
 #[derive(Debug)]
 pub struct ActiveVmcs {
-    _private: (),
+    /// Not `Send`: the VMCS is current on one logical processor only.
+    _this_cpu: core::marker::PhantomData<*const ()>,
 }
 
 impl ActiveVmcs {
     /// # Safety
     /// VMX root operation with a current VMCS, on this CPU, for the value's lifetime.
     pub(crate) const unsafe fn assume_current() -> Self {
-        ActiveVmcs { _private: () }
+        ActiveVmcs {
+            _this_cpu: core::marker::PhantomData,
+        }
     }
 }
 
