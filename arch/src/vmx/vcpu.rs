@@ -569,6 +569,21 @@ impl Vcpu {
         self.active.read(ReadOnlyN::ExitQualification)
     }
 
+    /// The event whose delivery the last exit interrupted (IDT-vectoring
+    /// information and error code), to be re-injected with [`Vcpu::inject`].
+    pub fn interrupted_event(&self) -> Result<Option<(InterruptionInfo, u32)>, VmcsError> {
+        let info = InterruptionInfo(self.active.read(ReadOnly32::IdtVectoringInfo)?);
+        if !info.valid() {
+            return Ok(None);
+        }
+        let code = if info.has_error_code() {
+            self.active.read(ReadOnly32::IdtVectoringErrorCode)?
+        } else {
+            0
+        };
+        Ok(Some((info, code)))
+    }
+
     /// Moves the guest RIP past the instruction that caused the last exit.
     #[inline]
     pub fn skip_instruction(&mut self) -> Result<(), VmcsError> {
