@@ -18,7 +18,7 @@
 use ponte_acpi::tables::{BOOT_ARCH_8042, BOOT_ARCH_LEGACY_DEVICES, BOOT_ARCH_VGA_NOT_PRESENT};
 use ponte_acpi::{
     AcpiConfig, DsdtConfig, FadtConfig, HpetConfig, InterruptOverride, IoWindow, MadtConfig,
-    MmioWindow, OemInfo, PciRoot,
+    MmioWindow, OemInfo, PciRoot, VirtioMmio,
 };
 use ponte_kernel::loader::linux::{
     self, BootArea, LinuxConfig, LinuxEntry, LoadedLinux, MemoryRegion, MemoryType,
@@ -159,7 +159,18 @@ fn initramfs(busybox: &[u8]) -> Vec<u8> {
         out.extend_from_slice(data);
         out.resize(out.len().next_multiple_of(4), 0);
     };
-    let init = format!("#!/bin/busybox sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n");
+    // Prints the marker and the ACPI devices Linux enumerated from the
+    // DSDT, then powers off.
+    let init = [
+        "#!/bin/busybox sh",
+        &format!("/bin/busybox echo {MARKER}"),
+        "/bin/busybox mkdir /sys",
+        "/bin/busybox mount -t sysfs sysfs /sys",
+        "/bin/busybox ls /sys/bus/acpi/devices",
+        "/bin/busybox poweroff -f",
+        "",
+    ]
+    .join("\n");
     entry(&mut out, "dev", 0o040755, &[], (0, 0));
     entry(&mut out, "dev/console", 0o020600, &[], (5, 1));
     entry(&mut out, "bin", 0o040755, &[], (0, 0));
@@ -185,6 +196,13 @@ fn tables(mem: &TrackedMemory) -> u64 {
     static MMIO: [MmioWindow; 1] = [MmioWindow {
         start: 0xc000_0000,
         end: 0xfebf_ffff,
+    }];
+    // No device answers there: Linux enumerates it all the same.
+    static VIRTIO: [VirtioMmio; 1] = [VirtioMmio {
+        base: 0xd000_0000,
+        len: 0x200,
+        gsi: 5,
+        edge: true,
     }];
     let config = AcpiConfig {
         oem: OemInfo {
@@ -228,7 +246,7 @@ fn tables(mem: &TrackedMemory) -> u64 {
                 irq_routes: &[],
             }),
             com1: true,
-            virtio_mmio: &[],
+            virtio_mmio: &VIRTIO,
             // PIIX4 powers off on SLP_TYP 0.
             s5_sleep_type: 0,
         },
@@ -430,6 +448,9 @@ fn check_log(log: &str, initrd_start: u64) {
         "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00-ff])",
         "Command line: console=ttyS0,115200 rdinit=/init panic=-1",
         MARKER,
+        "PNP0A03:00",
+        "PNP0501:00",
+        "LNRO0005:00",
         "ACPI: PM: Preparing to enter system sleep state S5",
     ] {
         assert!(
