@@ -921,14 +921,10 @@ fn place_initrd(
     }))
 }
 
-/// Writes `s` and a NUL at `addr`, returning the address after the NUL.
+/// Writes `s` and a NUL at `addr` (with the loader's shared writer),
+/// returning the address after the NUL.
 fn write_cstr(mem: &impl GuestMemory, addr: u64, s: &str) -> Result<u64, LinuxError> {
-    mem.write(addr, s.as_bytes())?;
-    let nul = addr
-        .checked_add(s.len() as u64)
-        .ok_or(LinuxError::Overflow)?;
-    mem.write(nul, &[0])?;
-    Ok(nul + 1)
+    Ok(super::write_cstr(mem, addr, &[s.as_bytes()])?)
 }
 
 /// A little-endian field reader over the kernel file, failing with

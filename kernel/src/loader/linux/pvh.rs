@@ -179,7 +179,7 @@ pub fn load(mem: &impl GuestMemory, config: &LinuxConfig<'_>) -> Result<LoadedLi
         initrd.map(|m| (m.start, m.end - m.start, module_cmdline_addr)),
         config.rsdp.unwrap_or(0),
         area.boot_info,
-    )?;
+    );
     mem.write(area.boot_info, &info)?;
 
     let flat = |access_rights| FlatSegment {
@@ -224,7 +224,7 @@ fn start_info(
     module: Option<(u64, u64, u64)>,
     rsdp: u64,
     page: u64,
-) -> Result<[u8; BOOT_INFO_SIZE as usize], LinuxError> {
+) -> [u8; BOOT_INFO_SIZE as usize] {
     let mut info = [0u8; BOOT_INFO_SIZE as usize];
     let put32 =
         |buf: &mut [u8], off: usize, v: u32| buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
@@ -252,5 +252,5 @@ fn start_info(
         put64(&mut info, e + 8, region.len);
         put32(&mut info, e + 16, region.kind as u32);
     }
-    Ok(info)
+    info
 }
