@@ -1,5 +1,6 @@
 //! Debian's Linux 6.1 booted with ponte's loader and ACPI tables, under
-//! QEMU's PC machine (i440FX + PIIX4, whose PM registers sit at 0x600).
+//! QEMU's PC machine (i440FX + PIIX4, whose PM registers sit at 0x600) with
+//! two vCPUs, the second brought up from the MADT.
 //!
 //! The loader and the table builder fill a model of guest memory; every
 //! page they wrote is handed to QEMU with `-device loader` (applied at
@@ -213,7 +214,7 @@ fn tables(mem: &TrackedMemory) -> u64 {
             creator_revision: 1,
         },
         madt: MadtConfig {
-            apic_ids: &[0],
+            apic_ids: &[0, 1],
             local_apic_address: 0xfee0_0000,
             pcat_compat: true,
             io_apic_id: 0,
@@ -401,7 +402,8 @@ fn boot(kernel_var: &str, name: &str) -> Option<(LoadedLinux, String)> {
     std::fs::write(&disk, sector).unwrap();
     let serial = dir.join("serial.log");
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-M", "pc", "-m", "256", "-nodefaults", "-display", "none"])
+    cmd.args(["-M", "pc", "-m", "256", "-smp", "2", "-nodefaults"])
+        .args(["-display", "none"])
         .args(["-no-reboot", "-serial"])
         .arg(format!("file:{}", serial.display()))
         .arg("-drive")
@@ -446,6 +448,7 @@ fn check_log(log: &str, initrd_start: u64) {
         "ACPI: INT_SRC_OVR (bus 0 bus_irq 9 global_irq 9 low level)",
         "ACPI: LAPIC_NMI (acpi_id[0xff] dfl dfl lint[0x1])",
         "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00-ff])",
+        "smp: Brought up 1 node, 2 CPUs",
         "Command line: console=ttyS0,115200 rdinit=/init panic=-1",
         MARKER,
         "PNP0A03:00",
