@@ -145,7 +145,7 @@ fn run_chain(seed: u64, depth: usize) {
             let mut got = vec![0u8; data.len()];
             d.read_at(off, &mut got).unwrap();
             assert!(got == data, "seed {seed} op {op} readback");
-            if op % 7 == 6 {
+            if op % 4 == 3 {
                 if rng.below(2) == 0 {
                     d.flush().unwrap();
                 } else {
