@@ -75,3 +75,57 @@ pub fn tsc() -> u64 {
     // SAFETY: RDTSC reads a counter; CR4.TSD is clear at CPL 0 anyway.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
+
+/// The TSC frequency in Hz: from CPUID leaf 0x15 when it names the crystal,
+/// otherwise measured against 10 ms of PIT channel 2 (gated through port
+/// 0x61, its output polled), as firmware and operating systems do.
+pub fn tsc_hz() -> u64 {
+    let leaf0 = core::arch::x86_64::__cpuid(0);
+    if leaf0.eax >= 0x15 {
+        let l15 = core::arch::x86_64::__cpuid(0x15);
+        if l15.eax != 0 && l15.ebx != 0 && l15.ecx != 0 {
+            return u64::from(l15.ecx) * u64::from(l15.ebx) / u64::from(l15.eax);
+        }
+    }
+    calibrate_against_pit()
+}
+
+/// PIT input clock, Hz.
+const PIT_HZ: u64 = 1_193_182;
+/// Calibration window: 10 ms of PIT ticks.
+const CALIBRATION_TICKS: u64 = PIT_HZ / 100;
+
+fn calibrate_against_pit() -> u64 {
+    use x86::io::{inb, outb};
+    // SAFETY: the image owns the PIT and port 0x61 during boot; channel 2
+    // drives only the (gated off) speaker, and the sequence restores the
+    // speaker bits it changes.
+    unsafe {
+        let speaker = inb(0x61);
+        // Gate on, speaker off; channel 2, lobyte/hibyte, mode 0.
+        outb(0x61, (speaker & !0x02) | 0x01);
+        outb(0x43, 0xB0);
+        outb(0x42, (CALIBRATION_TICKS & 0xFF) as u8);
+        outb(0x42, (CALIBRATION_TICKS >> 8) as u8);
+        let start = tsc();
+        // OUT2 (bit 5) rises when the count reaches zero; bounded wait.
+        let mut polls = 0u32;
+        while inb(0x61) & 0x20 == 0 && polls < 50_000_000 {
+            polls += 1;
+        }
+        let elapsed = tsc().wrapping_sub(start);
+        outb(0x61, speaker);
+        elapsed * PIT_HZ / CALIBRATION_TICKS
+    }
+}
+
+/// Masks every line of the legacy 8259A pair, so that no host device
+/// interrupt reaches the processor (a hypervisor image polls its devices).
+pub fn mask_legacy_pic() {
+    // SAFETY: writes the interrupt mask registers of the PIC pair, which the
+    // image owns; no memory is touched.
+    unsafe {
+        x86::io::outb(0x21, 0xFF);
+        x86::io::outb(0xA1, 0xFF);
+    }
+}

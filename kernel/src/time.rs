@@ -54,6 +54,43 @@ pub const fn first_ns_at_tick(ticks: u64, hz: u64) -> u64 {
     }
 }
 
+/// The processor's time-stamp counter as a clock, counting `hz` per second
+/// (see `ponte_arch::cpu::tsc_hz`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TscClock {
+    hz: u64,
+}
+
+impl TscClock {
+    /// A clock over a TSC running at `hz` (at least 1).
+    pub const fn new(hz: u64) -> Self {
+        Self {
+            hz: if hz == 0 { 1 } else { hz },
+        }
+    }
+
+    /// The TSC frequency.
+    pub const fn hz(&self) -> u64 {
+        self.hz
+    }
+
+    /// Nanoseconds for `ticks` TSC ticks (rounded down, saturating).
+    pub const fn ticks_to_ns(&self, ticks: u64) -> u64 {
+        let ns = ticks as u128 * NS_PER_SEC as u128 / self.hz as u128;
+        if ns > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            ns as u64
+        }
+    }
+}
+
+impl Clock for TscClock {
+    fn now_ns(&self) -> u64 {
+        self.ticks_to_ns(ponte_arch::cpu::tsc())
+    }
+}
+
 /// A clock that moves only when told to: for host tests and for replaying a
 /// run deterministically. Shared through `&ManualClock` (which is a
 /// [`Clock`] too), so a test can advance the time every timer sees.
@@ -124,5 +161,15 @@ mod tests {
         assert_eq!(read(&clock), 150, "a shared reference is a clock too");
         clock.advance(u64::MAX);
         assert_eq!(clock.now_ns(), u64::MAX);
+    }
+
+    #[test]
+    fn tsc_ticks_convert_to_nanoseconds() {
+        let clock = TscClock::new(50_000_000);
+        assert_eq!(clock.ticks_to_ns(50_000_000), NS_PER_SEC);
+        assert_eq!(clock.ticks_to_ns(1), 20);
+        assert_eq!(TscClock::new(3_500_000_000).ticks_to_ns(7), 2);
+        assert_eq!(TscClock::new(1).ticks_to_ns(u64::MAX), u64::MAX);
+        assert_eq!(TscClock::new(0).hz(), 1);
     }
 }

@@ -12,6 +12,7 @@
 //! exits, requests from devices such as a debug-exit port).
 
 use ponte_arch::vmx::{
+    controls::ProcControl,
     vmcs::{Control32, Control64, Guest32, GuestN, ReadOnly32},
     GuestRegisters, InterruptionInfo, InterruptionType, RunError, VmExit, VmcsAccess, VmcsError,
     VmcsExt,
@@ -20,6 +21,7 @@ use ponte_arch::vmx::{
 use crate::{
     cpuid::CpuidPolicy,
     device::AccessWidth,
+    irq::inject::{interruptibility, ActivityState, Decision, EventInjection, GuestEventState},
     msr::{GeneralProtection, MsrWrite, VirtualMsrs},
 };
 
@@ -72,6 +74,19 @@ pub enum StopRequest {
     Reset,
 }
 
+/// The interrupt side of a board: its lines, router, interrupt controllers
+/// and timers (see [`crate::irq`]). The dispatch asks it before every VM
+/// entry what to inject.
+pub trait Interrupts {
+    /// Samples the lines and timers and decides the next entry for a guest
+    /// in state `guest` (see [`crate::irq::inject::decide`]).
+    fn decide(&mut self, guest: &GuestEventState) -> Decision;
+    /// The earliest timer deadline, in nanoseconds on [`Interrupts::now_ns`]'s clock.
+    fn next_deadline_ns(&self) -> Option<u64>;
+    /// The current time in nanoseconds.
+    fn now_ns(&self) -> u64;
+}
+
 /// The appliance's board as the dispatch sees it.
 ///
 /// Every method has a default that behaves like an empty PC: ports read as
@@ -107,6 +122,11 @@ pub trait Platform {
     fn stop_request(&mut self) -> Option<StopRequest> {
         None
     }
+    /// The board's interrupt system, if it has one. Without one, HLT ends
+    /// the run loop with [`Stop::Halted`].
+    fn interrupts(&mut self) -> Option<&mut dyn Interrupts> {
+        None
+    }
 }
 
 /// Why [`Dispatcher::run`] returned.
@@ -115,7 +135,9 @@ pub trait Platform {
 pub enum Stop {
     /// A device or hypercall asked to stop.
     Requested(StopRequest),
-    /// The guest executed HLT (RIP is past it); resume to continue.
+    /// The guest executed HLT (RIP is past it) and nothing can wake it: the
+    /// board has no interrupt system, or no interrupt or timer is pending.
+    /// Resume to continue.
     Halted,
     /// The guest triple-faulted.
     TripleFault,
@@ -141,7 +163,10 @@ pub enum EntryFailure {
 pub const UNKNOWN_HYPERCALL: u64 = -1000i64 as u64;
 
 const GP_VECTOR: u8 = 13;
-const RFLAGS_VM: u64 = 1 << 17;
+const VALID: u32 = 1 << 31;
+const RFLAGS_IF: u64 = 1 << 9;
+const INTERRUPT_WINDOW: u32 = ProcControl::InterruptWindowExiting.bit();
+const NMI_WINDOW: u32 = ProcControl::NmiWindowExiting.bit();
 const ENTRY_IA32E_MODE: u32 = 1 << 9;
 const CS_LONG_MODE: u32 = 1 << 13;
 const CS_DEFAULT_32: u32 = 1 << 14;
@@ -152,6 +177,32 @@ const CR4_LA57: u64 = 1 << 12;
 pub struct Dispatcher<'p, const CPUID: usize> {
     cpuid: &'p CpuidPolicy<CPUID>,
     msrs: VirtualMsrs,
+    /// The event the last exit interrupted, to deliver again.
+    reinject: Option<EventInjection>,
+    /// The guest executed HLT and waits for an interrupt.
+    halted: bool,
+    /// The deadline the vCPU last slept until.
+    last_wait: Option<u64>,
+    /// Interrupt- and NMI-window exiting as last written.
+    windows: u32,
+    preemption: Option<PreemptionTimer>,
+}
+
+/// How to turn nanoseconds into VMX-preemption timer ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PreemptionTimer {
+    /// The timer counts down once every 2^rate TSC ticks (IA32_VMX_MISC 4:0).
+    pub rate: u8,
+    /// TSC frequency in Hz.
+    pub tsc_hz: u64,
+}
+
+impl PreemptionTimer {
+    /// The timer value that expires `ns` nanoseconds from now.
+    pub fn value_for_ns(&self, ns: u64) -> u32 {
+        let ticks = u128::from(ns) * u128::from(self.tsc_hz) / 1_000_000_000;
+        u32::try_from(ticks >> self.rate).unwrap_or(u32::MAX)
+    }
 }
 
 /// What handling one exit led to.
@@ -167,7 +218,20 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         Self {
             cpuid,
             msrs: VirtualMsrs::new(physical_address_bits),
+            reinject: None,
+            halted: false,
+            last_wait: None,
+            windows: 0,
+            preemption: None,
         }
+    }
+
+    /// Arms the VMX-preemption timer (the pin control must be enabled) for
+    /// the next timer deadline before every entry, so a guest that runs
+    /// without exits still takes its timer interrupts on time.
+    pub fn with_preemption_timer(mut self, timer: PreemptionTimer) -> Self {
+        self.preemption = Some(timer);
+        self
     }
 
     /// The software-emulated MSRs.
@@ -182,10 +246,19 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         platform: &mut P,
     ) -> Stop {
         loop {
+            match self.prepare_entry(cpu, platform) {
+                Ok(None) => {}
+                Ok(Some(stop)) => return stop,
+                Err(e) => return Stop::Vmcs(e),
+            }
             let exit = match cpu.run() {
                 Ok(exit) => exit,
                 Err(e) => return Stop::EntryFailed(EntryFailure::Instruction(e)),
             };
+            match read_idt_vectoring(cpu.vmcs()) {
+                Ok(event) => self.reinject = event,
+                Err(e) => return Stop::Vmcs(e),
+            }
             match self.handle(exit, cpu, platform) {
                 Ok(Handled::Continue) => {}
                 Ok(Handled::Stop(stop)) => return stop,
@@ -193,6 +266,93 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             }
             if let Some(request) = platform.stop_request() {
                 return Stop::Requested(request);
+            }
+        }
+    }
+
+    /// Sets up the next entry's event: the event an exit interrupted is
+    /// delivered again; with an interrupt system, the decision of
+    /// [`Interrupts::decide`] is applied (injection, window exits, waking a
+    /// halted vCPU, sleeping until the next timer).
+    fn prepare_entry<H: VcpuHardware + ?Sized, P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut H,
+        platform: &mut P,
+    ) -> Result<Option<Stop>, VmcsError> {
+        let has_interrupts = platform.interrupts().is_some();
+        if !has_interrupts && self.reinject.is_none() {
+            return Ok(None);
+        }
+        let vmcs = cpu.vmcs();
+        // An exception a handler injected (#GP) outranks what was interrupted.
+        let injected = vmcs.read(Control32::EntryInterruptionInfo)?;
+        let pending = if injected & VALID != 0 {
+            let error = vmcs.read(Control32::EntryExceptionErrorCode)?;
+            let length = vmcs.read(Control32::EntryInstructionLength)?;
+            self.reinject = None;
+            EventInjection::from_idt_vectoring(injected, error, length)
+        } else {
+            self.reinject.take()
+        };
+        let Some(interrupts) = platform.interrupts() else {
+            if let Some(event) = pending.filter(|_| injected & VALID == 0) {
+                write_event(vmcs, event)?;
+            }
+            return Ok(None);
+        };
+        let guest = GuestEventState {
+            interrupts_enabled: vmcs.read(GuestN::Rflags)? & RFLAGS_IF != 0,
+            interruptibility: vmcs.read(Guest32::InterruptibilityState)?,
+            activity: if self.halted {
+                ActivityState::Hlt
+            } else {
+                ActivityState::Active
+            },
+            idt_vectoring: pending,
+        };
+        loop {
+            let wait_until = match interrupts.decide(&guest) {
+                Decision::Enter(entry) if !self.halted || entry.wake => {
+                    if let Some(event) = entry.inject {
+                        write_event(vmcs, event)?;
+                    }
+                    if entry.wake {
+                        self.halted = false;
+                        let blocking = interruptibility::STI | interruptibility::MOV_SS;
+                        vmcs.update32(Guest32::InterruptibilityState, 0, blocking)?;
+                    }
+                    let windows = (u32::from(entry.interrupt_window) * INTERRUPT_WINDOW)
+                        | (u32::from(entry.nmi_window) * NMI_WINDOW);
+                    if windows != self.windows {
+                        let clear = !windows & (INTERRUPT_WINDOW | NMI_WINDOW);
+                        vmcs.update32(Control32::ProcBasedControls, windows, clear)?;
+                        self.windows = windows;
+                    }
+                    if let Some(timer) = self.preemption {
+                        let now = interrupts.now_ns();
+                        let value = interrupts.next_deadline_ns().map_or(u32::MAX, |deadline| {
+                            timer.value_for_ns(deadline.saturating_sub(now))
+                        });
+                        vmcs.write(Guest32::PreemptionTimerValue, value)?;
+                    }
+                    return Ok(None);
+                }
+                // Halted and nothing deliverable yet (an interrupt held by
+                // IF=0 cannot wake HLT): wait for the next timer.
+                Decision::Enter(_) => interrupts.next_deadline_ns(),
+                Decision::Sleep { until_ns } => until_ns,
+            };
+            let Some(until) = wait_until else {
+                return Ok(Some(Stop::Halted));
+            };
+            // A deadline that is already due and stays due would spin for
+            // ever: the timers did not advance, so nothing will wake the vCPU.
+            if until <= interrupts.now_ns() && Some(until) == self.last_wait {
+                return Ok(Some(Stop::Halted));
+            }
+            self.last_wait = Some(until);
+            while interrupts.now_ns() < until {
+                core::hint::spin_loop();
             }
         }
     }
@@ -274,8 +434,16 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             }
             VmExit::Hlt => {
                 skip_instruction(cpu.vmcs())?;
-                return Ok(Handled::Stop(Stop::Halted));
+                if platform.interrupts().is_none() {
+                    return Ok(Handled::Stop(Stop::Halted));
+                }
+                self.halted = true;
             }
+            // The next entry's decision handles what these exits signal.
+            VmExit::InterruptWindow
+            | VmExit::NmiWindow
+            | VmExit::PreemptionTimer
+            | VmExit::ExternalInterrupt(_) => {}
             VmExit::TripleFault => return Ok(Handled::Stop(Stop::TripleFault)),
             VmExit::EntryFailure { .. } => {
                 return Ok(Handled::Stop(Stop::EntryFailed(EntryFailure::Exit(exit))))
@@ -286,43 +454,69 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
     }
 }
 
+/// The event an exit interrupted (IDT-vectoring information), if any.
+#[inline]
+fn read_idt_vectoring<V: VmcsAccess + ?Sized>(
+    vmcs: &V,
+) -> Result<Option<EventInjection>, VmcsError> {
+    let info = vmcs.read(ReadOnly32::IdtVectoringInfo)?;
+    if info & VALID == 0 {
+        return Ok(None);
+    }
+    let error = vmcs.read(ReadOnly32::IdtVectoringErrorCode)?;
+    let length = vmcs.read(ReadOnly32::ExitInstructionLength)?;
+    Ok(EventInjection::from_idt_vectoring(info, error, length))
+}
+
+/// Writes `event` into the VM-entry event-injection fields.
+fn write_event<V: VmcsAccess + ?Sized>(
+    vmcs: &mut V,
+    event: EventInjection,
+) -> Result<(), VmcsError> {
+    if let Some(code) = event.error_code {
+        vmcs.write(Control32::EntryExceptionErrorCode, code)?;
+    }
+    vmcs.write(Control32::EntryInstructionLength, event.instruction_len)?;
+    vmcs.write(Control32::EntryInterruptionInfo, event.interruption_info())
+}
+
 /// The guest's TSC: the host's plus the VMCS TSC offset.
 fn guest_tsc<H: VcpuHardware + ?Sized>(cpu: &mut H) -> Result<u64, VmcsError> {
     let offset = cpu.vmcs().read(Control64::TscOffset)?;
     Ok(cpu.host_tsc().wrapping_add(offset))
 }
 
-/// Moves the guest's RIP past the instruction that exited. When the next
-/// RIP would be outside the code segment (beyond its limit outside 64-bit
-/// mode, non-canonical in 64-bit mode) the guest receives #GP(0) instead, as
-/// hardware would deliver it, rather than a VM entry that fails.
+/// Moves the guest's RIP past the instruction that exited, as the
+/// processor would have: in 64-bit mode a next RIP that is not canonical
+/// raises #GP(0) in the guest instead (hardware faults there, and VM entry
+/// would refuse it); elsewhere the offset wraps at 32 bits (16 bits in
+/// 16-bit code). A next RIP beyond the code segment's limit is written as is:
+/// the guest's own instruction fetch faults there, as on hardware.
 #[inline]
 pub fn skip_instruction<V: VmcsAccess + ?Sized>(vmcs: &mut V) -> Result<(), VmcsError> {
     let length = u64::from(vmcs.read(ReadOnly32::ExitInstructionLength)?);
     let next = vmcs.read(GuestN::Rip)?.wrapping_add(length);
     let access = vmcs.read(Guest32::CsAccessRights)?;
+    if access & CS_LONG_MODE != 0 && next <= 0xFFFF_FFFF {
+        // Canonical in 64-bit mode, and a valid offset in a 32-bit segment.
+        return vmcs.write(GuestN::Rip, next);
+    }
     // CS.L matters only in IA-32e mode, which the entry control mirrors.
     let long_mode =
         access & CS_LONG_MODE != 0 && vmcs.read(Control32::EntryControls)? & ENTRY_IA32E_MODE != 0;
-    let in_segment = if long_mode {
-        next < 1 << 47 || {
-            let la57 = vmcs.read(GuestN::Cr4)? & CR4_LA57 != 0;
-            is_canonical(next, if la57 { 57 } else { 48 })
+    if long_mode {
+        let la57 = vmcs.read(GuestN::Cr4)? & CR4_LA57 != 0;
+        if !is_canonical(next, if la57 { 57 } else { 48 }) {
+            return inject_gp(vmcs);
         }
-    } else {
-        let rflags = vmcs.read(GuestN::Rflags)?;
-        let offset_mask = if access & CS_DEFAULT_32 != 0 && rflags & RFLAGS_VM == 0 {
-            0xFFFF_FFFF
-        } else {
-            0xFFFF
-        };
-        next & offset_mask <= u64::from(vmcs.read(Guest32::CsLimit)?) && next <= offset_mask
-    };
-    if in_segment {
-        vmcs.write(GuestN::Rip, next)
-    } else {
-        inject_gp(vmcs)
+        return vmcs.write(GuestN::Rip, next);
     }
+    let offset_mask = if access & CS_DEFAULT_32 != 0 {
+        0xFFFF_FFFF
+    } else {
+        0xFFFF
+    };
+    vmcs.write(GuestN::Rip, next & offset_mask)
 }
 
 fn is_canonical(address: u64, bits: u32) -> bool {

@@ -4,7 +4,8 @@
 //! - [`LinearRam`]: guest RAM as one host block at guest-physical 0, the
 //!   [`GuestMemory`] that loaders and devices use.
 //! - [`appliance_controls`]: the VM-execution controls a ponte appliance
-//!   runs guests with: every I/O port, HLT and unlisted MSR exits; EPT;
+//!   runs guests with: host interrupts, every I/O port, HLT and unlisted
+//!   MSRs exit; virtual NMIs where present; EPT;
 //!   unrestricted guest where real mode needs it; VPID, EFER/PAT switching
 //!   and TSC offsetting where the processor has them.
 //! - [`configure_vmcs`]: writes a vCPU's VMCS for a guest entry state: the
@@ -16,7 +17,7 @@ use ponte_arch::{
     ept::{EptError, EptTables, FrameAllocator, HostRam, MappingAttributes},
     vmx::{
         assign_vpid,
-        controls::{EntryControl, ExitControl, Proc2Control, ProcControl},
+        controls::{EntryControl, ExitControl, PinControl, Proc2Control, ProcControl},
         setup_vmcs,
         vmcs::{Control64, ControlN, GuestN},
         ControlRequest, ControlSettings, GuestState, HostState, MsrBitmap, VmcsAccess, VmcsError,
@@ -117,9 +118,13 @@ pub fn protected_mode_paging_off(
 /// The controls a ponte appliance runs guests with. `real_mode` requires
 /// unrestricted guest (a real-mode guest needs it); otherwise it is used when
 /// present. `identity_paging` (see [`protected_mode_paging_off`]) adds CR3
-/// load and store exiting.
+/// load and store exiting. An appliance with timers adds the VMX-preemption
+/// timer and arms it through the dispatcher.
 pub fn appliance_controls(real_mode: bool, identity_paging: bool) -> ControlRequest {
     let request = ControlRequest::new()
+        .require(PinControl::ExternalInterruptExiting)
+        .prefer(PinControl::NmiExiting)
+        .prefer(PinControl::VirtualNmis)
         .require(ProcControl::HltExiting)
         .require(ProcControl::UnconditionalIoExiting)
         .require(ProcControl::UseMsrBitmaps)

@@ -201,6 +201,7 @@ mod runtime {
         Console::init();
         init_logger(log::LevelFilter::Info);
         cpu_tables::init();
+        crate::cpu::mask_legacy_pic();
         if magic != MULTIBOOT2_MAGIC {
             finish(
                 Outcome::Fail,

@@ -7,7 +7,7 @@ use ponte_arch::vmx::{
 };
 
 use super::*;
-use crate::cpuid::CpuidResult;
+use crate::{cpuid::CpuidResult, irq::inject::EntryDecision};
 
 /// A vCPU that replays exits, each with its instruction length.
 struct ScriptedCpu {
@@ -357,7 +357,7 @@ fn vmcall_unknown_returns_enosys_known_ones_reach_the_platform() {
 }
 
 #[test]
-fn a_next_rip_outside_the_segment_raises_gp_instead_of_failing_entry() {
+fn advancing_rip_follows_the_processor_and_never_fails_entry() {
     // 64-bit: past the canonical boundary.
     let mut cpu = ScriptedCpu::new(Mode::Long, 0x7FFF_FFFF_FFFE, vec![]);
     cpu.vmcs
@@ -373,13 +373,22 @@ fn a_next_rip_outside_the_segment_raises_gp_instead_of_failing_entry() {
         .unwrap();
     skip_instruction(&mut cpu.vmcs).unwrap();
     assert_eq!((cpu.injected(), cpu.rip()), (0, 0xFFFF_8000_0000_0003));
-    // Real mode: beyond IP 0xFFFF.
+    // Real mode: IP wraps at 16 bits (a fetch beyond the limit would fault
+    // in the guest by itself, as on hardware).
     let mut cpu = ScriptedCpu::new(Mode::Real, 0xFFFF, vec![]);
     cpu.vmcs
         .set(ReadOnly32::ExitInstructionLength as u32, 1)
         .unwrap();
     skip_instruction(&mut cpu.vmcs).unwrap();
-    assert_eq!(cpu.injected(), gp_info());
+    assert_eq!((cpu.injected(), cpu.rip()), (0, 0));
+    // 32-bit code: EIP wraps at 32 bits instead of setting RIP bit 32,
+    // which VM entry would refuse.
+    let mut cpu = ScriptedCpu::new(Mode::Protected, 0xFFFF_FFFE, vec![]);
+    cpu.vmcs
+        .set(ReadOnly32::ExitInstructionLength as u32, 3)
+        .unwrap();
+    skip_instruction(&mut cpu.vmcs).unwrap();
+    assert_eq!((cpu.injected(), cpu.rip()), (0, 1));
     // Protected mode within a 4 GiB limit.
     let mut cpu = ScriptedCpu::new(Mode::Protected, 0xFFFF, vec![]);
     cpu.vmcs
@@ -405,4 +414,227 @@ fn a_device_stop_request_ends_the_run_after_the_access() {
     let stop = Dispatcher::new(&policy, 39).run(&mut cpu, &mut board);
     assert_eq!(stop, Stop::Requested(StopRequest::ExitStatus(1)));
     assert_eq!(cpu.rip(), 0x102);
+}
+
+/// An interrupt system that replays decisions and records what it was asked.
+struct ScriptedInterrupts {
+    decisions: Vec<Decision>,
+    asked: Vec<GuestEventState>,
+    now: core::cell::Cell<u64>,
+    deadline: Option<u64>,
+}
+
+impl ScriptedInterrupts {
+    fn new(decisions: Vec<Decision>) -> Self {
+        Self {
+            decisions,
+            asked: Vec::new(),
+            now: core::cell::Cell::new(0),
+            deadline: None,
+        }
+    }
+}
+
+impl Interrupts for ScriptedInterrupts {
+    fn decide(&mut self, guest: &GuestEventState) -> Decision {
+        self.asked.push(*guest);
+        if self.decisions.is_empty() {
+            Decision::Sleep { until_ns: None }
+        } else {
+            self.decisions.remove(0)
+        }
+    }
+    fn next_deadline_ns(&self) -> Option<u64> {
+        self.deadline
+    }
+    fn now_ns(&self) -> u64 {
+        // Time passes as the dispatcher looks at it.
+        self.now.set(self.now.get() + 10);
+        self.now.get()
+    }
+}
+
+struct InterruptBoard {
+    interrupts: ScriptedInterrupts,
+}
+
+impl Platform for InterruptBoard {
+    fn interrupts(&mut self) -> Option<&mut dyn Interrupts> {
+        Some(&mut self.interrupts)
+    }
+}
+
+fn enter(inject: Option<EventInjection>, wake: bool, interrupt_window: bool) -> Decision {
+    Decision::Enter(EntryDecision {
+        inject,
+        interrupt_window,
+        nmi_window: false,
+        wake,
+    })
+}
+
+#[test]
+fn hlt_sleeps_until_the_timer_then_the_interrupt_wakes_the_vcpu() {
+    let policy = policy();
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![(VmExit::Hlt, 1)]);
+    cpu.vmcs
+        .write(Guest32::InterruptibilityState, interruptibility::STI)
+        .unwrap();
+    let mut board = InterruptBoard {
+        interrupts: ScriptedInterrupts::new(vec![
+            enter(None, false, false),
+            Decision::Sleep {
+                until_ns: Some(500),
+            },
+            enter(Some(EventInjection::external(0x30)), true, false),
+        ]),
+    };
+    let mut dispatch = Dispatcher::new(&policy, 39);
+    // First entry, HLT exit; the second round sleeps, then wakes with 0x30.
+    assert_eq!(dispatch.run(&mut cpu, &mut board), Stop::TripleFault);
+    let asked = &board.interrupts.asked;
+    assert_eq!(asked.len(), 3);
+    assert_eq!(asked[1].activity, ActivityState::Hlt, "HLT is remembered");
+    assert_eq!(asked[2].activity, ActivityState::Hlt);
+    assert!(
+        board.interrupts.now.get() >= 500,
+        "slept until the deadline"
+    );
+    assert_eq!(
+        cpu.rip(),
+        0x1001,
+        "RIP past HLT: the handler returns after it"
+    );
+    assert_eq!(
+        cpu.vmcs.read(Guest32::InterruptibilityState),
+        Ok(0),
+        "waking clears the STI shadow"
+    );
+    assert!(!dispatch.halted);
+}
+
+#[test]
+fn a_halted_vcpu_nothing_can_wake_stops_the_loop() {
+    let policy = policy();
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![(VmExit::Hlt, 1)]);
+    // An interrupt held by IF=0 cannot wake HLT, and there is no timer.
+    let mut board = InterruptBoard {
+        interrupts: ScriptedInterrupts::new(vec![
+            enter(None, false, false),
+            enter(None, false, true),
+        ]),
+    };
+    assert_eq!(
+        Dispatcher::new(&policy, 39).run(&mut cpu, &mut board),
+        Stop::Halted
+    );
+}
+
+#[test]
+fn injection_and_window_exits_reach_the_vmcs() {
+    let policy = policy();
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![(VmExit::InterruptWindow, 0)]);
+    let mut board = InterruptBoard {
+        interrupts: ScriptedInterrupts::new(vec![
+            enter(None, false, true),
+            enter(Some(EventInjection::external(0x41)), false, false),
+        ]),
+    };
+    let mut dispatch = Dispatcher::new(&policy, 39);
+    // First entry: window requested.
+    dispatch.prepare_entry(&mut cpu, &mut board).unwrap();
+    assert_ne!(
+        cpu.vmcs.read(Control32::ProcBasedControls).unwrap() & INTERRUPT_WINDOW,
+        0
+    );
+    // The window exit is absorbed; the next entry injects and clears the window.
+    dispatch
+        .handle(VmExit::InterruptWindow, &mut cpu, &mut board)
+        .ok()
+        .unwrap();
+    dispatch.prepare_entry(&mut cpu, &mut board).unwrap();
+    assert_eq!(
+        cpu.vmcs.read(Control32::ProcBasedControls).unwrap() & INTERRUPT_WINDOW,
+        0
+    );
+    assert_eq!(
+        cpu.injected(),
+        EventInjection::external(0x41).interruption_info()
+    );
+}
+
+#[test]
+fn an_interrupted_event_is_delivered_again() {
+    let policy = policy();
+    // Without an interrupt system: written back as it was.
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![]);
+    let mut dispatch = Dispatcher::new(&policy, 39);
+    let page_fault = EventInjection {
+        kind: crate::irq::inject::EventKind::HardwareException,
+        vector: 14,
+        error_code: Some(2),
+        instruction_len: 0,
+    };
+    dispatch.reinject = Some(page_fault);
+    dispatch
+        .prepare_entry(&mut cpu, &mut Board::default())
+        .unwrap();
+    assert_eq!(cpu.injected(), page_fault.interruption_info());
+    assert_eq!(cpu.vmcs.read(Control32::EntryExceptionErrorCode), Ok(2));
+    // With one: handed to the decision as the interrupted event.
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![]);
+    let mut board = InterruptBoard {
+        interrupts: ScriptedInterrupts::new(vec![enter(Some(page_fault), false, false)]),
+    };
+    dispatch.reinject = Some(page_fault);
+    dispatch.prepare_entry(&mut cpu, &mut board).unwrap();
+    assert_eq!(board.interrupts.asked[0].idt_vectoring, Some(page_fault));
+}
+
+#[test]
+fn an_exception_a_handler_injected_is_not_overwritten_by_an_interrupt() {
+    let policy = policy();
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![]);
+    let mut board = InterruptBoard {
+        interrupts: ScriptedInterrupts::new(vec![]),
+    };
+    let mut dispatch = Dispatcher::new(&policy, 39);
+    dispatch
+        .handle(VmExit::Rdmsr { msr: 0xDEAD }, &mut cpu, &mut board)
+        .ok()
+        .unwrap();
+    board.interrupts.decisions.push(enter(
+        EventInjection::from_idt_vectoring(gp_info(), 0, 0),
+        false,
+        true,
+    ));
+    dispatch.prepare_entry(&mut cpu, &mut board).unwrap();
+    let asked = board.interrupts.asked[0]
+        .idt_vectoring
+        .expect("the #GP is reported as pending");
+    assert_eq!((asked.vector, asked.error_code), (13, Some(0)));
+    assert_eq!(cpu.injected(), gp_info());
+}
+
+#[test]
+fn the_preemption_timer_is_armed_for_the_next_deadline() {
+    let timer = PreemptionTimer {
+        rate: 5,
+        tsc_hz: 50_000_000,
+    };
+    // 1 ms at 50 MHz = 50,000 TSC ticks, counted every 32 ticks.
+    assert_eq!(timer.value_for_ns(1_000_000), 50_000 >> 5);
+    assert_eq!(timer.value_for_ns(u64::MAX), u32::MAX);
+    let policy = policy();
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![]);
+    let mut board = InterruptBoard {
+        interrupts: ScriptedInterrupts::new(vec![enter(None, false, false)]),
+    };
+    board.interrupts.deadline = Some(1_000_010);
+    let mut dispatch = Dispatcher::new(&policy, 39).with_preemption_timer(timer);
+    dispatch.prepare_entry(&mut cpu, &mut board).unwrap();
+    assert_eq!(
+        cpu.vmcs.read(Guest32::PreemptionTimerValue),
+        Ok(50_000 >> 5)
+    );
 }
