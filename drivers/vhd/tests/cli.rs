@@ -134,6 +134,21 @@ fn create_reports_type_and_size() {
         "chs",
         s(&chs),
     ]);
+    // An existing file is never replaced, even by a failing create.
+    let before = std::fs::read(&dynamic).unwrap();
+    let out = fails(
+        &["create", "--type", "fixed", "--size", "1M", s(&dynamic)],
+        1,
+    );
+    assert!(out.contains("already exists"), "{out}");
+    fails(
+        &["create", "--type", "fixed", "--size", "1000", s(&dynamic)],
+        1,
+    );
+    assert!(
+        std::fs::read(&dynamic).unwrap() == before,
+        "image left as it was"
+    );
     let j = info(&dynamic);
     assert_eq!(json_string(&j, "type"), "dynamic");
     assert_eq!(json_number(&j, "virtual_size"), 10_000_384);

@@ -250,9 +250,25 @@ fn parse_block_size(args: &Args) -> Result<Option<u32>, Failure> {
         .map_err(|_| usage(format!("--block-size {bytes}: larger than 4 GiB")))
 }
 
+/// A new, empty file for an image; an existing file is never replaced.
+fn new_image_file(out: &Path) -> Result<FileDevice, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("{}: already exists; remove it first", out.display())
+            }
+            _ => io_at(out, &e),
+        })?;
+    Ok(FileDevice::from_file(file, true))
+}
+
 /// Creates the image file for a new fixed or dynamic image.
 fn create_plain(out: &Path, kind: DiskType, options: &CreateOptions) -> Result<(), String> {
-    let mut dev = FileDevice::create(out).map_err(|e| io_at(out, &e))?;
+    let mut dev = new_image_file(out)?;
     let made = match kind {
         DiskType::Fixed => create_fixed(&mut dev, options),
         _ => create_dynamic(&mut dev, options),
@@ -340,12 +356,6 @@ fn create_child(parent: &Path, out: &Path, block_size: Option<u32>) -> Result<()
         _ => PathBuf::from("."),
     };
     let out_dir = out_dir.canonicalize().map_err(|e| io_at(&out_dir, &e))?;
-    if out_dir.join(out.file_name().unwrap_or_default()) == parent_abs {
-        return Err(format!(
-            "{}: the child cannot replace its parent",
-            out.display()
-        ));
-    }
     let relative = relative_path(&out_dir, &parent_abs);
     let absolute = parent_abs.to_string_lossy().into_owned();
     let name = parent_abs
@@ -361,7 +371,7 @@ fn create_child(parent: &Path, out: &Path, block_size: Option<u32>) -> Result<()
         .or(parent_info.block_size)
         .unwrap_or(DEFAULT_BLOCK_SIZE);
     let mut parent_dev = FileDevice::open(parent, false).map_err(|e| io_at(parent, &e))?;
-    let mut dev = FileDevice::create(out).map_err(|e| io_at(out, &e))?;
+    let mut dev = new_image_file(out)?;
     let made = create_differencing(
         &mut dev,
         &mut parent_dev,
