@@ -653,17 +653,40 @@ impl<A: FrameAllocator> EptTables<A> {
         };
         let span = entry_span(level);
         let large = if level > 1 { LARGE_PAGE } else { 0 };
+        // The leaf bits stay valid while the host type does: [from, until).
+        let mut cached = (0u64, 0u64, 0u64);
         loop {
+            // Fill entries while they are leaves or empty; stop at a table
+            // (which must be freed, needing the allocator) or the run's end.
+            let replaced_table = {
+                let frame = self.frame(table)?;
+                loop {
+                    let hpa = host_physical + (addr - guest_physical);
+                    if hpa < cached.1 || hpa >= cached.2 {
+                        let (bits, run) = Self::leaf_bits(attributes, hpa, host);
+                        cached = (bits, hpa, hpa.saturating_add(run.max(PAGE_SIZE)));
+                    }
+                    let leaf = hpa | cached.0 | large;
+                    let old = frame.0[index].load(Ordering::Relaxed);
+                    if is_present(old) && !is_leaf(old, level) {
+                        frame.0[index].store(leaf, Ordering::Release);
+                        break old & ADDRESS_MASK;
+                    }
+                    if !(is_present(old) && old & !(ACCESSED | DIRTY) == leaf) {
+                        frame.0[index].store(leaf, Ordering::Release);
+                    }
+                    addr += span;
+                    index += 1;
+                    if index == 512
+                        || addr >= end
+                        || !self.map_fits(addr, end, level, hpa + span, host)
+                    {
+                        return Ok(addr);
+                    }
+                }
+            };
+            self.free_subtree(replaced_table, level - 1)?;
             let hpa = host_physical + (addr - guest_physical);
-            let (bits, _) = Self::leaf_bits(attributes, hpa, host);
-            let leaf = hpa | bits | large;
-            let old = self.load(table, index)?;
-            if is_present(old) && !is_leaf(old, level) {
-                self.free_subtree(old & ADDRESS_MASK, level - 1)?;
-            }
-            if !(is_present(old) && is_leaf(old, level) && old & !(ACCESSED | DIRTY) == leaf) {
-                self.store(table, index, leaf)?;
-            }
             addr += span;
             index += 1;
             if index == 512 || addr >= end || !self.map_fits(addr, end, level, hpa + span, host) {
