@@ -130,6 +130,20 @@ pub enum MmioError {
     Fetch(TranslateError),
     /// The instruction could not be decoded.
     Decode(DecodeError),
+    /// The guest fetched instructions from an address that is not RAM.
+    InstructionFetch {
+        /// The address.
+        guest_physical: u64,
+    },
+    /// The violation reports a write but the decoded instruction only reads
+    /// (the instruction bytes changed after the access, for example): not
+    /// emulated, so no device sees an access the guest did not make.
+    DirectionMismatch {
+        /// The address.
+        guest_physical: u64,
+        /// The decoded instruction.
+        instruction: Instruction,
+    },
 }
 
 enum Target<D> {
@@ -363,10 +377,12 @@ pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
     violation: &EptViolation,
     vcpu: &VcpuState,
 ) -> Result<WriteBack, MmioError> {
-    if let Lookup::Ram { .. } = layout.lookup(violation.guest_physical) {
-        return Err(MmioError::Ram {
-            guest_physical: violation.guest_physical,
-        });
+    let guest_physical = violation.guest_physical;
+    if let Lookup::Ram { .. } = layout.lookup(guest_physical) {
+        return Err(MmioError::Ram { guest_physical });
+    }
+    if violation.fetch {
+        return Err(MmioError::InstructionFetch { guest_physical });
     }
     let (bytes, len, second_page) =
         fetch_instruction(layout, &vcpu.paging, vcpu.rip_linear).map_err(MmioError::Fetch)?;
@@ -379,13 +395,22 @@ pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
             })
         }
     };
-    emulate(
-        layout,
-        bus,
-        violation.guest_physical,
-        &instruction,
-        &vcpu.registers,
-    )
+    let only_reads = matches!(
+        instruction.operation,
+        Operation::Load { .. }
+            | Operation::Test { .. }
+            | Operation::Logic {
+                register_destination: true,
+                ..
+            }
+    );
+    if violation.write && only_reads {
+        return Err(MmioError::DirectionMismatch {
+            guest_physical,
+            instruction,
+        });
+    }
+    emulate(layout, bus, guest_physical, &instruction, &vcpu.registers)
 }
 
 #[cfg(test)]
@@ -659,6 +684,27 @@ mod tests {
                 Err(MmioError::Decode(e)) => assert_eq!(&e.bytes()[..2], &[0x0f, 0x0b]),
                 other => panic!("{other:?}"),
             }
+            // A write violation whose instruction only reads is refused.
+            layout.write(0x5ffe, &[0x8b, 0x07]).unwrap();
+            let write = EptViolation::from_exit(0x182, DEV + 0x100, 0);
+            let refused = handle_ept_violation(layout, &mut bus, &write, &vcpu);
+            assert!(
+                matches!(
+                    refused,
+                    Err(MmioError::DirectionMismatch { guest_physical, .. })
+                        if guest_physical == DEV + 0x100
+                ),
+                "{refused:?}"
+            );
+            // Executing from MMIO is not emulated.
+            let fetch = EptViolation::from_exit(0x184, DEV, 0);
+            assert_eq!(
+                handle_ept_violation(layout, &mut bus, &fetch, &vcpu),
+                Err(MmioError::InstructionFetch {
+                    guest_physical: DEV
+                })
+            );
+            assert_eq!(bus.writes.len(), 1, "refused violations reach no device");
             // A violation on RAM is the caller's.
             let on_ram = EptViolation::from_exit(0x182, 0x8000, 0);
             assert_eq!(
