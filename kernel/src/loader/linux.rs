@@ -191,6 +191,21 @@ pub fn build_memory_map(
     Ok(map)
 }
 
+/// Builds the memory map for `config` and checks that the ACPI tables it
+/// points at are kept out of the kernel's RAM.
+fn memory_map_for(config: &LinuxConfig<'_>) -> Result<MemoryMap, LinuxError> {
+    let map = build_memory_map(config.ram, config.reserved)?;
+    if let Some(addr) = config.rsdp {
+        if map
+            .iter()
+            .any(|r| r.kind == MemoryType::Ram && r.start <= addr && addr < r.end())
+        {
+            return Err(LinuxError::RsdpInRam { addr });
+        }
+    }
+    Ok(map)
+}
+
 /// The RAM entries of a memory map, where the loader may place things.
 fn usable_ram(map: &MemoryMap) -> Vec<RamRange, MAX_MEMORY_MAP_ENTRIES> {
     let mut out = Vec::new();
@@ -585,6 +600,12 @@ pub enum LinuxError {
         /// The maximum.
         max: usize,
     },
+    /// The RSDP lies in RAM the kernel may reuse: the ACPI tables must be
+    /// inside a reserved range (ACPI type, normally).
+    RsdpInRam {
+        /// The RSDP address given.
+        addr: u64,
+    },
     /// An address or size computation overflowed.
     Overflow,
     /// Guest memory refused an access inside the checked layout.
@@ -702,6 +723,9 @@ impl fmt::Display for LinuxError {
             }
             Self::TooManyMemoryMapEntries { max } => {
                 write!(f, "memory map needs more than {max} entries")
+            }
+            Self::RsdpInRam { addr } => {
+                write!(f, "RSDP at {addr:#x} is in RAM, not in a reserved range")
             }
             Self::Overflow => write!(f, "address computation overflowed"),
             Self::Memory(e) => write!(f, "{e}"),

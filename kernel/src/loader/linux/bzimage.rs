@@ -23,7 +23,7 @@
 //! `__BOOT_CS` 0x10 and `__BOOT_DS` 0x18.
 
 use super::{
-    build_memory_map, check_cmdline, field16, field32, field64, place_initrd, write_cstr,
+    check_cmdline, field16, field32, field64, memory_map_for, place_initrd, write_cstr,
     BootStructure, FlatSegment, LinuxConfig, LinuxEntry, LinuxError, LinuxProtocol, LoadedLinux,
     Long64Entry, MemoryMap, Placement, AR_CODE64, AR_DATA, AR_TSS_BUSY, BOOT_CS, BOOT_DS, BOOT_GDT,
     BOOT_INFO_SIZE, CMDLINE_AREA_SIZE, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME,
@@ -256,7 +256,7 @@ pub fn load(mem: &impl GuestMemory, config: &LinuxConfig<'_>) -> Result<LoadedLi
     let max_cmdline = u64::from(header.cmdline_size).min(CMDLINE_AREA_SIZE - 1);
     check_cmdline(config.cmdline, max_cmdline)?;
 
-    let map = build_memory_map(config.ram, config.reserved)?;
+    let map = memory_map_for(config)?;
     let mut placement = Placement::new(&map);
     let area = config.boot_area;
     placement.claim_boot_area(&area, true)?;

@@ -16,12 +16,12 @@
 //!
 //! Entering this way skips the kernel's own decompression.
 
-use super::{build_memory_map, BootStructure, FlatSegment, MemoryMap};
 use super::{
     check_cmdline, field32, field64, parse_elf, place_initrd, write_cstr, LinuxConfig, LinuxEntry,
     LinuxError, LinuxProtocol, LoadedLinux, Placement, PvhEntry, AR_CODE32, AR_DATA, AR_TSS_BUSY,
     BOOT_INFO_SIZE, CMDLINE_AREA_SIZE, CR0_ET, CR0_PE, RFLAGS_CLEAR,
 };
+use super::{memory_map_for, BootStructure, FlatSegment, MemoryMap};
 use crate::loader::elf::ElfFile;
 use crate::loader::{check_segments, copy_segments, KernelImage, FOUR_GIB};
 use crate::memory::GuestMemory;
@@ -147,7 +147,7 @@ pub fn load(mem: &impl GuestMemory, config: &LinuxConfig<'_>) -> Result<LoadedLi
     let room_for_module_cmdline = CMDLINE_AREA_SIZE - (config.cmdline.len() as u64 + 1) - 1;
     check_cmdline(module_cmdline, room_for_module_cmdline)?;
 
-    let map = build_memory_map(config.ram, config.reserved)?;
+    let map = memory_map_for(config)?;
     let mut placement = Placement::new(&map);
     placement.claim_boot_area(&config.boot_area, false)?;
 

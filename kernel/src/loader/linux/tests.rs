@@ -531,6 +531,36 @@ fn bzimage_every_truncation_and_byte_flip_fails_cleanly() {
 }
 
 #[test]
+fn an_rsdp_in_ram_is_refused() {
+    let file = bzimage();
+    let mem = FakeMemory::new(&RAM);
+    // Below the ACPI range: RAM the kernel may hand out.
+    let cfg = LinuxConfig {
+        rsdp: Some(0x1fe_0000),
+        ..config(&file, None)
+    };
+    assert_eq!(
+        load(&mem, &cfg),
+        Err(LinuxError::RsdpInRam { addr: 0x1fe_0000 })
+    );
+    // In the legacy hole (reserved by the loader) it is accepted.
+    let cfg = LinuxConfig {
+        rsdp: Some(0xf_5a40),
+        ..config(&file, None)
+    };
+    assert!(load(&mem, &cfg).is_ok());
+    let f = vmlinux(&pvh_notes(&(PVH_ENTRY as u32).to_le_bytes()));
+    let cfg = LinuxConfig {
+        rsdp: Some(0x10_0000),
+        ..config(&f, None)
+    };
+    assert_eq!(
+        load(&mem, &cfg),
+        Err(LinuxError::RsdpInRam { addr: 0x10_0000 })
+    );
+}
+
+#[test]
 fn boot_area_conflicts_are_reported() {
     let file = bzimage();
     let mem = FakeMemory::new(&RAM);
