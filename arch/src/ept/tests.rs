@@ -223,7 +223,13 @@ fn random_range(rng: &mut Rng, largest_unit: u64) -> (u64, u64) {
         _ => GIB1,
     }
     .min(largest_unit);
-    let mut start = rng.below(SPACE / unit) * unit;
+    // Half the small operations hit a 16 MiB window around the 3 GiB
+    // boundary, so that they meet, overlap and complete each other's tables.
+    let mut start = if unit != GIB1 && rng.below(2) == 0 {
+        3 * GIB1 - 8 * MIB2 + rng.below(16 * MIB2 / unit) * unit
+    } else {
+        rng.below(SPACE / unit) * unit
+    };
     if rng.below(4) == 0 {
         start += rng.below(8) * KIB4;
     }
@@ -259,7 +265,13 @@ fn run_property(caps: EptCapabilities, seed: u64, steps: usize) {
             let (gpa, len) = random_range(&mut rng, largest_unit);
             match rng.below(10) {
                 0..=4 => {
-                    let hpa_base = rng.below(256) * GIB1 + gpa % GIB1;
+                    // Half the mappings share one linear offset, so that
+                    // neighbouring operations build mergeable tables.
+                    let hpa_base = if rng.below(2) == 0 {
+                        gpa + 64 * GIB1
+                    } else {
+                        rng.below(256) * GIB1 + gpa % GIB1
+                    };
                     // Misalign the host side now and then, by 4 KiB only for
                     // small ranges (a misaligned GiB would be 262144 leaves).
                     let hpa = match rng.below(8) {
@@ -268,14 +280,18 @@ fn run_property(caps: EptCapabilities, seed: u64, steps: usize) {
                         _ if len <= 64 * MIB2 => hpa_base + rng.below(8) * KIB4,
                         _ => hpa_base,
                     };
-                    let attrs = MappingAttributes {
-                        permissions: random_permissions(&mut rng, &caps),
-                        memory_type: if rng.below(3) == 0 {
-                            MemoryType::Uncacheable
-                        } else {
-                            MemoryType::WriteBack
-                        },
-                        ignore_pat: rng.below(2) == 0,
+                    let attrs = if rng.below(2) == 0 {
+                        MappingAttributes::RAM
+                    } else {
+                        MappingAttributes {
+                            permissions: random_permissions(&mut rng, &caps),
+                            memory_type: if rng.below(3) == 0 {
+                                MemoryType::Uncacheable
+                            } else {
+                                MemoryType::WriteBack
+                            },
+                            ignore_pat: rng.below(2) == 0,
+                        }
                     };
                     tables.map(gpa, hpa, len, attrs).unwrap();
                     model.map(gpa, hpa, len, attrs);
@@ -285,7 +301,11 @@ fn run_property(caps: EptCapabilities, seed: u64, steps: usize) {
                     model.unmap(gpa, len);
                 }
                 _ => {
-                    let p = random_permissions(&mut rng, &caps);
+                    let p = if rng.below(2) == 0 {
+                        Permissions::ALL
+                    } else {
+                        random_permissions(&mut rng, &caps)
+                    };
                     tables.protect(gpa, len, p).unwrap();
                     model.protect(gpa, len, p);
                 }
