@@ -29,8 +29,10 @@ use crate::{
 pub trait VcpuHardware {
     /// The VMCS of this vCPU.
     type Vmcs: VmcsAccess + ?Sized;
-    /// Enters the guest until the next VM exit.
-    fn run(&mut self) -> Result<VmExit, RunError>;
+    /// Enters the guest until the next VM exit; returns the raw exit reason.
+    fn enter(&mut self) -> Result<u32, RunError>;
+    /// Decodes the exit whose raw reason [`VcpuHardware::enter`] returned.
+    fn decode_exit(&mut self, raw: u32) -> Result<VmExit, RunError>;
     /// The guest's general registers (RSP, RIP, RFLAGS are in the VMCS).
     fn registers(&mut self) -> &mut GuestRegisters;
     /// The VMCS.
@@ -42,9 +44,14 @@ pub trait VcpuHardware {
 impl VcpuHardware for ponte_arch::vmx::Vcpu {
     type Vmcs = ponte_arch::vmx::ActiveVmcs;
 
-    #[inline]
-    fn run(&mut self) -> Result<VmExit, RunError> {
-        ponte_arch::vmx::Vcpu::run(self)
+    #[inline(always)]
+    fn enter(&mut self) -> Result<u32, RunError> {
+        ponte_arch::vmx::Vcpu::enter(self)
+    }
+
+    #[inline(always)]
+    fn decode_exit(&mut self, raw: u32) -> Result<VmExit, RunError> {
+        ponte_arch::vmx::Vcpu::decode_exit(self, raw)
     }
 
     #[inline]
@@ -163,6 +170,8 @@ pub enum EntryFailure {
 pub const UNKNOWN_HYPERCALL: u64 = -1000i64 as u64;
 
 const GP_VECTOR: u8 = 13;
+/// Basic exit reason of CPUID.
+const CPUID_EXIT: u32 = 10;
 const VALID: u32 = 1 << 31;
 const RFLAGS_IF: u64 = 1 << 9;
 const INTERRUPT_WINDOW: u32 = ProcControl::InterruptWindowExiting.bit();
@@ -251,15 +260,27 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
                 Ok(Some(stop)) => return stop,
                 Err(e) => return Stop::Vmcs(e),
             }
-            let exit = match cpu.run() {
-                Ok(exit) => exit,
+            let raw = match cpu.enter() {
+                Ok(raw) => raw,
                 Err(e) => return Stop::EntryFailed(EntryFailure::Instruction(e)),
             };
-            match read_idt_vectoring(cpu.vmcs()) {
-                Ok(event) => self.reinject = event,
-                Err(e) => return Stop::Vmcs(e),
-            }
-            match self.handle(exit, cpu, platform) {
+            // CPUID is the exit guests take most (it serializes, and guests
+            // probe with it): answered before the general decoding. An
+            // instruction's own exit never interrupts event delivery, so
+            // only the others can carry an event to deliver again.
+            let handled = if raw == CPUID_EXIT {
+                self.cpuid(cpu).map(|()| Handled::Continue)
+            } else {
+                match read_idt_vectoring(cpu.vmcs()) {
+                    Ok(event) => self.reinject = event,
+                    Err(e) => return Stop::Vmcs(e),
+                }
+                match cpu.decode_exit(raw) {
+                    Ok(exit) => self.handle(exit, cpu, platform),
+                    Err(e) => return Stop::EntryFailed(EntryFailure::Instruction(e)),
+                }
+            };
+            match handled {
                 Ok(Handled::Continue) => {}
                 Ok(Handled::Stop(stop)) => return stop,
                 Err(e) => return Stop::Vmcs(e),
@@ -357,6 +378,18 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         }
     }
 
+    /// Answers CPUID (EAX = leaf, ECX = subleaf) from the policy.
+    #[inline(always)]
+    fn cpuid<H: VcpuHardware + ?Sized>(&mut self, cpu: &mut H) -> Result<(), VmcsError> {
+        let regs = cpu.registers();
+        let answer = self.cpuid.lookup(regs.rax as u32, regs.rcx as u32);
+        regs.rax = u64::from(answer.eax);
+        regs.rbx = u64::from(answer.ebx);
+        regs.rcx = u64::from(answer.ecx);
+        regs.rdx = u64::from(answer.edx);
+        skip_instruction(cpu.vmcs())
+    }
+
     #[inline]
     fn handle<H: VcpuHardware + ?Sized, P: Platform + ?Sized>(
         &mut self,
@@ -365,15 +398,7 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         platform: &mut P,
     ) -> Result<Handled, VmcsError> {
         match exit {
-            VmExit::Cpuid { leaf, subleaf } => {
-                let answer = self.cpuid.lookup(leaf, subleaf);
-                let regs = cpu.registers();
-                regs.rax = u64::from(answer.eax);
-                regs.rbx = u64::from(answer.ebx);
-                regs.rcx = u64::from(answer.ecx);
-                regs.rdx = u64::from(answer.edx);
-                skip_instruction(cpu.vmcs())?;
-            }
+            VmExit::Cpuid { .. } => self.cpuid(cpu)?,
             VmExit::Io(io) if !io.string => {
                 let Some(width) = AccessWidth::from_bytes(usize::from(io.size)) else {
                     return Ok(Handled::Stop(Stop::Unhandled(exit)));

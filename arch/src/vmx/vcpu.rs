@@ -609,10 +609,19 @@ impl Vcpu {
         self.active.write(Control32::EntryInterruptionInfo, info.0)
     }
 
-    /// Runs the guest until the next VM exit. Inlined so that the caller's
-    /// match on the exit folds into the decoding (no enum round trip).
+    /// Runs the guest until the next VM exit and decodes it.
     #[inline(always)]
     pub fn run(&mut self) -> Result<VmExit, RunError> {
+        let raw = self.enter()?;
+        self.decode_exit(raw)
+    }
+
+    /// Runs the guest until the next VM exit and returns the raw exit
+    /// reason, for run loops that handle their most frequent exits before
+    /// decoding; [`Vcpu::decode_exit`] gives the decoded exit (and reports
+    /// an entry failure) for the rest.
+    #[inline(always)]
+    pub fn enter(&mut self) -> Result<u32, RunError> {
         // Nonzero only with accounting on.
         if self.last_exit.1 != 0 {
             let (reason, at) = self.last_exit;
@@ -645,10 +654,18 @@ impl Vcpu {
         if self.accounting {
             self.last_exit = (reason, hw::rdtsc());
         }
+        if raw & EXIT_REASON_ENTRY_FAILURE == 0 {
+            self.launched = true;
+        }
+        Ok(raw)
+    }
+
+    /// Decodes the exit whose raw reason [`Vcpu::enter`] returned.
+    #[inline(always)]
+    pub fn decode_exit(&mut self, raw: u32) -> Result<VmExit, RunError> {
         if raw & EXIT_REASON_ENTRY_FAILURE != 0 {
             return self.entry_failed(raw);
         }
-        self.launched = true;
         self.decode(raw)
     }
 

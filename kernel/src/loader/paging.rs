@@ -43,21 +43,33 @@ pub fn identity_map(mem: &impl GuestMemory, tables_at: u64, size: u64) -> Result
     }
     let pdpt = tables_at + PAGE;
     let directories = size.div_ceil(GIB);
-    mem.write(tables_at, &(pdpt | PRESENT_WRITABLE).to_le_bytes())?;
+    // Whole pages are written, so nothing left in guest memory becomes an
+    // entry.
+    let mut page = [0u8; PAGE as usize];
+    page[..8].copy_from_slice(&(pdpt | PRESENT_WRITABLE).to_le_bytes());
+    mem.write(tables_at, &page)?;
+    page.fill(0);
+    for (gib, entry) in page
+        .chunks_exact_mut(8)
+        .take(directories as usize)
+        .enumerate()
+    {
+        let directory = pdpt + PAGE * (1 + gib as u64);
+        entry.copy_from_slice(&(directory | PRESENT_WRITABLE).to_le_bytes());
+    }
+    mem.write(pdpt, &page)?;
     for gib in 0..directories {
         let directory = pdpt + PAGE * (1 + gib);
-        mem.write(
-            pdpt + 8 * gib,
-            &(directory | PRESENT_WRITABLE).to_le_bytes(),
-        )?;
-        let mut entries = [0u8; PAGE as usize];
-        for (i, entry) in entries.chunks_exact_mut(8).enumerate() {
+        for (i, entry) in page.chunks_exact_mut(8).enumerate() {
             let address = gib * GIB + i as u64 * LARGE_PAGE;
-            if address < size {
-                entry.copy_from_slice(&(address | PRESENT_WRITABLE | LARGE).to_le_bytes());
-            }
+            let value = if address < size {
+                address | PRESENT_WRITABLE | LARGE
+            } else {
+                0
+            };
+            entry.copy_from_slice(&value.to_le_bytes());
         }
-        mem.write(directory, &entries)?;
+        mem.write(directory, &page)?;
     }
     Ok(tables_at)
 }
@@ -133,7 +145,8 @@ mod tests {
 
     #[test]
     fn maps_every_address_below_size_to_itself_and_nothing_above() {
-        let mem = Buffer(vec![Cell::new(0); 0x10_0000]);
+        // Old contents of the table pages must not survive as entries.
+        let mem = Buffer(vec![Cell::new(0xFF); 0x10_0000]);
         let size = GIB + 6 * LARGE_PAGE;
         let cr3 = identity_map(&mem, 0x1_0000, size).unwrap();
         assert_eq!(cr3, 0x1_0000);

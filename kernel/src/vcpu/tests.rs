@@ -16,6 +16,7 @@ struct ScriptedCpu {
     vmcs: MemVmcs,
     regs: GuestRegisters,
     tsc: u64,
+    last: VmExit,
 }
 
 #[derive(Clone, Copy)]
@@ -44,6 +45,7 @@ impl ScriptedCpu {
             vmcs,
             regs: GuestRegisters::default(),
             tsc: 1_000_000,
+            last: VmExit::TripleFault,
         }
     }
 
@@ -59,7 +61,7 @@ impl ScriptedCpu {
 impl VcpuHardware for ScriptedCpu {
     type Vmcs = MemVmcs;
 
-    fn run(&mut self) -> Result<VmExit, RunError> {
+    fn enter(&mut self) -> Result<u32, RunError> {
         // Entry consumes a pending injection, as hardware does.
         self.vmcs
             .write(Control32::EntryInterruptionInfo, 0)
@@ -74,7 +76,20 @@ impl VcpuHardware for ScriptedCpu {
             .set(ReadOnly32::ExitInstructionLength as u32, u64::from(length))
             .unwrap();
         self.tsc += 100;
-        Ok(exit)
+        self.last = exit;
+        Ok(match exit {
+            VmExit::Cpuid { leaf, subleaf } => {
+                // The processor reports CPUID's operands in the registers.
+                self.regs.rax = u64::from(leaf);
+                self.regs.rcx = u64::from(subleaf);
+                CPUID_EXIT
+            }
+            _ => u32::MAX,
+        })
+    }
+
+    fn decode_exit(&mut self, _raw: u32) -> Result<VmExit, RunError> {
+        Ok(self.last)
     }
 
     fn registers(&mut self) -> &mut GuestRegisters {
