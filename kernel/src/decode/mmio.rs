@@ -130,6 +130,12 @@ pub enum MmioError {
     Fetch(TranslateError),
     /// The instruction could not be decoded.
     Decode(DecodeError),
+    /// The processor's walk of the guest's own page tables reached an
+    /// address that is not RAM (the guest put a page table there).
+    GuestPageWalk {
+        /// The address.
+        guest_physical: u64,
+    },
     /// The guest fetched instructions from an address that is not RAM.
     InstructionFetch {
         /// The address.
@@ -380,6 +386,9 @@ pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
     let guest_physical = violation.guest_physical;
     if let Lookup::Ram { .. } = layout.lookup(guest_physical) {
         return Err(MmioError::Ram { guest_physical });
+    }
+    if violation.guest_linear.is_some() && !violation.final_translation {
+        return Err(MmioError::GuestPageWalk { guest_physical });
     }
     if violation.fetch {
         return Err(MmioError::InstructionFetch { guest_physical });
@@ -701,6 +710,14 @@ mod tests {
             assert_eq!(
                 handle_ept_violation(layout, &mut bus, &fetch, &vcpu),
                 Err(MmioError::InstructionFetch {
+                    guest_physical: DEV
+                })
+            );
+            // Linear address valid (7) but bit 8 clear: the guest's page walk.
+            let walk = EptViolation::from_exit(0x81, DEV, 0x1234);
+            assert_eq!(
+                handle_ept_violation(layout, &mut bus, &walk, &vcpu),
+                Err(MmioError::GuestPageWalk {
                     guest_physical: DEV
                 })
             );
