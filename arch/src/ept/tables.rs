@@ -18,7 +18,7 @@ use super::entry::{
 };
 use super::frames::{EptFrame, FrameAllocator};
 use super::host_types::{HostMemoryTypes, UniformHostMemory};
-use super::instructions::Eptp;
+use super::instructions::{invept, Eptp, InvalidationError, InveptKind};
 
 /// One past the highest guest-physical address a 4-level walk translates.
 pub const GUEST_PHYSICAL_LIMIT: u64 = 1 << 48;
@@ -222,6 +222,24 @@ impl<A: FrameAllocator> EptTables<A> {
     /// accesses, walk length 4, A/D flags when the capabilities have them.
     pub fn eptp(&self) -> Eptp {
         Eptp::new(self.root, &self.caps).unwrap_or(Eptp::from_bits(0))
+    }
+
+    /// Makes the processor forget translations cached from these tables:
+    /// single-context INVEPT with [`EptTables::eptp`] when supported, else
+    /// all-context. Call it after changes that remove or restrict mappings
+    /// or after a dirty harvest, on every processor that ran the guest.
+    ///
+    /// # Safety
+    /// The processor must be in VMX root operation (INVEPT raises #UD
+    /// otherwise).
+    pub unsafe fn invalidate(&self) -> Result<(), InvalidationError> {
+        let kind = if self.caps.invept_single_context {
+            InveptKind::SingleContext(self.eptp())
+        } else {
+            InveptKind::AllContexts
+        };
+        // SAFETY: VMX root operation is this function's own precondition.
+        unsafe { invept(kind, &self.caps) }
     }
 
     /// The capabilities the tables were built for.

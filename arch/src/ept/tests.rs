@@ -614,6 +614,19 @@ fn dirty_harvest_reads_and_clears_per_page_and_per_large_page() {
         Err(EptError::AccessedDirtyDisabled)
     );
     assert!(!t2.eptp().accessed_dirty());
+    // Without any INVEPT type, invalidation is refused before the instruction.
+    let none = EptCapabilities::MINIMAL;
+    let storage3 = frames(1);
+    let t3 = EptTables::new(
+        FramePool::with_host_physical_base(&storage3, 0x1000).unwrap(),
+        none,
+    )
+    .unwrap();
+    // SAFETY: MINIMAL offers no INVEPT type, so no instruction executes.
+    assert_eq!(
+        unsafe { t3.invalidate() },
+        Err(InvalidationError::Unsupported)
+    );
 }
 
 #[test]
