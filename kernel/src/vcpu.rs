@@ -18,10 +18,17 @@ use ponte_arch::vmx::{
     VmcsExt,
 };
 
+use ponte_arch::ept::EptViolation;
+
 use crate::{
     cpuid::CpuidPolicy,
+    decode::{
+        mmio::{MmioError, Registers, UnclaimedAccess, VcpuState, WriteBack},
+        CpuMode,
+    },
     device::AccessWidth,
     irq::inject::{interruptibility, ActivityState, Decision, EventInjection, GuestEventState},
+    memory::translate::PagingContext,
     msr::{GeneralProtection, MsrWrite, VirtualMsrs},
 };
 
@@ -129,6 +136,29 @@ pub trait Platform {
     fn stop_request(&mut self) -> Option<StopRequest> {
         None
     }
+    /// An EPT violation at an address that is not RAM, to perform on the
+    /// owning device: usually one call to
+    /// [`crate::decode::mmio::handle_ept_violation`] with the board's layout
+    /// and devices. `None` (the default): the board has no MMIO, and the
+    /// exit ends the run loop as unhandled.
+    fn ept_violation(
+        &mut self,
+        violation: &EptViolation,
+        vcpu: &VcpuState,
+    ) -> Option<Result<WriteBack, MmioError>> {
+        let _ = (violation, vcpu);
+        None
+    }
+    /// An access to a guest-physical address nothing owns, completed as an
+    /// empty bus would (reads all ones, writes dropped).
+    fn unclaimed_access(&mut self, access: UnclaimedAccess) {
+        log::warn!(
+            "guest access to nothing at {:#x} ({:?}, write: {})",
+            access.guest_physical,
+            access.width,
+            access.write
+        );
+    }
     /// The board's interrupt system, if it has one. Without one, HLT ends
     /// the run loop with [`Stop::Halted`].
     fn interrupts(&mut self) -> Option<&mut dyn Interrupts> {
@@ -154,6 +184,9 @@ pub enum Stop {
     EntryFailed(EntryFailure),
     /// Reading or writing the VMCS failed.
     Vmcs(VmcsError),
+    /// An MMIO access could not be emulated (undecodable instruction, an
+    /// access across a region's end, a fetch that faults...).
+    Mmio(MmioError),
 }
 
 /// How a VM entry failed.
@@ -180,12 +213,16 @@ const ENTRY_IA32E_MODE: u32 = 1 << 9;
 const CS_LONG_MODE: u32 = 1 << 13;
 const CS_DEFAULT_32: u32 = 1 << 14;
 const CR4_LA57: u64 = 1 << 12;
+const RFLAGS_VM: u64 = 1 << 17;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
 
 /// The exit dispatch of one vCPU.
 #[derive(Debug)]
 pub struct Dispatcher<'p, const CPUID: usize> {
     cpuid: &'p CpuidPolicy<CPUID>,
     msrs: VirtualMsrs,
+    physical_address_bits: u8,
     /// The event the last exit interrupted, to deliver again.
     reinject: Option<EventInjection>,
     /// The guest executed HLT and waits for an interrupt.
@@ -227,6 +264,7 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         Self {
             cpuid,
             msrs: VirtualMsrs::new(physical_address_bits),
+            physical_address_bits,
             reinject: None,
             halted: false,
             last_wait: None,
@@ -469,6 +507,26 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             | VmExit::NmiWindow
             | VmExit::PreemptionTimer
             | VmExit::ExternalInterrupt(_) => {}
+            VmExit::EptViolation {
+                qualification,
+                gpa,
+                gla,
+            } => {
+                let violation = EptViolation::from_exit(qualification.0, gpa, gla.unwrap_or(0));
+                let state = vcpu_state(cpu, self.physical_address_bits)?;
+                match platform.ept_violation(&violation, &state) {
+                    None | Some(Err(MmioError::Ram { .. })) => {
+                        return Ok(Handled::Stop(Stop::Unhandled(exit)))
+                    }
+                    Some(Err(e)) => return Ok(Handled::Stop(Stop::Mmio(e))),
+                    Some(Ok(write_back)) => {
+                        if let Some(access) = write_back.unclaimed {
+                            platform.unclaimed_access(access);
+                        }
+                        apply_write_back(cpu, &write_back)?;
+                    }
+                }
+            }
             VmExit::TripleFault => return Ok(Handled::Stop(Stop::TripleFault)),
             VmExit::EntryFailure { .. } => {
                 return Ok(Handled::Stop(Stop::EntryFailed(EntryFailure::Exit(exit))))
@@ -477,6 +535,103 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         }
         Ok(Handled::Continue)
     }
+}
+
+/// The guest state an MMIO instruction is fetched and emulated in.
+fn vcpu_state<H: VcpuHardware + ?Sized>(
+    cpu: &mut H,
+    physical_address_bits: u8,
+) -> Result<VcpuState, VmcsError> {
+    let r = *cpu.registers();
+    let vmcs = cpu.vmcs();
+    let rsp = vmcs.read(GuestN::Rsp)?;
+    let rflags = vmcs.read(GuestN::Rflags)?;
+    let access = vmcs.read(Guest32::CsAccessRights)?;
+    let ia32e = vmcs.read(Control32::EntryControls)? & ENTRY_IA32E_MODE != 0;
+    let mode = if ia32e && access & CS_LONG_MODE != 0 {
+        CpuMode::Bits64
+    } else if access & CS_DEFAULT_32 != 0 && rflags & RFLAGS_VM == 0 {
+        CpuMode::Bits32
+    } else {
+        CpuMode::Bits16
+    };
+    let rip = vmcs.read(GuestN::Rip)?;
+    let rip_linear = match mode {
+        CpuMode::Bits64 => rip,
+        _ => vmcs.read(GuestN::CsBase)?.wrapping_add(rip) & 0xFFFF_FFFF,
+    };
+    // Without the EFER save control the VMCS holds no guest EFER; IA-32e
+    // mode then implies LME and LMA, the only bits a walk needs besides NXE.
+    let efer = match vmcs.read(ponte_arch::vmx::vmcs::Guest64::Efer) {
+        Ok(efer) => efer,
+        Err(_) => u64::from(ia32e) * (EFER_LME | EFER_LMA),
+    };
+    let ss_dpl = (vmcs.read(Guest32::SsAccessRights)? >> 5) & 3;
+    Ok(VcpuState {
+        registers: Registers {
+            gpr: [
+                r.rax, r.rcx, r.rdx, r.rbx, rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
+                r.r12, r.r13, r.r14, r.r15,
+            ],
+            rflags,
+        },
+        rip_linear,
+        paging: PagingContext {
+            cr0: vmcs.read(GuestN::Cr0)?,
+            cr3: vmcs.read(GuestN::Cr3)?,
+            cr4: vmcs.read(GuestN::Cr4)?,
+            efer,
+            cpl: ss_dpl as u8,
+            physical_address_bits,
+        },
+        mode,
+    })
+}
+
+/// Stores the registers an emulated MMIO instruction changed and moves RIP
+/// past it.
+fn apply_write_back<H: VcpuHardware + ?Sized>(
+    cpu: &mut H,
+    write_back: &WriteBack,
+) -> Result<(), VmcsError> {
+    let values = &write_back.registers.gpr;
+    let regs = cpu.registers();
+    let slots: [Option<&mut u64>; 16] = [
+        Some(&mut regs.rax),
+        Some(&mut regs.rcx),
+        Some(&mut regs.rdx),
+        Some(&mut regs.rbx),
+        None,
+        Some(&mut regs.rbp),
+        Some(&mut regs.rsi),
+        Some(&mut regs.rdi),
+        Some(&mut regs.r8),
+        Some(&mut regs.r9),
+        Some(&mut regs.r10),
+        Some(&mut regs.r11),
+        Some(&mut regs.r12),
+        Some(&mut regs.r13),
+        Some(&mut regs.r14),
+        Some(&mut regs.r15),
+    ];
+    for (n, slot) in slots.into_iter().enumerate() {
+        if write_back.changed & (1 << n) != 0 {
+            if let Some(slot) = slot {
+                *slot = values[n];
+            }
+        }
+    }
+    let vmcs = cpu.vmcs();
+    if write_back.changed & (1 << 4) != 0 {
+        vmcs.write(GuestN::Rsp, values[4])?;
+    }
+    if write_back.rflags_changed {
+        vmcs.write(GuestN::Rflags, write_back.registers.rflags)?;
+    }
+    if write_back.rip_advance != 0 {
+        advance_rip(vmcs, write_back.rip_advance)?;
+    }
+    Ok(())
 }
 
 /// The event an exit interrupted (IDT-vectoring information), if any.
@@ -520,6 +675,14 @@ fn guest_tsc<H: VcpuHardware + ?Sized>(cpu: &mut H) -> Result<u64, VmcsError> {
 #[inline]
 pub fn skip_instruction<V: VmcsAccess + ?Sized>(vmcs: &mut V) -> Result<(), VmcsError> {
     let length = u64::from(vmcs.read(ReadOnly32::ExitInstructionLength)?);
+    advance_rip(vmcs, length)
+}
+
+/// Moves the guest's RIP forward by `length` bytes with the rules of
+/// [`skip_instruction`]; for exits whose instruction length the processor
+/// does not report (EPT violations), with the decoded length.
+#[inline]
+pub fn advance_rip<V: VmcsAccess + ?Sized>(vmcs: &mut V, length: u64) -> Result<(), VmcsError> {
     let next = vmcs.read(GuestN::Rip)?.wrapping_add(length);
     let access = vmcs.read(Guest32::CsAccessRights)?;
     if access & CS_LONG_MODE != 0 && next <= 0xFFFF_FFFF {

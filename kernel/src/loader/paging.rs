@@ -140,7 +140,7 @@ mod tests {
             return None;
         }
         let pde = entry(mem, (pdpte & !0xFFF) + 8 * ((va >> 21) & 511));
-        (pde & 1 != 0 && pde & LARGE != 0).then(|| (pde & !0x1F_FFFF) | (va & 0x1F_FFFF))
+        (pde & 1 != 0 && pde & LARGE != 0).then_some((pde & !0x1F_FFFF) | (va & 0x1F_FFFF))
     }
 
     #[test]

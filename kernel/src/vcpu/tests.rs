@@ -653,3 +653,103 @@ fn the_preemption_timer_is_armed_for_the_next_deadline() {
         Ok(50_000 >> 5)
     );
 }
+
+/// A board with RAM at 0 and one MMIO device at 0xFEE0_0000 whose
+/// registers read as `0x1234_0000 | offset` and record writes.
+struct MmioBoard<'a> {
+    layout: crate::memory::GuestLayout<&'a [core::cell::Cell<u8>], u8, 4>,
+    writes: Vec<(u64, AccessWidth, u64)>,
+    unclaimed: Vec<UnclaimedAccess>,
+}
+
+struct MmioDevices<'b>(&'b mut Vec<(u64, AccessWidth, u64)>);
+
+impl crate::decode::mmio::MmioBus<u8> for MmioDevices<'_> {
+    fn mmio_read(&mut self, _device: u8, offset: u64, _width: AccessWidth) -> u64 {
+        0x1234_0000 | offset
+    }
+    fn mmio_write(&mut self, _device: u8, offset: u64, width: AccessWidth, value: u64) {
+        self.0.push((offset, width, value));
+    }
+}
+
+impl Platform for MmioBoard<'_> {
+    fn ept_violation(
+        &mut self,
+        violation: &EptViolation,
+        vcpu: &VcpuState,
+    ) -> Option<Result<WriteBack, MmioError>> {
+        let mut devices = MmioDevices(&mut self.writes);
+        Some(crate::decode::mmio::handle_ept_violation(
+            &self.layout,
+            &mut devices,
+            violation,
+            vcpu,
+        ))
+    }
+    fn unclaimed_access(&mut self, access: UnclaimedAccess) {
+        self.unclaimed.push(access);
+    }
+}
+
+fn ept_exit(gpa: u64, write: bool) -> VmExit {
+    // Qualification: read or write access, nothing allowed (not present).
+    let qualification = if write { 0b10 } else { 0b01 };
+    VmExit::EptViolation {
+        qualification: ponte_arch::vmx::exit::EptViolation(qualification),
+        gpa,
+        gla: None,
+    }
+}
+
+#[test]
+fn mmio_loads_and_stores_reach_the_device_and_rip_moves_by_the_decoded_length() {
+    let mut ram = vec![0u8; 0x10000];
+    // mov eax, [rdi+0x100] ; mov [rdi+0x104], ebx ; mov eax, [0xFED0_0000]
+    ram[0x8000..0x8006].copy_from_slice(&[0x8b, 0x87, 0x00, 0x01, 0x00, 0x00]);
+    ram[0x8006..0x800c].copy_from_slice(&[0x89, 0x9f, 0x04, 0x01, 0x00, 0x00]);
+    ram[0x800c..0x8011].copy_from_slice(&[0xa1, 0x00, 0x00, 0xd0, 0xfe]);
+    let cells = core::cell::Cell::from_mut(&mut ram[..]).as_slice_of_cells();
+    let mut layout = crate::memory::GuestLayout::new();
+    layout.add_ram(0, cells).unwrap();
+    layout.add_mmio(0xFEE0_0000, 0x1000, 7).unwrap();
+    let mut board = MmioBoard {
+        layout,
+        writes: Vec::new(),
+        unclaimed: Vec::new(),
+    };
+
+    let script = vec![
+        (ept_exit(0xFEE0_0100, false), 0),
+        (ept_exit(0xFEE0_0104, true), 0),
+        (ept_exit(0xFED0_0000, false), 0),
+    ];
+    let mut cpu = ScriptedCpu::new(Mode::Protected, 0x8000, script);
+    cpu.vmcs.write(GuestN::Cr0, 0x11).unwrap();
+    cpu.regs.rdi = 0xFEE0_0000;
+    cpu.regs.rbx = 0xCAFE_F00D;
+    cpu.regs.rax = 0xFFFF_FFFF_0000_0000;
+    let policy = policy();
+    assert_eq!(
+        Dispatcher::new(&policy, 39).run(&mut cpu, &mut board),
+        Stop::TripleFault
+    );
+    assert_eq!(board.writes, vec![(0x104, AccessWidth::Dword, 0xCAFE_F00D)]);
+    // The last load reached nothing: all ones, zero-extended into RAX.
+    assert_eq!(cpu.regs.rax, 0xFFFF_FFFF);
+    assert_eq!(board.unclaimed.len(), 1);
+    assert_eq!(board.unclaimed[0].guest_physical, 0xFED0_0000);
+    assert_eq!(cpu.rip(), 0x8011, "6 + 6 + 5 bytes decoded");
+}
+
+#[test]
+fn mmio_without_a_device_model_or_on_ram_is_left_to_the_integrator() {
+    let policy = policy();
+    let exit = ept_exit(0xFEE0_0000, false);
+    let mut cpu = ScriptedCpu::new(Mode::Protected, 0x8000, vec![(exit, 0)]);
+    assert_eq!(
+        Dispatcher::new(&policy, 39).run(&mut cpu, &mut Board::default()),
+        Stop::Unhandled(exit)
+    );
+    assert_eq!(cpu.rip(), 0x8000);
+}
