@@ -174,6 +174,8 @@ enum Operation {
     },
     Unmap,
     Protect(Permissions),
+    /// Split leaves larger than the current largest page size.
+    Split,
 }
 
 /// A 4-level EPT over frames from `A`.
@@ -185,6 +187,9 @@ pub struct EptTables<A: FrameAllocator> {
     allocator: A,
     root: u64,
     caps: EptCapabilities,
+    /// The largest leaf level in use: 3 normally, 1 while dirty logging
+    /// wants 4 KiB precision.
+    largest_level: u8,
 }
 
 impl<A: FrameAllocator> EptTables<A> {
@@ -210,6 +215,7 @@ impl<A: FrameAllocator> EptTables<A> {
             allocator,
             root,
             caps,
+            largest_level: 3,
         })
     }
 
@@ -364,17 +370,44 @@ impl<A: FrameAllocator> EptTables<A> {
         walk
     }
 
+    /// Switches to 4 KiB pages for precise dirty logging: splits every large
+    /// page in `[guest_physical, +len)` (keeping translations, attributes and
+    /// A/D flags) and, until [`EptTables::stop_dirty_logging`], maps and
+    /// merges nothing larger than 4 KiB anywhere. Needs up to 513 frames per
+    /// GiB of large pages; on `OutOfFrames` the range is split up to the
+    /// address given. INVEPT afterwards is the caller's job.
+    pub fn start_dirty_logging(&mut self, guest_physical: u64, len: u64) -> Result<(), EptError> {
+        let end = self.check_range(guest_physical, 0, len)?;
+        self.largest_level = 1;
+        let host = UniformHostMemory(MemoryType::WriteBack);
+        self.apply(guest_physical, end, Operation::Split, &host)
+    }
+
+    /// Allows large pages again and merges the tables of
+    /// `[guest_physical, +len)` back into large pages where they are uniform.
+    pub fn stop_dirty_logging(&mut self, guest_physical: u64, len: u64) -> Result<(), EptError> {
+        let end = self.check_range(guest_physical, 0, len)?;
+        self.largest_level = 3;
+        let mut addr = guest_physical & !(SPAN_2M - 1);
+        while addr < end {
+            self.tidy(addr)?;
+            addr += SPAN_2M;
+        }
+        Ok(())
+    }
+
     /// Reads and clears the dirty flags of `[guest_physical, +len)`: sets
     /// bit `i` of `bitmap` (bit `i % 64` of word `i / 64`) when the 4 KiB
     /// page at `guest_physical + i * 4096` was written since the last
     /// harvest, clears the other bits of the words it covers, and returns the
     /// number of dirty pages.
     ///
-    /// A large page is reported as all of its 4 KiB pages: tables are not
-    /// split for logging (map with 4 KiB pages for finer granularity). Its
-    /// dirty flag is cleared only when the page lies wholly inside the range;
-    /// a page the range cuts stays dirty and is reported again by the next
-    /// harvest of its other part, so nothing written is missed.
+    /// A large page is reported as all of its 4 KiB pages; for 4 KiB
+    /// precision call [`EptTables::start_dirty_logging`] first, which splits
+    /// large pages. A large page's dirty flag is cleared only when the page
+    /// lies wholly inside the range; a page the range cuts stays dirty and is
+    /// reported again by the next harvest of its other part, so nothing
+    /// written is missed.
     ///
     /// The processor keeps using cached dirty state until the caller executes
     /// INVEPT for these tables; harvest, then invalidate, then copy.
@@ -602,6 +635,21 @@ impl<A: FrameAllocator> EptTables<A> {
                         entry & ADDRESS_MASK
                     };
                 }
+                Operation::Split => {
+                    if level <= self.largest_level {
+                        // Every entry of this table and below is small enough.
+                        let table_end = (addr | (span * 512 - 1)) + 1;
+                        return Ok(min(table_end, end));
+                    }
+                    if !is_present(entry) {
+                        return Ok(min(base + span, end));
+                    }
+                    table = if is_leaf(entry, level) {
+                        self.split(table, index, entry, level)?
+                    } else {
+                        entry & ADDRESS_MASK
+                    };
+                }
                 Operation::Protect(permissions) => {
                     if !is_present(entry) {
                         return Ok(min(base + span, end));
@@ -630,6 +678,11 @@ impl<A: FrameAllocator> EptTables<A> {
         }
     }
 
+    /// Whether leaves at `level` may be used now.
+    fn leaf_allowed(&self, level: u8) -> bool {
+        level <= self.largest_level && self.caps.leaf_allowed(level)
+    }
+
     /// Whether a mapping at `addr` may use one leaf at `level`.
     fn map_fits<H: HostMemoryTypes + ?Sized>(
         &self,
@@ -643,7 +696,7 @@ impl<A: FrameAllocator> EptTables<A> {
             return true;
         }
         let span = entry_span(level);
-        self.caps.leaf_allowed(level)
+        self.leaf_allowed(level)
             && addr & (span - 1) == 0
             && end - addr >= span
             && host_physical & (span - 1) == 0
@@ -830,7 +883,7 @@ impl<A: FrameAllocator> EptTables<A> {
     /// if its 512 entries are contiguous, aligned, uniform leaves and the
     /// capabilities allow that page size.
     fn mergeable(&self, frame: &EptFrame, level: u8) -> Option<u64> {
-        if !self.caps.leaf_allowed(level + 1) {
+        if !self.leaf_allowed(level + 1) {
             return None;
         }
         let span = entry_span(level);

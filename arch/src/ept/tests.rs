@@ -630,6 +630,59 @@ fn dirty_harvest_reads_and_clears_per_page_and_per_large_page() {
 }
 
 #[test]
+fn dirty_logging_splits_to_4kib_and_stopping_merges_back() {
+    let storage = frames(600);
+    let mut pool = pool(&storage);
+    let mut t = EptTables::new(&mut pool, EptCapabilities::FULL).unwrap();
+    t.map(GIB1, 0x80_0000_0000, GIB1, MappingAttributes::RAM)
+        .unwrap();
+    t.map(2 * GIB1, 0x90_0000_0000, MIB2, MappingAttributes::DEVICE)
+        .unwrap();
+    assert_eq!(t.allocator().frames_in_use(), 3);
+    t.start_dirty_logging(GIB1, GIB1 + MIB2).unwrap();
+    // PML4, PDPT, one PD and 512 PTs for the GiB; a PD and a PT for the 2 MiB.
+    assert_eq!(t.allocator().frames_in_use(), 2 + 1 + 512 + 1 + 1);
+    for gpa in [GIB1, GIB1 + 0x1234_5000, 2 * GIB1 - KIB4, 2 * GIB1 + 0x1000] {
+        let tr = t.translate(gpa).unwrap();
+        assert_eq!(tr.page_size, PageSize::Size4K, "at {gpa:#x}");
+    }
+    assert_eq!(
+        t.translate(GIB1 + 0x1234_5678).unwrap().host_physical,
+        0x80_1234_5678
+    );
+    assert_eq!(
+        t.translate(2 * GIB1 + 8).unwrap().attributes,
+        MappingAttributes::DEVICE
+    );
+    // New mappings during logging use 4 KiB pages too.
+    t.map(4 * GIB1, 0x40_0000_0000, MIB2, MappingAttributes::RAM)
+        .unwrap();
+    assert_eq!(t.translate(4 * GIB1).unwrap().page_size, PageSize::Size4K);
+    // One written page is one bit.
+    let walk = t.walk(GIB1 + 0x5000);
+    assert!(walk.entries[0].is_some());
+    let mut table = t.root();
+    for l in (2..=4u8).rev() {
+        let idx = (((GIB1 + 0x5000) >> (12 + 9 * (l as u32 - 1))) & 0x1ff) as usize;
+        table = t.allocator().frame(table).unwrap().0[idx].load(Ordering::Relaxed) & ADDRESS_MASK;
+    }
+    t.allocator().frame(table).unwrap().0[5].fetch_or(DIRTY, Ordering::Relaxed);
+    let mut bitmap = [0u64; 4096];
+    assert_eq!(t.harvest_dirty(GIB1, GIB1, &mut bitmap), Ok(1));
+    assert_eq!(bitmap[0], 1 << 5);
+    t.stop_dirty_logging(GIB1, GIB1 + MIB2).unwrap();
+    t.stop_dirty_logging(4 * GIB1, MIB2).unwrap();
+    assert_eq!(
+        t.translate(GIB1 + 0x5000).unwrap().page_size,
+        PageSize::Size1G
+    );
+    assert_eq!(t.translate(2 * GIB1).unwrap().page_size, PageSize::Size2M);
+    assert_eq!(t.translate(4 * GIB1).unwrap().page_size, PageSize::Size2M);
+    // PML4, PDPT, PD for the 2 MiB at 2 GiB, PD for the 2 MiB at 4 GiB.
+    assert_eq!(t.allocator().frames_in_use(), 4);
+}
+
+#[test]
 fn walk_reports_a_misconfigured_entry() {
     let storage = frames(8);
     let mut pool = pool(&storage);
