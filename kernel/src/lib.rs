@@ -12,6 +12,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod bus;
 pub mod cpuid;
 pub mod decode;
 pub mod device;

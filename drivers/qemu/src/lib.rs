@@ -9,7 +9,6 @@
 //! - [`pc_testdev`]: QEMU's `pc-testdev` (scratch ports, page flush port,
 //!   interrupt-line ports, a 64 KiB RAM-like MMIO window);
 //! - [`shutdown`]: the Bochs port 0x8900 "Shutdown" convention;
-//! - [`port_bus`]: a small fixed-capacity table routing I/O ports to devices.
 //!
 //! Exit and shutdown requests are plain state: the device cannot stop a vCPU,
 //! so the appliance polls (`take_*`) after dispatching an access.
@@ -22,7 +21,7 @@
 //! use ponte_qemu_devices::debug_exit::DebugExit;
 //! use ponte_qemu_devices::fw_cfg::{self, FwCfg};
 //! use ponte_qemu_devices::pc_testdev::{self, PcTestDev};
-//! use ponte_qemu_devices::port_bus::PortBus;
+//! use ponte_kernel::bus::PortBus;
 //! use ponte_qemu_devices::shutdown::{ShutdownPort, SHUTDOWN_PORT};
 //!
 //! /// The integrator's handle on one interrupt router input.
@@ -70,7 +69,6 @@ extern crate std;
 pub mod debug_exit;
 pub mod fw_cfg;
 pub mod pc_testdev;
-pub mod port_bus;
 pub mod shutdown;
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use ponte_arch::{
     },
 };
 use ponte_kernel::{
+    bus::PortBus,
     cpuid::{CpuidPolicy, CpuidResult, GuestCpu},
     device::AccessWidth,
     irq::lines::LineSet,
@@ -36,7 +37,7 @@ use ponte_kernel::{
         LinearRam,
     },
 };
-use ponte_qemu_devices::{debug_exit::DebugExit, pc_testdev::PcTestDev, port_bus::PortBus};
+use ponte_qemu_devices::{debug_exit::DebugExit, pc_testdev::PcTestDev};
 
 ponte_arch::entry!(main);
 

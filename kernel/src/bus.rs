@@ -6,7 +6,7 @@
 //! device may own several ranges (pc-testdev has four). Ports nobody claims
 //! read as all ones and drop writes, as on an ISA bus.
 
-use ponte_kernel::device::{AccessWidth, PortIo};
+use crate::device::{AccessWidth, PortIo};
 
 /// Why a range could not be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,28 +131,50 @@ impl<const N: usize> PortBus<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::debug_exit::DebugExit;
-    use crate::shutdown::{ShutdownPort, SHUTDOWN_PORT};
+    use std::{vec, vec::Vec};
+
+    /// Records every access with the port it saw; reads return the port.
+    #[derive(Default)]
+    struct Recorder(Vec<(u16, AccessWidth, Option<u32>)>);
+
+    impl PortIo for Recorder {
+        fn io_read(&mut self, port: u16, width: AccessWidth) -> u32 {
+            self.0.push((port, width, None));
+            u32::from(port)
+        }
+        fn io_write(&mut self, port: u16, width: AccessWidth, value: u32) {
+            self.0.push((port, width, Some(value)));
+        }
+    }
 
     #[test]
     fn routes_ports_to_their_devices() {
         let mut bus: PortBus<4> = PortBus::new();
         bus.add(0xf4, 4, 0).unwrap();
-        bus.add(SHUTDOWN_PORT, 1, 1).unwrap();
-        let mut exit = DebugExit::standard();
-        let mut shutdown = ShutdownPort::new();
+        bus.add(0x8900, 1, 1).unwrap();
+        bus.add(0x20, 2, 1).unwrap();
+        let (mut first, mut second) = (Recorder::default(), Recorder::default());
         {
-            let mut devices: [&mut dyn PortIo; 2] = [&mut exit, &mut shutdown];
+            let mut devices: [&mut dyn PortIo; 2] = [&mut first, &mut second];
             bus.write(&mut devices, 0xf6, AccessWidth::Byte, 1);
-            for &b in b"Shutdown" {
-                bus.write(&mut devices, SHUTDOWN_PORT, AccessWidth::Byte, u32::from(b));
-            }
-            assert_eq!(bus.read(&mut devices, 0xf4, AccessWidth::Byte), 0);
-            assert_eq!(bus.read(&mut devices, 0x80, AccessWidth::Word), 0xffff);
+            bus.write(&mut devices, 0x8900, AccessWidth::Word, 0x53);
+            assert_eq!(bus.read(&mut devices, 0x21, AccessWidth::Byte), 0x21);
+            assert_eq!(
+                bus.read(&mut devices, 0x80, AccessWidth::Word),
+                0xffff,
+                "nobody at 0x80"
+            );
             bus.write(&mut devices, 0x80, AccessWidth::Byte, 1);
         }
-        assert_eq!(exit.take_exit_request().unwrap().status(), 3);
-        assert!(shutdown.take_shutdown_request());
+        assert_eq!(first.0, vec![(0xf6, AccessWidth::Byte, Some(1))]);
+        assert_eq!(
+            second.0,
+            vec![
+                (0x8900, AccessWidth::Word, Some(0x53)),
+                (0x21, AccessWidth::Byte, None)
+            ],
+            "one device may own several ranges"
+        );
     }
 
     #[test]
