@@ -63,6 +63,29 @@ pub struct BootModule {
     /// The module's command line as given to the loader (by convention its
     /// name followed by arguments).
     pub name: &'static str,
+    /// Only the boot runtime makes modules, so `range` is always memory the
+    /// loader filled and the runtime keeps reserved.
+    from_loader: (),
+}
+
+impl BootModule {
+    /// The module's bytes.
+    pub fn bytes(&self) -> &'static [u8] {
+        let () = self.from_loader;
+        let len = self.range.end.saturating_sub(self.range.start) as usize;
+        // SAFETY: modules are made only by the runtime (private field), from
+        // the loader's module tags; their memory is identity-mapped, a
+        // reserved range no allocator hands out and nothing writes, so a
+        // shared slice of it is valid for the whole run.
+        unsafe { core::slice::from_raw_parts(self.range.start as *const u8, len) }
+    }
+
+    /// The module's arguments: its command line after the first word.
+    pub fn arguments(&self) -> &'static str {
+        let line = self.name.trim_start();
+        line.find(char::is_whitespace)
+            .map_or("", |i| line[i..].trim_start())
+    }
 }
 
 /// What the image learns from its loader.
@@ -279,7 +302,15 @@ mod runtime {
         for module in mbi.module_tags() {
             let name = module.cmdline().unwrap_or("");
             let range = u64::from(module.start_address())..u64::from(module.end_address());
-            if boot.modules.push(BootModule { range, name }).is_err() {
+            if boot
+                .modules
+                .push(BootModule {
+                    range,
+                    name,
+                    from_loader: (),
+                })
+                .is_err()
+            {
                 log::warn!("more than {MAX_MODULES} boot modules; the rest is ignored");
                 break;
             }
