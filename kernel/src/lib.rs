@@ -21,5 +21,5 @@ pub mod loader;
 pub mod memory;
 pub mod msr;
 pub mod time;
-pub mod vm;
 pub mod vcpu;
+pub mod vm;

@@ -55,25 +55,24 @@ pub struct MemoryRegion {
     pub kind: MemoryKind,
 }
 
-/// A file the loader placed in memory next to the image.
+/// A file the loader placed in memory next to the image. Only the boot
+/// runtime makes modules (the type is non-exhaustive), so `range` is always
+/// memory the loader filled and the runtime keeps reserved.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BootModule {
     /// Physical addresses of its bytes (end exclusive).
     pub range: Range<u64>,
     /// The module's command line as given to the loader (by convention its
     /// name followed by arguments).
     pub name: &'static str,
-    /// Only the boot runtime makes modules, so `range` is always memory the
-    /// loader filled and the runtime keeps reserved.
-    from_loader: (),
 }
 
 impl BootModule {
     /// The module's bytes.
     pub fn bytes(&self) -> &'static [u8] {
-        let () = self.from_loader;
         let len = self.range.end.saturating_sub(self.range.start) as usize;
-        // SAFETY: modules are made only by the runtime (private field), from
+        // SAFETY: modules are made only by the runtime (non-exhaustive), from
         // the loader's module tags; their memory is identity-mapped, a
         // reserved range no allocator hands out and nothing writes, so a
         // shared slice of it is valid for the whole run.

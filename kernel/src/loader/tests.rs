@@ -831,7 +831,7 @@ fn tag(tag_type: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
     put16(&mut t, 2, flags);
     put32(&mut t, 4, (8 + payload.len()) as u32);
     t.extend_from_slice(payload);
-    while t.len() % 8 != 0 {
+    while !t.len().is_multiple_of(8) {
         t.push(0);
     }
     t
@@ -1209,7 +1209,7 @@ fn truncated_and_corrupted_images_never_panic() {
         for _ in 0..1500 {
             let mut k = image.clone();
             for _ in 0..1 + rng.next() % 4 {
-                let at = if rng.next() % 2 == 0 {
+                let at = if rng.next().is_multiple_of(2) {
                     (rng.next() % 0x100) as usize
                 } else {
                     0x1000 + (rng.next() % 0x80) as usize
