@@ -301,15 +301,7 @@ mod runtime {
         for module in mbi.module_tags() {
             let name = module.cmdline().unwrap_or("");
             let range = u64::from(module.start_address())..u64::from(module.end_address());
-            if boot
-                .modules
-                .push(BootModule {
-                    range,
-                    name,
-                    from_loader: (),
-                })
-                .is_err()
-            {
+            if boot.modules.push(BootModule { range, name }).is_err() {
                 log::warn!("more than {MAX_MODULES} boot modules; the rest is ignored");
                 break;
             }
