@@ -12,10 +12,13 @@
 //! - `test [<scenario>...]`: host tests, clippy, rustfmt, rustdoc, then every
 //!   integration scenario (or the named ones), two emulators at a time.
 //! - `bench`: prints `bench <name> <value> <unit>` lines.
+//! - `linux-assets [--qemu]`: prepares the Linux guest's kernel, initramfs
+//!   and disks (see `linux_assets`); `--qemu` boots them twice in QEMU.
 
 mod bench;
 mod emulator;
 mod image;
+mod linux_assets;
 mod packages;
 mod run_kernel;
 mod scenarios;
@@ -50,11 +53,12 @@ fn main() -> ExitCode {
         Some("run-kernel") => return run_kernel::command(&args[1..]),
         Some("test") => test_command(&args[1..]),
         Some("bench") => bench::run(),
+        Some("linux-assets") => linux_assets::command(&args[1..]),
         _ => Err(
             "usage: cargo xtask image <example> | run [<example>] [--emulator bochs|qemu] \
                   [--cpu <bochs model>] [--append ARGS] | run-kernel <kernel> [--append ARGS] \
                   [--initrd FILE] [--memory MiB] [--emulator qemu|ponte] [--cpu <bochs model>] \
-                  [--timeout SECS] | test [<scenario>...] | bench"
+                  [--timeout SECS] | test [<scenario>...] | bench | linux-assets [--qemu]"
                 .into(),
         ),
     };

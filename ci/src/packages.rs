@@ -26,7 +26,8 @@ fn installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+/// Whether the runner runs as root (and may call apt-get update/install).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
