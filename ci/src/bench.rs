@@ -5,16 +5,64 @@
 //!   and of `qemu-img bench` on the same 1 GiB images, through the page
 //!   cache, with a raw file's page-cache copy as the limit (measured by the
 //!   `vhd-bench` example of ponte-vhd, which documents each workload).
+//! - Guest-measured figures: appliance runs in Bochs listed in
+//!   [`GUEST_BENCHMARKS`], whose console prints the `bench` lines itself
+//!   (under Bochs the guest's TSC counts instructions, so they are exact).
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
-use crate::{cargo, examples, image, packages, run_quiet, target_dir, work_dir};
+use crate::{
+    cargo,
+    emulator::{self, Emulator, Machine, Verdict},
+    examples, image, packages, run_quiet, scenarios, target_dir, work_dir,
+};
+
+/// Appliance runs whose console prints `bench <name> <value> <unit>` lines:
+/// (example, command line).
+pub const GUEST_BENCHMARKS: &[(&str, &str)] = &[
+    // Median of 10,000 CPUID exit round trips through the full dispatch.
+    ("vmx-basics", "bench"),
+];
 
 /// Prints every benchmark figure; a failing group does not stop the others.
 pub fn run() -> Result<(), String> {
     let images = image_sizes();
+    let guests = guest_benchmarks();
     let vhd = vhd();
-    images.and(vhd)
+    images.and(guests).and(vhd)
+}
+
+/// Boots each run of [`GUEST_BENCHMARKS`] in Bochs and prints its lines.
+fn guest_benchmarks() -> Result<(), String> {
+    packages::ensure(packages::EMULATION)?;
+    for (example, command_line) in GUEST_BENCHMARKS {
+        let elf = image::build(example)?;
+        let dir = work_dir(&format!(
+            "bench-{example}-{}",
+            command_line.replace(' ', "-")
+        ))?;
+        let iso = image::iso(&dir, &elf, command_line, &[])?;
+        let machine = Machine {
+            emulator: Emulator::Bochs,
+            cpu: scenarios::DEFAULT.cpu.into(),
+            memory_mib: scenarios::DEFAULT.memory_mib,
+            timeout: Duration::from_secs(600),
+        };
+        let report = emulator::boot(&machine, &iso, &dir, false)?;
+        if report.verdict() != Verdict::Pass {
+            return Err(format!(
+                "{example} {command_line}: {} (logs in {})",
+                report.summary(),
+                dir.display()
+            ));
+        }
+        for line in report.console.lines().map(|l| l.trim_end_matches('\r')) {
+            if line.starts_with("bench ") {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Prints the stripped size of every appliance image.
