@@ -571,6 +571,16 @@ impl<C: Clock, L: InterruptLine> Pit<C, L> {
     }
 }
 
+/// A board's interrupt system polls the timer before every VM entry.
+impl<C: Clock, L: InterruptLine> ponte_kernel::irq::board::PolledTimer for Pit<C, L> {
+    fn poll(&mut self) {
+        Pit::poll(self);
+    }
+    fn next_event_ns(&self) -> Option<u64> {
+        Pit::next_event_ns(self)
+    }
+}
+
 impl<C: Clock, L: InterruptLine> PortIo for Pit<C, L> {
     /// Ports 0x40-0x42 (counters), 0x43 (reads 0xFF), 0x61.
     fn io_read(&mut self, port: u16, _width: AccessWidth) -> u32 {

@@ -478,6 +478,16 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
     }
 }
 
+/// A board's interrupt system polls the timer before every VM entry.
+impl<C: Clock, L: InterruptLine> ponte_kernel::irq::board::PolledTimer for Rtc<C, L> {
+    fn poll(&mut self) {
+        Rtc::poll(self);
+    }
+    fn next_event_ns(&self) -> Option<u64> {
+        Rtc::next_event_ns(self)
+    }
+}
+
 impl<C: Clock, L: InterruptLine> PortIo for Rtc<C, L> {
     /// 0x71 reads the selected register; 0x70 is write-only (reads 0xFF).
     fn io_read(&mut self, port: u16, _width: AccessWidth) -> u32 {

@@ -21,6 +21,8 @@
 //! - [`inject`]: the pure decision of what the next VM entry injects, which
 //!   window exits it requests, or how long a halted vCPU sleeps.
 //! - [`vectors`]: the 256-bit vector sets (IRR, ISR, TMR).
+//! - [`board`]: all of the above assembled for a one-vCPU PC board, with
+//!   its timers, as the run loop's interrupt system.
 
 //!
 //! # Wiring
@@ -73,6 +75,7 @@
 //! }
 //! ```
 
+pub mod board;
 pub mod inject;
 pub mod ioapic;
 pub mod lapic;
