@@ -19,6 +19,7 @@ pub mod device;
 pub mod irq;
 pub mod loader;
 pub mod memory;
+pub mod mmio_devices;
 pub mod msr;
 pub mod time;
 pub mod vcpu;
