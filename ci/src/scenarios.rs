@@ -172,6 +172,53 @@ pub const SCENARIOS: &[Scenario] = &[
         console_contains: &["long guest passed every check"],
         ..VMX_BASICS
     },
+    // ponte's EPT and guest-memory layer, one guest per part.
+    Scenario {
+        name: "ept-large-pages-bochs",
+        command_line: "large-pages",
+        memory_mib: 1024,
+        console_contains: &[
+            "ept: RAM [0, 0x20000000) mapped by 0 x 1 GiB, 256 x 2 MiB, 0 x 4 KiB pages, each the largest alignment and capabilities allow",
+            "large-pages guest wrote and read back all 255 2 MiB ranges of 512 MiB; host memory holds its pattern; 255 dirty leaves",
+        ],
+        ..EPT_BASICS
+    },
+    Scenario {
+        name: "ept-mmio-bochs",
+        command_line: "mmio",
+        console_contains: &[
+            "mmio: 8-byte accesses: 2 writes, 3 reads",
+            "the device saw exactly its 22 accesses (widths 1, 2, 4, 8, MOVZX/MOVSX, AND/OR read-modify-writes)",
+        ],
+        ..EPT_BASICS
+    },
+    Scenario {
+        name: "ept-readonly-bochs",
+        command_line: "readonly",
+        console_contains: &[
+            "readonly guest's write stopped at 0x400238 (linear 0x8000400238), completed after unprotecting",
+        ],
+        ..EPT_BASICS
+    },
+    Scenario {
+        name: "ept-dirty-bochs",
+        command_line: "dirty",
+        console_contains: &[
+            "dirty: round one: harvest reports",
+            "dirty: after round two: harvest reports 0 pages",
+            "dirty logging reported exactly the guest's",
+        ],
+        ..EPT_BASICS
+    },
+    Scenario {
+        name: "ept-unmapped-bochs",
+        command_line: "unmapped",
+        console_contains: &[
+            "unmapped: write of 8 bytes at 0x20000000 reported to the board",
+            "unmapped guest passed: 8 accesses to nothing reported, reads all ones, writes dropped",
+        ],
+        ..EPT_BASICS
+    },
     // ponte's test kernels in the reference emulator. The Multiboot v1 kernel
     // boots with QEMU's -kernel; QEMU 7.2's -kernel has no Multiboot2 loader,
     // so the Multiboot2 kernel boots from a GRUB ISO (`multiboot2`).
@@ -214,6 +261,12 @@ pub const SCENARIOS: &[Scenario] = &[
 /// unrestricted guest.
 const VMX_BASICS: Scenario = Scenario {
     example: "vmx-basics",
+    ..DEFAULT
+};
+
+/// Scenarios of the EPT and guest-memory layer.
+const EPT_BASICS: Scenario = Scenario {
+    example: "ept-basics",
     ..DEFAULT
 };
 
