@@ -6,6 +6,7 @@
 //! - [`memory`]: the image's free host memory, handed out as owned pages and RAM blocks.
 //! - [`vmx`]: VT-x bring-up, the typed VMCS, controls, VM entry and exit.
 //! - [`ept`]: extended page tables.
+//! - [`port`]: the I/O port contract for host device drivers and its `in`/`out` implementation.
 //!
 //! Everything that can be computed without executing a privileged
 //! instruction (capability decoding, control reconciliation, VMCS setup over
@@ -22,4 +23,5 @@ pub mod boot;
 pub mod cpu;
 pub mod ept;
 pub mod memory;
+pub mod port;
 pub mod vmx;
