@@ -101,7 +101,7 @@ impl<'m, L: InterruptLine> PcTestDev<'m, L> {
     /// reject it as unaligned.
     fn scratch_mask(k: u16, width: AccessWidth) -> Option<(u32, u32)> {
         let bytes = width.bytes() as u16;
-        if bytes > 4 || k % bytes != 0 {
+        if bytes > 4 || !k.is_multiple_of(bytes) {
             return None;
         }
         let shift = u32::from(k) * 8;
