@@ -255,12 +255,87 @@ pub const SCENARIOS: &[Scenario] = &[
         },
         ..DEFAULT
     },
+    // Interrupt delivery through ponte's routing, controllers, timers and
+    // run loop: one guest per path, each reporting its own verdict.
+    Scenario {
+        name: "irq-pic-pit-bochs",
+        command_line: "pic-pit",
+        console_contains: &[
+            "pic-pit: 50 IRQ0 ticks of PIT mode 2 (count 1193) through the 8259A and virtual wire took",
+            "pic-pit guest passed every check",
+        ],
+        ..IRQ_BASICS
+    },
+    Scenario {
+        name: "irq-ioapic-level-bochs",
+        command_line: "ioapic-level",
+        console_contains: &[
+            "delivered 3 times, 2 of them again after an EOI while the line stayed raised; none after it was lowered",
+            "ioapic-level guest passed every check",
+        ],
+        ..IRQ_BASICS
+    },
+    Scenario {
+        name: "irq-lapic-timer-bochs",
+        command_line: "lapic-timer",
+        console_contains: &[
+            "lapic-timer: one-shot 1 ms fired after",
+            "periodic: 20 periods in",
+            "TSC-deadline fired",
+            "a past deadline fired at once",
+            "lapic-timer guest passed every check",
+        ],
+        ..IRQ_BASICS
+    },
+    Scenario {
+        name: "irq-x2apic-bochs",
+        command_line: "x2apic",
+        console_contains: &[
+            "4 #GPs as required",
+            "1 SELF_IPI, 1 ICR IPI, 1 MSR-programmed timer expiry delivered",
+            "x2apic guest passed every check",
+        ],
+        ..IRQ_BASICS
+    },
+    Scenario {
+        name: "irq-nmi-bochs",
+        command_line: "nmi",
+        console_contains: &[
+            "nmi: 2 NMIs through the ICR taken with IF=0, 0 nested",
+            "nmi guest passed every check",
+        ],
+        ..IRQ_BASICS
+    },
+    Scenario {
+        name: "irq-hlt-wake-bochs",
+        command_line: "hlt-wake",
+        console_contains: &[
+            "HLT with IF=1 woken 5 times by the LAPIC timer",
+            "hlt-wake guest passed every check",
+        ],
+        ..IRQ_BASICS
+    },
+    Scenario {
+        name: "irq-if-held-bochs",
+        command_line: "if-held",
+        console_contains: &[
+            "after STI 1 line and 1 timer interrupt arrived after the STI shadow",
+            "if-held guest passed every check",
+        ],
+        ..IRQ_BASICS
+    },
 ];
 
 /// Scenarios of the VT-x core: guests in each mode, and a processor without
 /// unrestricted guest.
 const VMX_BASICS: Scenario = Scenario {
     example: "vmx-basics",
+    ..DEFAULT
+};
+
+/// Scenarios of the interrupt path (the `irq-basics` appliance).
+const IRQ_BASICS: Scenario = Scenario {
+    example: "irq-basics",
     ..DEFAULT
 };
 
