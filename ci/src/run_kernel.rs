@@ -8,11 +8,12 @@
 //! a reset or triple fault), [`TIMEOUT_STATUS`] when it ran past the timeout.
 //! The runner itself failing gives [`RUNNER_ERROR_STATUS`].
 //!
-//! `--emulator qemu` is the reference. `--emulator ponte` (the default once
-//! it exists) boots the test-kernel appliance in Bochs with the kernel as a
-//! Multiboot2 module and ARGS on the module's command line; it plugs in at
-//! [`run`], building on [`emulator::supervise`] for streaming and the timeout
-//! and reading the status from the line the appliance prints.
+//! `--emulator qemu` is the reference. `--emulator ponte` (the default) boots
+//! the `testkernel` appliance in Bochs with the kernel as its first Multiboot2
+//! module (ARGS on the module's command line after the kernel's name) and
+//! the initrd as the second; the appliance runs the kernel on QEMU's PC test
+//! profile, prints its COM1 output and then [`GUEST_EXIT_MARKER`] with the
+//! status QEMU would have given.
 
 use std::{
     env, fs,
@@ -28,13 +29,21 @@ use crate::{emulator, image, image::Module, packages, work_dir};
 pub const TIMEOUT_STATUS: i32 = 124;
 /// Status when the runner could not run the kernel at all.
 pub const RUNNER_ERROR_STATUS: u8 = 125;
+/// The line the test-kernel appliance prints when the guest ended, followed
+/// by ` status N`.
+pub const GUEST_EXIT_MARKER: &str = "PONTE-GUEST-EXIT:";
+/// The appliance that runs test kernels under ponte.
+pub const APPLIANCE: &str = "testkernel";
+/// Bochs RAM beyond the guest's: the appliance's image, page tables, EPT
+/// tables and device buffers.
+const APPLIANCE_OVERHEAD_MIB: u32 = 64;
 
 /// What runs the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelEmulator {
     /// QEMU, the reference: `-kernel`, or GRUB for Multiboot2 kernels.
     Qemu,
-    /// ponte's test-kernel appliance in Bochs (not available yet).
+    /// ponte's test-kernel appliance (`examples/testkernel`) in Bochs.
     Ponte,
 }
 
@@ -160,13 +169,89 @@ pub fn describe_status(status: i32) -> String {
 pub fn run(run: &KernelRun, dir: &Path, stream: bool) -> Result<KernelReport, String> {
     match run.emulator {
         KernelEmulator::Qemu => run_qemu(run, dir, stream),
-        KernelEmulator::Ponte => Err(
-            "--emulator ponte is not available yet: ponte's test-kernel appliance, which \
-             boots the kernel in Bochs as a Multiboot2 module, does not exist yet; \
-             use --emulator qemu"
-                .into(),
-        ),
+        KernelEmulator::Ponte => run_ponte(run, dir, stream),
     }
+}
+
+/// The status in the appliance's [`GUEST_EXIT_MARKER`] line, if it printed
+/// one.
+pub fn guest_exit_status(console: &str) -> Option<i32> {
+    console.lines().find_map(|line| {
+        let rest = line.split_once(GUEST_EXIT_MARKER)?.1.trim();
+        rest.strip_prefix("status")?.trim().parse().ok()
+    })
+}
+
+/// The status of a ponte run: the guest's, [`TIMEOUT_STATUS`] when Bochs ran
+/// past the timeout, an error when the appliance could not run the guest,
+/// and 0 when it stopped without saying (as QEMU does when the machine
+/// stops without an isa-debug-exit write).
+pub fn ponte_status(report: &emulator::RunReport) -> Result<i32, String> {
+    if report.timed_out {
+        return Ok(TIMEOUT_STATUS);
+    }
+    if let Some(status) = guest_exit_status(&report.console) {
+        return Ok(status);
+    }
+    match &report.result {
+        Some((emulator::Verdict::Fail, reason)) => {
+            Err(format!("the test-kernel appliance failed: {reason}"))
+        }
+        _ => Ok(0),
+    }
+}
+
+/// The modules of a ponte run: the kernel, named by its file name and
+/// followed by its arguments, then the initrd under its file name.
+pub fn ponte_modules(run: &KernelRun) -> Vec<Module> {
+    let file_name = |path: &Path| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "kernel".into())
+    };
+    let mut kernel_line = file_name(&run.kernel);
+    if !run.append.trim().is_empty() {
+        kernel_line.push(' ');
+        kernel_line.push_str(run.append.trim());
+    }
+    let mut modules = vec![Module {
+        path: run.kernel.clone(),
+        name: kernel_line,
+    }];
+    modules.extend(run.initrd.iter().map(|path| Module {
+        path: path.clone(),
+        name: file_name(path),
+    }));
+    modules
+}
+
+fn run_ponte(run: &KernelRun, dir: &Path, stream: bool) -> Result<KernelReport, String> {
+    let elf = image::build(APPLIANCE)?;
+    let iso = image::iso(
+        dir,
+        &elf,
+        &format!("mem={}", run.memory_mib),
+        &ponte_modules(run),
+    )?;
+    if stream {
+        eprintln!(
+            "booting {} in ponte's {APPLIANCE} appliance in Bochs ({}); console follows",
+            run.kernel.display(),
+            run.cpu
+        );
+    }
+    let machine = emulator::Machine {
+        emulator: emulator::Emulator::Bochs,
+        cpu: run.cpu.clone(),
+        memory_mib: run.memory_mib.saturating_add(APPLIANCE_OVERHEAD_MIB),
+        timeout: run.timeout,
+    };
+    let report = emulator::boot(&machine, &iso, dir, stream)?;
+    Ok(KernelReport {
+        status: ponte_status(&report)?,
+        console: report.console,
+        elapsed: report.elapsed,
+    })
 }
 
 fn run_qemu(run: &KernelRun, dir: &Path, stream: bool) -> Result<KernelReport, String> {
@@ -242,7 +327,7 @@ fn parse_and_run(args: &[String]) -> Result<i32, String> {
         append: String::new(),
         initrd: None,
         memory_mib: 256,
-        emulator: KernelEmulator::Qemu,
+        emulator: KernelEmulator::Ponte,
         cpu: crate::scenarios::DEFAULT.cpu.into(),
         timeout: Duration::from_secs(120),
     };
@@ -375,6 +460,56 @@ mod tests {
         assert_eq!(qemu_status(Some(ExitStatus::from_raw(0))), 0);
         // Killed by SIGKILL (9): 128 + 9, as a shell reports it.
         assert_eq!(qemu_status(Some(ExitStatus::from_raw(9))), 137);
+    }
+
+    #[test]
+    fn ponte_status_comes_from_the_appliances_line() {
+        let report = |console: &str, result, timed_out| emulator::RunReport {
+            result,
+            timed_out,
+            inconsistency: None,
+            elapsed: Duration::from_secs(1),
+            console: console.into(),
+        };
+        let pass = Some((emulator::Verdict::Pass, String::new()));
+        let line = "check x: ok\r\nPONTE-GUEST-EXIT: status 113\r\nPONTE-RESULT: PASS\r\n";
+        assert_eq!(ponte_status(&report(line, pass.clone(), false)), Ok(113));
+        // Past the timeout, whatever was printed.
+        assert_eq!(ponte_status(&report(line, None, true)), Ok(124));
+        // No line: the machine stopped without a status, as QEMU reports it.
+        assert_eq!(ponte_status(&report("booted\n", pass, false)), Ok(0));
+        // The appliance could not run the guest: the runner failed.
+        let failed = Some((emulator::Verdict::Fail, "cannot load mb1.elf".into()));
+        assert!(ponte_status(&report("", failed, false))
+            .unwrap_err()
+            .contains("cannot load mb1.elf"));
+        assert_eq!(guest_exit_status("PONTE-GUEST-EXIT: status x"), None);
+    }
+
+    #[test]
+    fn ponte_gets_the_kernel_with_its_arguments_then_the_initrd() {
+        let run = KernelRun {
+            kernel: PathBuf::from("/k/mb1.elf"),
+            append: " ponte-testkernel fail-on-purpose ".into(),
+            initrd: Some(PathBuf::from("/k/initrd.img")),
+            memory_mib: 128,
+            emulator: KernelEmulator::Ponte,
+            cpu: "corei7_skylake_x".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let modules = ponte_modules(&run);
+        assert_eq!(modules.len(), 2);
+        assert_eq!(modules[0].path, PathBuf::from("/k/mb1.elf"));
+        assert_eq!(modules[0].name, "mb1.elf ponte-testkernel fail-on-purpose");
+        assert_eq!(modules[1].name, "initrd.img");
+        let bare = KernelRun {
+            append: String::new(),
+            initrd: None,
+            ..run
+        };
+        let modules = ponte_modules(&bare);
+        assert_eq!(modules.len(), 1);
+        assert_eq!(modules[0].name, "mb1.elf");
     }
 
     #[test]

@@ -255,6 +255,38 @@ pub const SCENARIOS: &[Scenario] = &[
         },
         ..DEFAULT
     },
+    // The same kernels, unmodified, in ponte's test-kernel appliance in
+    // Bochs (`run-kernel --emulator ponte`): the same statuses as QEMU's.
+    Scenario {
+        name: "testkernel-mb1-ponte",
+        command_line: testkernels::REQUIRED_ARGUMENT,
+        console_contains: testkernels::PASSED,
+        boots: Boot::TestKernel {
+            kernel: TestKernel::Multiboot1,
+            status: testkernels::PASS_STATUS,
+        },
+        ..DEFAULT
+    },
+    Scenario {
+        name: "testkernel-mb2-ponte",
+        command_line: testkernels::REQUIRED_ARGUMENT,
+        console_contains: testkernels::PASSED,
+        boots: Boot::TestKernel {
+            kernel: TestKernel::Multiboot2,
+            status: testkernels::PASS_STATUS,
+        },
+        ..DEFAULT
+    },
+    Scenario {
+        name: "testkernel-mb1-fail-ponte",
+        command_line: "ponte-testkernel fail-on-purpose",
+        console_contains: testkernels::FAILED_ON_PURPOSE,
+        boots: Boot::TestKernel {
+            kernel: TestKernel::Multiboot1,
+            status: testkernels::FAIL_ON_PURPOSE_STATUS,
+        },
+        ..DEFAULT
+    },
     // Interrupt delivery through ponte's routing, controllers, timers and
     // run loop: one guest per path, each reporting its own verdict.
     Scenario {

@@ -13,6 +13,7 @@
 extern crate std;
 
 pub mod bus;
+pub mod cpu_state;
 pub mod cpuid;
 pub mod decode;
 pub mod device;
