@@ -16,9 +16,10 @@ use crate::storage::TableStorage;
 /// Reads and writes never allocate. Writes may be queued: call
 /// [`Disk::flush`] before dropping the disk to make them durable.
 ///
-/// The value holds each image's header and bitmap cache inline (about 5 KiB per
-/// image, `N` images), plus the devices and BAT storage handles; integrators
-/// without a heap keep it in a static or a long-lived frame.
+/// The value holds each image's headers inline (about 1 KiB per image, `N`
+/// images), plus the devices and table storage handles; BAT caches and
+/// bitmap caches live in the table storage ([`crate::storage`]).
+/// Integrators without a heap keep it in a static or a long-lived frame.
 pub struct Disk<D, B, const N: usize = 8> {
     layers: heapless::Vec<Layer<D, B>, N>,
     size: u64,

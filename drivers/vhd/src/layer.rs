@@ -23,15 +23,29 @@
 //!    device flush made durable what it exposes (data, the block's
 //!    initialised bitmap). BAT and bitmap updates are queued in memory
 //!    (dirty BAT sectors, dirty bitmap slots) and written by
-//!    [`Layer::sync`]: flush, metadata, flush. Before the second flush any
-//!    subset of the queued metadata may be on the medium; each subset is a
-//!    valid image, because bits are only ever set and a BAT entry only
-//!    changes to "unallocated" or to a block in space no durable entry
-//!    references.
+//!    [`Layer::sync`]: flush, metadata, flush. A dirty bitmap slot needed
+//!    for another sector is written the same way, with everything queued.
+//!    Before the second flush any subset of the queued metadata may be on
+//!    the medium; each subset is a valid image, because bits are only ever
+//!    set and a BAT entry only changes to "unallocated" or to a block in
+//!    space no durable entry references.
 //! 4. Space is given back only after nothing durable references it: blocks
 //!    moved by compaction are copied into unreferenced holes, their new
 //!    entries synced, the footer written at the new end and flushed, and
 //!    only then is the file truncated.
+//!
+//! # Read path
+//!
+//! Sector bitmaps are cached in a direct-mapped cache whose size the
+//! integrator chooses ([`OpenOptions::bitmap_cache_slots`]), in the table
+//! storage. A block known to have every sector present (allocated so by
+//! ponte, or whose single bitmap sector reads back all ones, or filled by
+//! writes) carries a mark in memory, and reads of it skip the bitmap. The
+//! mark is cleared whenever the block's BAT entry changes, and recomputed
+//! whenever its bitmap changes. Blocks larger than 2 MiB, whose bitmap
+//! spans several sectors, are marked only when ponte allocates them. Marks
+//! are never written to the device, so they play no part in the crash
+//! invariant.
 
 use crate::device::BlockDevice;
 use crate::error::{Error, IoError, Problem, Region, Structure};
@@ -40,21 +54,31 @@ use crate::format::{
     HEADER_SIZE, LOCATOR_SLOTS, MAX_BLOCK_SIZE, MAX_DYNAMIC_SIZE, MAX_FIXED_SIZE, MIN_BLOCK_SIZE,
     SECTOR_SIZE,
 };
-use crate::storage::TableStorage;
+use crate::storage::{marks_len, table_words, TableStorage, BITMAP_SLOT_WORDS};
 
 /// Longest parent locator ponte decodes, in bytes.
 pub const MAX_LOCATOR_LEN: u32 = 2048;
-/// Sector bitmap sectors cached per image.
-const CACHE_SLOTS: usize = 8;
 /// BAT sectors whose update may be pending before a forced sync.
 const DIRTY_BAT_MAX: usize = 16;
+/// Words of bits in one bitmap sector.
+const BITMAP_SECTOR_WORDS: usize = SECTOR_SIZE as usize / 4;
+/// Layout of a bitmap cache slot ([`BITMAP_SLOT_WORDS`] words): the block,
+/// the bitmap sector index (with [`SLOT_DIRTY`]), then the bits.
+const SLOT_BLOCK: usize = 0;
+const SLOT_INDEX: usize = 1;
+const SLOT_BITS: usize = 2;
+const _: () = assert!(BITMAP_SLOT_WORDS == SLOT_BITS + BITMAP_SECTOR_WORDS);
+/// Block word of a slot holding nothing (no block has this number).
+const SLOT_EMPTY: u32 = u32::MAX;
+/// Index word flag: the slot's bits are not on the device yet.
+const SLOT_DIRTY: u32 = 1 << 31;
 /// Sectors covered by one bitmap sector.
 pub(crate) const BITS_PER_BITMAP_SECTOR: u64 = SECTOR_SIZE * 8;
 /// All-zero buffer used to write zeros.
 pub(crate) static ZEROS: [u8; 4096] = [0; 4096];
 
 /// Options for opening an image.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenOptions {
     /// Open the top image for writing.
     pub writable: bool,
@@ -63,6 +87,27 @@ pub struct OpenOptions {
     /// Accept footers and headers whose checksum is wrong (for recovery);
     /// the problem is still reported by [`crate::check`].
     pub accept_bad_checksums: bool,
+    /// Sector bitmap sectors cached per dynamic or differencing image, in
+    /// the image's table storage ([`crate::storage`] gives the sizing).
+    /// At least one is used, and never more than the image has bitmap
+    /// sectors. The cache is direct-mapped: a bitmap sector has one place,
+    /// so a cache covering every bitmap sector of an image never misses
+    /// twice for the same sector.
+    pub bitmap_cache_slots: usize,
+}
+
+/// Bitmap cache slots of [`OpenOptions::default`].
+pub const DEFAULT_BITMAP_CACHE_SLOTS: usize = 8;
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            writable: false,
+            writable_parents: false,
+            accept_bad_checksums: false,
+            bitmap_cache_slots: DEFAULT_BITMAP_CACHE_SLOTS,
+        }
+    }
 }
 
 /// Statistics gathered while validating an image.
@@ -83,21 +128,6 @@ pub struct Summary {
     /// compaction writes the footer again.
     pub tail_footer_missing: bool,
 }
-
-#[derive(Clone, Copy)]
-struct Slot {
-    block: u32,
-    index: u32,
-    dirty: bool,
-    bits: [u8; SECTOR_SIZE as usize],
-}
-
-const EMPTY_SLOT: Slot = Slot {
-    block: u32::MAX,
-    index: 0,
-    dirty: false,
-    bits: [0; SECTOR_SIZE as usize],
-};
 
 /// Geometry of the sparse part of a dynamic or differencing image.
 #[derive(Clone, Copy, Debug)]
@@ -138,8 +168,10 @@ pub(crate) struct Layer<D, B> {
     pub tail_footer_missing: bool,
     dirty_bat: [u32; DIRTY_BAT_MAX],
     dirty_bat_len: usize,
-    cache: [Slot; CACHE_SLOTS],
-    cache_victim: usize,
+    /// Bitmap cache slots in the table storage (layout in `storage`).
+    cache_slots: usize,
+    /// Slots holding bits not written to the device yet.
+    dirty_slots: usize,
 }
 
 enum TailState {
@@ -340,8 +372,8 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             tail_footer_missing: false,
             dirty_bat: [0; DIRTY_BAT_MAX],
             dirty_bat_len: 0,
-            cache: [EMPTY_SLOT; CACHE_SLOTS],
-            cache_victim: 0,
+            cache_slots: 0,
+            dirty_slots: 0,
         };
         if kind == DiskType::Fixed {
             if size > limit {
@@ -495,9 +527,16 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             .unwrap_or(0)
             .next_multiple_of(SECTOR_SIZE);
 
-        // The BAT: entries in the first half of the storage, the second half
-        // is scratch for sorting blocks by offset.
-        let words = entries as usize * 2;
+        // The table storage (layout in `storage`): the BAT, scratch of the
+        // same length for sorting blocks by offset, the fully-present marks
+        // (none set yet) and the bitmap cache (empty).
+        let image_bitmap_sectors = u64::from(entries) * (sparse.bitmap_len / SECTOR_SIZE);
+        let cache_slots = u64::try_from(options.bitmap_cache_slots)
+            .unwrap_or(u64::MAX)
+            .min(image_bitmap_sectors)
+            .max(1);
+        let cache_slots = usize::try_from(cache_slots).unwrap_or(1);
+        let words = table_words(entries, cache_slots);
         let mut table = tables.table(words)?;
         let storage = table.as_mut();
         if storage.len() < words {
@@ -506,7 +545,15 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
                 available: storage.len(),
             });
         }
-        let (bat, scratch) = storage.split_at_mut(entries as usize);
+        let (bat, rest) = storage.split_at_mut(entries as usize);
+        let (scratch, rest) = rest.split_at_mut(entries as usize);
+        let (marks, cache) = rest.split_at_mut(marks_len(entries));
+        marks.fill(0);
+        for slot in cache.chunks_exact_mut(BITMAP_SLOT_WORDS).take(cache_slots) {
+            slot[SLOT_BLOCK] = SLOT_EMPTY;
+            slot[SLOT_INDEX] = 0;
+        }
+        layer.cache_slots = cache_slots;
         let mut buf = [0u8; 4096];
         let mut done = 0usize;
         while done < bat.len() {
@@ -640,70 +687,177 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         self.bat().iter().filter(|&&e| e != BAT_UNALLOCATED).count() as u32
     }
 
-    fn slot_of(&mut self, block: u32, index: u32) -> Result<usize, Error> {
-        if let Some(i) = self
-            .cache
-            .iter()
-            .position(|s| s.block == block && s.index == index)
-        {
-            return Ok(i);
+    /// The whole table storage (empty for fixed images).
+    fn words(&self) -> &[u32] {
+        match &self.table {
+            Some(t) => t.as_ref(),
+            None => &[],
         }
-        self.sparse
-            .ok_or(Error::WrongDiskType { found: self.kind })?;
-        let base = self
-            .block_base(u64::from(block))
-            .ok_or(Error::Io(IoError::OutOfBounds {
-                offset: u64::from(block),
-                len: 0,
-                device_len: 0,
-            }))?;
-        let victim = self.pick_victim()?;
-        let mut bits = [0u8; SECTOR_SIZE as usize];
-        self.dev
-            .read_at(base + u64::from(index) * SECTOR_SIZE, &mut bits)?;
-        self.cache[victim] = Slot {
-            block,
-            index,
-            dirty: false,
-            bits,
-        };
-        Ok(victim)
     }
 
-    fn pick_victim(&mut self) -> Result<usize, Error> {
-        if let Some(i) = self.cache.iter().position(|s| s.block == u32::MAX) {
-            return Ok(i);
+    fn words_mut(&mut self) -> &mut [u32] {
+        match &mut self.table {
+            Some(t) => t.as_mut(),
+            None => &mut [],
         }
-        if self.cache.iter().all(|s| s.dirty) {
-            self.sync()?;
-        }
-        for _ in 0..CACHE_SLOTS {
-            let i = self.cache_victim;
-            self.cache_victim = (self.cache_victim + 1) % CACHE_SLOTS;
-            if !self.cache[i].dirty {
-                return Ok(i);
+    }
+
+    fn entries(&self) -> u32 {
+        self.sparse.map_or(0, |s| s.entries)
+    }
+
+    /// Word of the table storage holding the fully-present mark of `block`
+    /// (`None` past the BAT), and the mark's bit in it.
+    fn mark_of(&self, block: u32) -> Option<(usize, u32)> {
+        let entries = self.entries();
+        (block < entries).then(|| {
+            (
+                2 * entries as usize + block as usize / 32,
+                1 << (block % 32),
+            )
+        })
+    }
+
+    /// Whether every sector of `block` is known to be present, so that its
+    /// sector bitmap need not be read. The mark describes the bitmap as
+    /// this layer sees it (the device's copy with the queued bit updates).
+    fn is_full(&self, block: u32) -> bool {
+        self.mark_of(block)
+            .and_then(|(at, bit)| Some(self.words().get(at)? & bit != 0))
+            .unwrap_or(false)
+    }
+
+    fn set_full(&mut self, block: u32, full: bool) {
+        let Some((at, bit)) = self.mark_of(block) else {
+            return;
+        };
+        if let Some(w) = self.words_mut().get_mut(at) {
+            if full {
+                *w |= bit;
+            } else {
+                *w &= !bit;
             }
         }
-        // sync() cleaned every slot, so the loop above always returns.
-        Ok(0)
+    }
+
+    /// Word offset of the cache slot where bitmap sector `index` of `block`
+    /// goes (direct-mapped: each bitmap sector of the image has one slot).
+    fn slot_at(&self, block: u32, index: u64) -> usize {
+        let entries = self.entries();
+        let bitmap_sectors = self.sparse.map_or(1, |s| s.bitmap_len / SECTOR_SIZE);
+        let key = u64::from(block) * bitmap_sectors + index;
+        let slot = key % self.cache_slots.max(1) as u64;
+        2 * entries as usize + marks_len(entries) + slot as usize * BITMAP_SLOT_WORDS
+    }
+
+    /// The block and index words of the slot at `at`.
+    fn slot_tag(&self, at: usize) -> (u32, u32) {
+        match self.words().get(at..at + SLOT_BITS) {
+            Some(tag) => (tag[SLOT_BLOCK], tag[SLOT_INDEX]),
+            None => (SLOT_EMPTY, 0),
+        }
+    }
+
+    fn set_slot_tag(&mut self, at: usize, block: u32, index: u32) {
+        if let Some(tag) = self.words_mut().get_mut(at..at + SLOT_BITS) {
+            tag[SLOT_BLOCK] = block;
+            tag[SLOT_INDEX] = index;
+        }
+    }
+
+    fn slot_bits(&self, at: usize) -> Result<&SectorBits, Error> {
+        let available = self.words().len();
+        self.words()
+            .get(at + SLOT_BITS..at + BITMAP_SLOT_WORDS)
+            .and_then(|w| w.try_into().ok())
+            .ok_or(Error::StorageTooSmall {
+                needed: at + BITMAP_SLOT_WORDS,
+                available,
+            })
+    }
+
+    fn slot_bits_mut(&mut self, at: usize) -> Result<&mut SectorBits, Error> {
+        let available = self.words().len();
+        self.words_mut()
+            .get_mut(at + SLOT_BITS..at + BITMAP_SLOT_WORDS)
+            .and_then(|w| w.try_into().ok())
+            .ok_or(Error::StorageTooSmall {
+                needed: at + BITMAP_SLOT_WORDS,
+                available,
+            })
+    }
+
+    /// Gives the slot at `at` to bitmap sector `index` of `block`, clean,
+    /// holding `bytes`. A dirty occupant is written first, with everything
+    /// else queued (`sync`), so no update is lost.
+    fn fill_slot(
+        &mut self,
+        at: usize,
+        block: u32,
+        index: u32,
+        bytes: &SectorBytes,
+    ) -> Result<(), Error> {
+        if self.slot_tag(at).1 & SLOT_DIRTY != 0 {
+            self.sync()?;
+        }
+        let bits = self.slot_bits_mut(at)?;
+        for (w, b) in bits.iter_mut().zip(bytes.chunks_exact(4)) {
+            *w = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        self.set_slot_tag(at, block, index);
+        Ok(())
+    }
+
+    /// The slot holding bitmap sector `index` of `block`, read from the
+    /// device on a miss. A block whose only bitmap sector reads back with
+    /// every sector present is marked fully present.
+    fn slot_of(&mut self, block: u32, index: u64) -> Result<usize, Error> {
+        let sparse = self
+            .sparse
+            .ok_or(Error::WrongDiskType { found: self.kind })?;
+        let at = self.slot_at(block, index);
+        let (tag_block, tag_index) = self.slot_tag(at);
+        if tag_block == block && u64::from(tag_index & !SLOT_DIRTY) == index {
+            return Ok(at);
+        }
+        let not_allocated = Error::Io(IoError::OutOfBounds {
+            offset: u64::from(block),
+            len: 0,
+            device_len: 0,
+        });
+        let base = self.block_base(u64::from(block)).ok_or(not_allocated)?;
+        let index32 = u32::try_from(index).map_err(|_| not_allocated)?;
+        let mut bytes = [0u8; SECTOR_SIZE as usize];
+        self.dev.read_at(base + index * SECTOR_SIZE, &mut bytes)?;
+        self.fill_slot(at, block, index32, &bytes)?;
+        if sparse.bitmap_len == SECTOR_SIZE {
+            let sectors = sparse.sectors_per_block() as usize;
+            let full = run_end(self.slot_bits(at)?, 0, sectors, true) == sectors;
+            self.set_full(block, full);
+        }
+        Ok(at)
     }
 
     /// Length of the run of sectors starting at `sector` (within block
     /// `block`, before `end`) whose bitmap bits all equal the first one's;
-    /// returns (present, run end).
+    /// returns (present, run end). A block marked fully present is
+    /// answered without its bitmap.
     pub fn run(&mut self, block: u32, sector: u64, end: u64) -> Result<(bool, u64), Error> {
+        if sector < end && self.is_full(block) {
+            return Ok((true, end));
+        }
         let mut k = sector;
         let mut value = None;
         while k < end {
-            let index = (k / BITS_PER_BITMAP_SECTOR) as u32;
-            let slot = self.slot_of(block, index)?;
-            let bits = &self.cache[slot].bits;
+            let index = k / BITS_PER_BITMAP_SECTOR;
+            let at = self.slot_of(block, index)?;
+            let bits = self.slot_bits(at)?;
             let first = (k % BITS_PER_BITMAP_SECTOR) as usize;
-            let stop = ((end - u64::from(index) * BITS_PER_BITMAP_SECTOR)
-                .min(BITS_PER_BITMAP_SECTOR)) as usize;
+            let stop =
+                ((end - index * BITS_PER_BITMAP_SECTOR).min(BITS_PER_BITMAP_SECTOR)) as usize;
             let v = *value.get_or_insert(bit(bits, first));
             let e = run_end(bits, first, stop, v);
-            k = u64::from(index) * BITS_PER_BITMAP_SECTOR + e as u64;
+            k = index * BITS_PER_BITMAP_SECTOR + e as u64;
             if e < stop {
                 break;
             }
@@ -712,33 +866,36 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     }
 
     /// Marks sectors `[first, end)` of `block` present in the bitmap (queued
-    /// until the next sync).
+    /// until the next sync). Changing a block's bitmap recomputes its
+    /// fully-present mark; a marked block has every bit set already.
     pub fn set_bits(&mut self, block: u32, first: u64, end: u64) -> Result<(), Error> {
+        if self.is_full(block) {
+            return Ok(());
+        }
+        let sparse = self
+            .sparse
+            .ok_or(Error::WrongDiskType { found: self.kind })?;
         let mut k = first;
         while k < end {
-            let index = (k / BITS_PER_BITMAP_SECTOR) as u32;
-            let slot = self.slot_of(block, index)?;
-            let stop = ((end - u64::from(index) * BITS_PER_BITMAP_SECTOR)
-                .min(BITS_PER_BITMAP_SECTOR)) as usize;
-            let s = &mut self.cache[slot];
-            let mut i = (k % BITS_PER_BITMAP_SECTOR) as usize;
-            while i < stop {
-                if i.is_multiple_of(8) && i + 8 <= stop {
-                    if s.bits[i / 8] != 0xFF {
-                        s.bits[i / 8] = 0xFF;
-                        s.dirty = true;
-                    }
-                    i += 8;
-                    continue;
+            let index = k / BITS_PER_BITMAP_SECTOR;
+            let at = self.slot_of(block, index)?;
+            let start = (k % BITS_PER_BITMAP_SECTOR) as usize;
+            let stop =
+                ((end - index * BITS_PER_BITMAP_SECTOR).min(BITS_PER_BITMAP_SECTOR)) as usize;
+            let bits = self.slot_bits_mut(at)?;
+            if set_run(bits, start, stop) {
+                let full = sparse.bitmap_len == SECTOR_SIZE && {
+                    let sectors = sparse.sectors_per_block() as usize;
+                    run_end(bits, 0, sectors, true) == sectors
+                };
+                let (_, tag_index) = self.slot_tag(at);
+                if tag_index & SLOT_DIRTY == 0 {
+                    self.set_slot_tag(at, block, tag_index | SLOT_DIRTY);
+                    self.dirty_slots += 1;
                 }
-                let mask = 0x80u8 >> (i % 8);
-                if s.bits[i / 8] & mask == 0 {
-                    s.bits[i / 8] |= mask;
-                    s.dirty = true;
-                }
-                i += 1;
+                self.set_full(block, full);
             }
-            k = u64::from(index) * BITS_PER_BITMAP_SECTOR + stop as u64;
+            k = index * BITS_PER_BITMAP_SECTOR + stop as u64;
         }
         Ok(())
     }
@@ -768,18 +925,26 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         Ok(())
     }
 
-    /// Drops cached bitmap sectors of a block (freed or moved).
+    /// Drops cached bitmap sectors of a block (freed or moved), queued bit
+    /// updates included, and its fully-present mark.
     pub fn forget_block(&mut self, block: u32) {
-        for s in self.cache.iter_mut() {
-            if s.block == block {
-                *s = EMPTY_SLOT;
+        self.set_full(block, false);
+        let bitmap_sectors = self.sparse.map_or(0, |s| s.bitmap_len / SECTOR_SIZE);
+        for index in 0..bitmap_sectors {
+            let at = self.slot_at(block, index);
+            let (tag_block, tag_index) = self.slot_tag(at);
+            if tag_block == block && u64::from(tag_index & !SLOT_DIRTY) == index {
+                if tag_index & SLOT_DIRTY != 0 {
+                    self.dirty_slots = self.dirty_slots.saturating_sub(1);
+                }
+                self.set_slot_tag(at, SLOT_EMPTY, 0);
             }
         }
     }
 
     /// Whether metadata updates are queued.
     pub fn has_pending(&self) -> bool {
-        self.dirty_bat_len > 0 || self.cache.iter().any(|s| s.dirty)
+        self.dirty_bat_len > 0 || self.dirty_slots > 0
     }
 
     /// Writes queued metadata in crash-safe order: flush (data durable),
@@ -789,16 +954,28 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             return Ok(());
         }
         self.dev.flush()?;
-        for i in 0..CACHE_SLOTS {
-            if !self.cache[i].dirty {
+        let entries = self.entries();
+        let cache_at = 2 * entries as usize + marks_len(entries);
+        for slot in 0..self.cache_slots {
+            if self.dirty_slots == 0 {
+                break;
+            }
+            let at = cache_at + slot * BITMAP_SLOT_WORDS;
+            let (block, tag_index) = self.slot_tag(at);
+            if tag_index & SLOT_DIRTY == 0 {
                 continue;
             }
-            let s = self.cache[i];
-            if let Some(base) = self.block_base(u64::from(s.block)) {
-                self.dev
-                    .write_at(base + u64::from(s.index) * SECTOR_SIZE, &s.bits)?;
+            let index = tag_index & !SLOT_DIRTY;
+            let mut bytes = [0u8; SECTOR_SIZE as usize];
+            for (b, w) in bytes.chunks_exact_mut(4).zip(self.slot_bits(at)?.iter()) {
+                b.copy_from_slice(&w.to_be_bytes());
             }
-            self.cache[i].dirty = false;
+            if let Some(base) = self.block_base(u64::from(block)) {
+                self.dev
+                    .write_at(base + u64::from(index) * SECTOR_SIZE, &bytes)?;
+            }
+            self.set_slot_tag(at, block, index);
+            self.dirty_slots -= 1;
         }
         let table_offset = match self.sparse {
             Some(s) => s.table_offset,
@@ -831,7 +1008,6 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         self.next_alloc = end;
         self.truncate_before_alloc = false;
     }
-
     /// Writes the footer back at the end of a file opened without one:
     /// unreferenced bytes past the last block are cut first.
     pub fn restore_tail(&mut self) -> Result<(), Error> {
@@ -891,44 +1067,143 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         }
         self.next_alloc = new_end;
         self.set_bat(block, (base / SECTOR_SIZE) as u32)?;
-        if sparse.bitmap_len == SECTOR_SIZE {
-            // Prime the cache with the bitmap just written.
-            let victim = self.pick_victim()?;
-            self.cache[victim] = Slot {
-                block,
-                index: 0,
-                dirty: false,
-                bits: chunk,
-            };
+        if present {
+            self.set_full(block, true);
+        } else {
+            // Prime the cache with the bitmap sector just written.
+            let at = self.slot_at(block, 0);
+            self.fill_slot(at, block, 0, &chunk)?;
         }
         Ok(base)
     }
 }
 
-/// Bit `i` of a bitmap: the most significant bit of byte 0 is sector 0.
-pub(crate) fn bit(bits: &[u8], i: usize) -> bool {
-    bits[i / 8] & (0x80 >> (i % 8)) != 0
+/// One bitmap sector as cached: 128 words, each read big-endian from four
+/// bytes, so the most significant bit of word 0 is sector 0.
+type SectorBits = [u32; BITMAP_SECTOR_WORDS];
+type SectorBytes = [u8; SECTOR_SIZE as usize];
+
+/// Bit `i` of a bitmap sector.
+fn bit(bits: &SectorBits, i: usize) -> bool {
+    bits[i / 32] & (0x8000_0000 >> (i % 32)) != 0
 }
 
-/// End of the run of bits equal to `v` starting at `i`, before `end`.
-fn run_end(bits: &[u8], mut i: usize, end: usize, v: bool) -> usize {
-    let full = if v { 0xFF } else { 0x00 };
-    while i < end {
-        if i.is_multiple_of(64) && i + 64 <= end {
-            let w = &bits[i / 8..i / 8 + 8];
-            if w.iter().all(|&b| b == full) {
-                i += 64;
-                continue;
-            }
+/// End of the run of bits equal to `v` starting at `i`, before `end`
+/// (`end` at most the sector's 4096 bits).
+fn run_end(bits: &SectorBits, i: usize, end: usize, v: bool) -> usize {
+    let flip = if v { u32::MAX } else { 0 };
+    let mut k = i;
+    while k < end {
+        let w = k / 32;
+        let differ = (bits[w] ^ flip) & (u32::MAX >> (k % 32));
+        if differ != 0 {
+            return (w * 32 + differ.leading_zeros() as usize).min(end);
         }
-        if i.is_multiple_of(8) && i + 8 <= end && bits[i / 8] == full {
-            i += 8;
-            continue;
-        }
-        if bit(bits, i) != v {
-            break;
-        }
-        i += 1;
+        k = (w + 1) * 32;
     }
-    i
+    end
+}
+
+/// Sets bits `[start, end)`; returns whether any was clear.
+fn set_run(bits: &mut SectorBits, start: usize, end: usize) -> bool {
+    let mut changed = false;
+    let mut k = start;
+    while k < end {
+        let w = k / 32;
+        let from = (k % 32) as u32;
+        let to = (end - w * 32).min(32) as u32;
+        // Bits from..to counted from the most significant.
+        let below = u32::MAX.checked_shr(to).unwrap_or(0);
+        let mask = (u32::MAX >> from) & !below;
+        if bits[w] & mask != mask {
+            bits[w] |= mask;
+            changed = true;
+        }
+        k = (w + 1) * 32;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::create::{create_dynamic, CreateOptions};
+    use crate::device::SliceDevice;
+    use crate::format::Uuid;
+    use crate::storage::SlicePool;
+
+    #[test]
+    fn a_new_block_entry_drops_the_fully_present_mark() {
+        // 16 blocks of 8 sectors, one bitmap cache slot.
+        let mut mem = std::vec![0u8; 256 << 10];
+        let mut dev = SliceDevice::empty(&mut mem);
+        let mut create = CreateOptions::new(64 << 10, Uuid([3; 16]), 0);
+        create.block_size = 4096;
+        create_dynamic(&mut dev, &create).unwrap();
+        let mut words = std::vec![0u32; table_words(16, 1)];
+        let options = OpenOptions {
+            writable: true,
+            bitmap_cache_slots: 1,
+            ..OpenOptions::default()
+        };
+        let mut layer = Layer::inspect(
+            dev,
+            &options,
+            true,
+            &mut SlicePool::new(&mut words),
+            &mut |_| {},
+            &mut Summary::default(),
+        )
+        .unwrap();
+        layer.allocate(0, true).unwrap();
+        let empty = layer.allocate(1, false).unwrap();
+        assert!(layer.is_full(0));
+        assert!(!layer.is_full(1));
+        assert_eq!(layer.run(0, 0, 8).unwrap(), (true, 8));
+        assert_eq!(layer.run(1, 0, 8).unwrap(), (false, 8));
+
+        // Block 1 moves into block 0's entry (its bitmap says: no sector
+        // present); the mark of the old entry must not answer for it.
+        layer.set_bat(1, BAT_UNALLOCATED).unwrap();
+        layer.set_bat(0, (empty / SECTOR_SIZE) as u32).unwrap();
+        assert!(!layer.is_full(0));
+        assert_eq!(layer.run(0, 0, 8).unwrap(), (false, 8));
+
+        // Bits set one run at a time: marked once the last one is set.
+        layer.set_bits(0, 0, 3).unwrap();
+        assert!(!layer.is_full(0));
+        assert_eq!(layer.run(0, 0, 8).unwrap(), (true, 3));
+        assert_eq!(layer.run(0, 3, 8).unwrap(), (false, 8));
+        layer.set_bits(0, 3, 8).unwrap();
+        assert!(layer.is_full(0));
+        assert_eq!(layer.run(0, 2, 8).unwrap(), (true, 8));
+        // Queued, and written by the next sync.
+        assert!(layer.has_pending());
+        layer.sync().unwrap();
+        assert!(!layer.has_pending());
+        let mut bitmap = [0u8; 1];
+        layer.dev.read_at(empty, &mut bitmap).unwrap();
+        assert_eq!(bitmap, [0xFF]);
+    }
+
+    #[test]
+    fn bit_runs_follow_the_bitmap_bit_order() {
+        // Byte 0's most significant bit is sector 0 (read big-endian into
+        // words, so word 0's most significant bit).
+        let mut bits: SectorBits = [0; BITMAP_SECTOR_WORDS];
+        bits[0] = u32::from_be_bytes([0b1110_0000, 0, 0, 0]);
+        assert!(bit(&bits, 0) && bit(&bits, 2) && !bit(&bits, 3));
+        assert_eq!(run_end(&bits, 0, 4096, true), 3);
+        assert_eq!(run_end(&bits, 3, 4096, false), 4096);
+        assert_eq!(run_end(&bits, 3, 40, false), 40);
+        assert!(set_run(&mut bits, 31, 65));
+        assert!(!set_run(&mut bits, 40, 64));
+        assert_eq!(bits[0], 0xE000_0001);
+        assert_eq!(bits[1], u32::MAX);
+        assert_eq!(bits[2], 0x8000_0000);
+        assert_eq!(run_end(&bits, 31, 4096, true), 65);
+        assert!(set_run(&mut bits, 4064, 4096));
+        assert_eq!(bits[127], u32::MAX);
+        assert_eq!(run_end(&bits, 4064, 4096, true), 4096);
+    }
 }

@@ -10,12 +10,15 @@
 //! - [`check`]: every problem of an image, typed, with values.
 //! - [`create`]: new fixed, dynamic and differencing images.
 //! - [`resolve`]: how differencing images find their parents.
-//! - [`storage`]: where BAT caches live.
+//! - [`storage`]: where BAT caches and bitmap caches live, and how large
+//!   they are.
 //!
-//! Without `alloc` nothing is allocated: BAT caches come from a caller's
-//! slice ([`SlicePool`]), parents from the integrator's [`ParentResolver`],
-//! and the chain depth is the const parameter `N` of [`Disk`]. The read and
-//! write paths never allocate, with or without `alloc`.
+//! Without `alloc` nothing is allocated: BAT caches, block marks and sector
+//! bitmap caches come from a caller's slice ([`SlicePool`], sized by
+//! [`storage::table_words`]), parents from the integrator's
+//! [`ParentResolver`], and the chain depth is the const parameter `N` of
+//! [`Disk`]. The read and write paths never allocate, with or without
+//! `alloc`.
 //!
 //! Writes are durable after [`Disk::flush`]; dropping a disk does not flush.
 //! A power cut at any moment leaves an image that opens, checks clean and
@@ -28,6 +31,7 @@
 //!
 //! ```
 //! use ponte_vhd::create::{create_dynamic, CreateOptions};
+//! use ponte_vhd::storage::table_words;
 //! use ponte_vhd::{Disk, NoParents, OpenOptions, SliceDevice, SlicePool, Uuid};
 //!
 //! let mut image = [0u8; 64 * 1024];
@@ -36,9 +40,15 @@
 //! create.block_size = 4096;
 //! create_dynamic(&mut dev, &create)?;
 //!
-//! // 2048 BAT entries: 2 x 2048 words of BAT cache and scratch.
-//! let mut words = [0u32; 2 * 2048];
-//! let options = OpenOptions { writable: true, ..OpenOptions::default() };
+//! // 2048 BAT entries and a 16-slot bitmap cache: 2 x 2048 words of BAT
+//! // cache and scratch, 64 of block marks, 16 x 130 of cached bitmaps.
+//! const WORDS: usize = table_words(2048, 16);
+//! let mut words = [0u32; WORDS];
+//! let options = OpenOptions {
+//!     writable: true,
+//!     bitmap_cache_slots: 16,
+//!     ..OpenOptions::default()
+//! };
 //! let mut disk: Disk<_, _, 1> =
 //!     Disk::open(dev, &options, &mut SlicePool::new(&mut words), &mut NoParents)?;
 //! disk.write_at(3 * 4096 + 100, b"hello")?;
@@ -74,7 +84,7 @@ pub use device::{BlockDevice, SliceDevice};
 pub use disk::{check, CommitStats, CompactStats, Disk, Info};
 pub use error::{Error, IoError, Problem, Region, Structure};
 pub use format::{DiskType, Footer, Geometry, Uuid};
-pub use layer::{OpenOptions, Summary, MAX_LOCATOR_LEN};
+pub use layer::{OpenOptions, Summary, DEFAULT_BITMAP_CACHE_SLOTS, MAX_LOCATOR_LEN};
 #[cfg(feature = "std")]
 pub use resolve::FileResolver;
 pub use resolve::{LocatorHint, NoParents, ParentRequest, ParentResolver};

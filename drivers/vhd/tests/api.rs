@@ -15,7 +15,9 @@ use ponte_vhd::{
 fn works_over_caller_memory_without_allocation() {
     // Image bytes and BAT storage both come from the caller.
     let mut mem = vec![0u8; 700 << 10];
-    let mut words = [0u32; 64];
+    // 16 entries: 2 x 16 words of BAT and scratch, 1 of block marks, 8
+    // default bitmap cache slots of 130.
+    let mut words = [0u32; 2 * 16 + 1 + 8 * 130];
     let mut dev = SliceDevice::empty(&mut mem);
     let mut o = CreateOptions::new(4 << 20, uuid(1), 0);
     o.block_size = 256 << 10;
@@ -44,7 +46,7 @@ fn works_over_caller_memory_without_allocation() {
     d.flush().unwrap();
     let dev = d.into_devices().next().unwrap();
     let mut problems = 0;
-    let mut words = [0u32; 64];
+    let mut words = [0u32; 2 * 16 + 1 + 8 * 130];
     check(
         dev,
         &OpenOptions::default(),
@@ -58,15 +60,16 @@ fn works_over_caller_memory_without_allocation() {
 #[test]
 fn table_storage_too_small() {
     let dev = dynamic(4 << 20, 256 << 10, 1);
-    let mut words = [0u32; 31]; // 16 entries need 32 words
+    // 16 entries need 2 x 16 + 1 words and 8 default cache slots of 130.
+    let mut words = [0u32; 2 * 16 + 1 + 8 * 130 - 1];
     let mut pool = SlicePool::new(&mut words);
     let r: Result<Disk<_, &mut [u32], 1>, _> =
         Disk::open(dev, &OpenOptions::default(), &mut pool, &mut NoParents);
     assert_eq!(
         r.err(),
         Some(Error::StorageTooSmall {
-            needed: 32,
-            available: 31
+            needed: 2 * 16 + 1 + 8 * 130,
+            available: 2 * 16 + 1 + 8 * 130 - 1
         })
     );
 }

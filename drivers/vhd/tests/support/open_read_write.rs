@@ -6,7 +6,8 @@
 //! Input layout (all integers little-endian):
 //!
 //! ```text
-//! flags: u8                bit 0: accept bad checksums
+//! flags: u8                bit 0: accept bad checksums; bits 1-2: bitmap
+//!                          cache slots (default, 1, 3, 1024)
 //! image_len: u16, image    the image to open (clamped to what is left)
 //! parent_len: u16, parent  served by the resolver for every parent request
 //! ops: 7 bytes each        kind u8, offset u32, length u16
@@ -123,6 +124,12 @@ fn options(flags: u8) -> OpenOptions {
         writable: true,
         writable_parents: true,
         accept_bad_checksums: flags & 1 != 0,
+        bitmap_cache_slots: match (flags >> 1) & 3 {
+            0 => OpenOptions::default().bitmap_cache_slots,
+            1 => 1,
+            2 => 3,
+            _ => 1024,
+        },
     }
 }
 
