@@ -1,0 +1,399 @@
+//! The PC board the Linux guest runs on: port and MMIO devices, device
+//! MSRs, and the interrupt system the run loop consults before each entry.
+
+use ponte_arch::{boot::Console, ept::EptViolation, ept::HostRam, println};
+use ponte_kernel::{
+    bus::PortBus,
+    decode::mmio::{handle_ept_violation, MmioBus, MmioError, VcpuState, WriteBack},
+    device::{AccessWidth, Mmio},
+    irq::{
+        inject::{decide, Decision, GuestEventState},
+        ioapic::{IoApic, IoApicVersion},
+        lapic::{ApicFault, LapicConfig, LocalApic},
+        lines::{Line, LineSet},
+        pic::DualPic,
+        router::{Chips, GsiRoute, IrqRouter, RouteError},
+    },
+    memory::GuestLayout,
+    msr::GeneralProtection,
+    time::{Clock, TscClock},
+    vcpu::{Interrupts, Platform, StopRequest},
+};
+use ponte_pci::{bus::ResourceWindow, PciBus};
+use ponte_serial::{Serial, SerialSink};
+use ponte_timer::{pit::Pit, rtc::Rtc};
+
+use crate::disk::DiskFunction;
+use crate::pm::Pm1a;
+use crate::{
+    DISK_GSI, DISK_SLOT, LAPIC_BASE, PCI_IO_BASE, PCI_IO_SIZE, PCI_MMIO_BASE, PCI_MMIO_SIZE,
+    PM1A_CONTROL, PM1A_EVENT, S5_SLEEP_TYPE,
+};
+
+/// The board's interrupt lines, indexed by GSI.
+pub static LINES: LineSet<24> = LineSet::new();
+
+/// Owners of the MMIO regions of the guest's layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dev {
+    /// The IOAPIC's register window.
+    IoApic,
+    /// The local APIC's xAPIC page.
+    Lapic,
+    /// The PCI memory window (BARs).
+    Pci,
+}
+
+/// The marker the guest's init prints first (see the runner's guest assets).
+const INIT_MARKER: &[u8] = b"PONTE-GUEST:";
+
+/// COM1's output: the appliance's console, watched for init's first line.
+pub struct ConsoleSink {
+    matched: usize,
+    start_tsc: u64,
+    /// TSC when the first init line began to arrive.
+    pub init_tsc: Option<u64>,
+}
+
+impl SerialSink for ConsoleSink {
+    fn write_byte(&mut self, byte: u8) {
+        if byte != b'\r' {
+            Console::write_byte(byte);
+        }
+        if self.init_tsc.is_none() {
+            if INIT_MARKER.get(self.matched) == Some(&byte) {
+                self.matched += 1;
+                if self.matched == INIT_MARKER.len() {
+                    self.init_tsc = Some(ponte_arch::cpu::tsc());
+                }
+            } else {
+                self.matched = usize::from(INIT_MARKER.first() == Some(&byte));
+            }
+        }
+    }
+}
+
+type Lapic<'c> = LocalApic<&'c TscClock>;
+
+/// Port-bus device indices.
+const PIC: usize = 0;
+const PIT: usize = 1;
+const RTC: usize = 2;
+const COM1: usize = 3;
+const PM: usize = 4;
+const PCI: usize = 5;
+
+/// Every device of the board.
+pub struct Board<'a> {
+    ports: PortBus<16>,
+    pic: DualPic,
+    ioapic: IoApic,
+    lapic: Lapic<'a>,
+    pit: Pit<&'a TscClock, Line<'static, 24>>,
+    rtc: Rtc<&'a TscClock, Line<'static, 24>>,
+    com1: Serial<Line<'static, 24>, ConsoleSink>,
+    pm: Pm1a,
+    pci: PciBus<'a, 4>,
+    router: IrqRouter<24>,
+    clock: &'a TscClock,
+    layout: &'a GuestLayout<HostRam, Dev, 8>,
+    stopped: Option<StopRequest>,
+}
+
+/// Why the board could not be assembled.
+pub enum BoardError {
+    /// A port range clashes or the bus is full.
+    Ports(ponte_kernel::bus::PortBusError),
+    /// The PCI bus refused a function or the resource windows.
+    Pci(ponte_pci::BusError),
+    /// A line number outside the line set.
+    NoLine(usize),
+    /// The interrupt router refused a route.
+    Route(RouteError),
+}
+
+impl core::fmt::Debug for BoardError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Ports(e) => write!(f, "port bus: {e:?}"),
+            Self::Pci(e) => write!(f, "PCI bus: {e:?}"),
+            Self::NoLine(gsi) => write!(f, "no interrupt line {gsi}"),
+            Self::Route(e) => write!(f, "interrupt route: {e:?}"),
+        }
+    }
+}
+
+impl From<ponte_kernel::bus::PortBusError> for BoardError {
+    fn from(e: ponte_kernel::bus::PortBusError) -> Self {
+        Self::Ports(e)
+    }
+}
+
+impl From<ponte_pci::BusError> for BoardError {
+    fn from(e: ponte_pci::BusError) -> Self {
+        Self::Pci(e)
+    }
+}
+
+fn line(gsi: usize) -> Result<Line<'static, 24>, BoardError> {
+    LINES.line(gsi).ok_or(BoardError::NoLine(gsi))
+}
+
+impl<'a> Board<'a> {
+    /// The board over `layout`, with `disk` on PCI slot [`DISK_SLOT`] if given.
+    pub fn new(
+        clock: &'a TscClock,
+        layout: &'a GuestLayout<HostRam, Dev, 8>,
+        tsc_hz: u64,
+    ) -> Result<Self, BoardError> {
+        let mut lapic_config = LapicConfig::new(0, tsc_hz);
+        lapic_config.timer_hz = crate::CRYSTAL_HZ;
+        lapic_config.x2apic = false;
+        let mut lapic = LocalApic::new(lapic_config, clock);
+        // Reset state: xAPIC enabled at the default base, BSP.
+        let _ = lapic.set_apic_base(LAPIC_BASE | (1 << 11) | (1 << 8));
+        let mut rtc = Rtc::new(clock, line(8)?, 1_785_000_000);
+        rtc.set_memory_size(crate::GUEST_RAM, 0);
+        let mut board = Board {
+            ports: PortBus::new(),
+            pic: DualPic::new(),
+            ioapic: IoApic::new(1, IoApicVersion::V20),
+            lapic,
+            pit: Pit::new(clock, line(0)?),
+            rtc,
+            com1: Serial::new(
+                0x3f8,
+                line(4)?,
+                ConsoleSink {
+                    matched: 0,
+                    start_tsc: 0,
+                    init_tsc: None,
+                },
+            ),
+            pm: Pm1a::new(PM1A_EVENT, PM1A_CONTROL),
+            pci: PciBus::new(),
+            router: IrqRouter::pc_default(),
+            clock,
+            layout,
+            stopped: None,
+        };
+        // The SCI is wired active-low to the IOAPIC (its MADT override says
+        // level, active low), as PCI interrupts are.
+        board
+            .router
+            .set_route(
+                usize::from(crate::SCI_IRQ),
+                GsiRoute::both(crate::SCI_IRQ, crate::SCI_IRQ).active_low(),
+            )
+            .map_err(BoardError::Route)?;
+        for (first, count, device) in [
+            (0x20, 2, PIC),
+            (0xa0, 2, PIC),
+            (0x4d0, 2, PIC),
+            (0x40, 4, PIT),
+            (0x61, 1, PIT),
+            (0x70, 2, RTC),
+            (0x3f8, 8, COM1),
+            (PM1A_EVENT, 4, PM),
+            (PM1A_CONTROL, 2, PM),
+            (0xcf8, 8, PCI),
+            (PCI_IO_BASE, PCI_IO_SIZE, PCI),
+        ] {
+            board.ports.add(first, count, device)?;
+        }
+        Ok(board)
+    }
+
+    /// Attaches the disk to the PCI bus (whose host bridge is 00:00.0) and
+    /// places the BARs as firmware would.
+    pub fn attach_pci<'w: 'a>(
+        &mut self,
+        disk: Option<&'a mut DiskFunction<'a, 'w>>,
+    ) -> Result<(), BoardError> {
+        if let Some(disk) = disk {
+            disk.header_mut().set_interrupt_line(DISK_GSI as u8);
+            self.pci.attach(DISK_SLOT, 0, disk)?;
+        }
+        self.pci.assign_resources(
+            ResourceWindow {
+                base: PCI_MMIO_BASE,
+                size: PCI_MMIO_SIZE,
+            },
+            ResourceWindow {
+                base: u64::from(PCI_IO_BASE),
+                size: u64::from(PCI_IO_SIZE),
+            },
+        )?;
+        self.pci.set_mmio_window_base(PCI_MMIO_BASE);
+        Ok(())
+    }
+
+    /// Records the TSC at the kernel's entry.
+    pub fn set_start_tsc(&mut self, tsc: u64) {
+        self.com1.sink_mut().start_tsc = tsc;
+    }
+
+    /// Emulated time from the kernel's entry to init's first line, in TSC
+    /// ticks, if init printed.
+    pub fn boot_to_userspace(&self) -> Option<u64> {
+        let sink = self.com1.sink();
+        sink.init_tsc.map(|t| t.wrapping_sub(sink.start_tsc))
+    }
+
+    /// Prints the state that explains a failed run.
+    pub fn report(&self) {
+        println!(
+            "linux-vhd: lapic isr {:?} irr {:?}, pic irr {:#x}",
+            self.lapic.isr(),
+            self.lapic.irr(),
+            self.pic.irr()
+        );
+    }
+}
+
+/// The MMIO devices, borrowed for one access.
+struct MmioDevices<'b, 'a> {
+    ioapic: &'b mut IoApic,
+    lapic: &'b mut Lapic<'a>,
+    pci: &'b mut PciBus<'a, 4>,
+}
+
+impl MmioBus<Dev> for MmioDevices<'_, '_> {
+    fn mmio_read(&mut self, device: Dev, offset: u64, width: AccessWidth) -> u64 {
+        match device {
+            Dev::IoApic => self.ioapic.mmio_read(offset, width),
+            Dev::Lapic => self.lapic.mmio_read(offset, width),
+            Dev::Pci => Mmio::mmio_read(self.pci, offset, width),
+        }
+    }
+    fn mmio_write(&mut self, device: Dev, offset: u64, width: AccessWidth, value: u64) {
+        match device {
+            Dev::IoApic => self.ioapic.mmio_write(offset, width, value),
+            Dev::Lapic => self.lapic.mmio_write(offset, width, value),
+            Dev::Pci => Mmio::mmio_write(self.pci, offset, width, value),
+        }
+    }
+}
+
+fn apic_fault(
+    msr: u32,
+    written: Option<u64>,
+    fault: ApicFault,
+) -> Option<Result<(), GeneralProtection>> {
+    match fault {
+        ApicFault::NotApicMsr { .. } => None,
+        _ => Some(Err(GeneralProtection { msr, written })),
+    }
+}
+
+impl Platform for Board<'_> {
+    fn io_read(&mut self, port: u16, width: AccessWidth) -> u32 {
+        let ports = &self.ports;
+        let mut devices = [
+            &mut self.pic as &mut dyn ponte_kernel::device::PortIo,
+            &mut self.pit,
+            &mut self.rtc,
+            &mut self.com1,
+            &mut self.pm,
+            &mut self.pci,
+        ];
+        ports.read(&mut devices, port, width)
+    }
+
+    fn io_write(&mut self, port: u16, width: AccessWidth, value: u32) {
+        let ports = &self.ports;
+        let mut devices = [
+            &mut self.pic as &mut dyn ponte_kernel::device::PortIo,
+            &mut self.pit,
+            &mut self.rtc,
+            &mut self.com1,
+            &mut self.pm,
+            &mut self.pci,
+        ];
+        ports.write(&mut devices, port, width, value);
+        if let Some(sleep_type) = self.pm.take_sleep_request() {
+            if sleep_type == S5_SLEEP_TYPE {
+                self.stopped = Some(StopRequest::PowerOff);
+            } else {
+                println!("linux-vhd: guest asked for sleep type {sleep_type}, ignored");
+            }
+        }
+    }
+
+    fn msr_read(&mut self, msr: u32) -> Option<Result<u64, GeneralProtection>> {
+        match self.lapic.read_msr(msr) {
+            Ok(value) => Some(Ok(value)),
+            Err(fault) => apic_fault(msr, None, fault).map(|r| r.map(|()| 0)),
+        }
+    }
+
+    fn msr_write(&mut self, msr: u32, value: u64) -> Option<Result<(), GeneralProtection>> {
+        match self.lapic.write_msr(msr, value) {
+            Ok(()) => Some(Ok(())),
+            Err(fault) => apic_fault(msr, Some(value), fault),
+        }
+    }
+
+    fn stop_request(&mut self) -> Option<StopRequest> {
+        self.stopped.take()
+    }
+
+    fn ept_violation(
+        &mut self,
+        violation: &EptViolation,
+        vcpu: &VcpuState,
+    ) -> Option<Result<WriteBack, MmioError>> {
+        let mut devices = MmioDevices {
+            ioapic: &mut self.ioapic,
+            lapic: &mut self.lapic,
+            pci: &mut self.pci,
+        };
+        Some(handle_ept_violation(
+            self.layout,
+            &mut devices,
+            violation,
+            vcpu,
+        ))
+    }
+
+    fn interrupts(&mut self) -> Option<&mut dyn Interrupts> {
+        Some(self)
+    }
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+impl Interrupts for Board<'_> {
+    fn decide(&mut self, guest: &GuestEventState) -> Decision {
+        self.pit.poll();
+        self.rtc.poll();
+        let mut chips = Chips {
+            pic: Some(&mut self.pic),
+            ioapic: Some(&mut self.ioapic),
+            lapic: Some(&mut self.lapic),
+        };
+        self.router.sync(&LINES, &mut chips);
+        let next = earliest(
+            chips.next_timer_deadline_ns(),
+            earliest(self.pit.next_event_ns(), self.rtc.next_event_ns()),
+        );
+        decide(guest, &mut chips, next)
+    }
+
+    fn next_deadline_ns(&self) -> Option<u64> {
+        earliest(
+            self.lapic.next_timer_deadline_ns(),
+            earliest(self.pit.next_event_ns(), self.rtc.next_event_ns()),
+        )
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+}

@@ -1,0 +1,607 @@
+//! linux-vhd: Debian's stock Linux kernel under ponte.
+//!
+//! Boot modules (GRUB `module2`, named by their first word):
+//! - `vmlinux`: the uncompressed kernel, entered through its PVH note;
+//! - `initramfs`: handed to the kernel as its initrd;
+//! - `disk` (optional): a VHD image, copied into host memory and offered to
+//!   the guest as a virtio-blk disk on PCI.
+//!
+//! The board: guest RAM at 0, ACPI tables (RSDP, XSDT, FADT with the PM1a
+//! blocks, MADT, DSDT with the PCI root, COM1 and `\_S5`) at its top, the
+//! 8259A pair, IOAPIC and local APIC, PIT, CMOS RTC, a 16550 on COM1 whose
+//! output goes to the appliance's console as the guest writes it, the PM1a
+//! registers, and a PCI host bridge (configuration mechanism #1).
+//!
+//! The run ends when the guest powers off (`\_S5` through PM1a_CNT): the
+//! disk is flushed, and the result line says how far the guest got.
+//! Command-line words: `native` enters the kernel without VMX (the same
+//! loader, the same entry state) to measure the bare machine; `stats`
+//! prints exit counts.
+#![no_std]
+#![no_main]
+
+mod board;
+mod disk;
+mod pm;
+
+use ponte_acpi::tables::{BOOT_ARCH_LEGACY_DEVICES, BOOT_ARCH_VGA_NOT_PRESENT};
+use ponte_acpi::{
+    AcpiConfig, DsdtConfig, FadtConfig, InterruptOverride, IoWindow, MadtConfig, MmioWindow,
+    OemInfo, PciIrqRoute, PciRoot,
+};
+use ponte_arch::{
+    boot::{finish, BootInfo, Outcome},
+    ept::{EptTables, MemoryType, UniformHostMemory},
+    memory::HostMemory,
+    println,
+    vmx::{
+        controls::PinControl,
+        exit::{CrAccess, CrAccessType},
+        vmcs::{Control32, ControlN, Guest64, GuestN},
+        GuestState, MsrBitmap, Vcpu, VmExit, VmcsExt, VmxCapabilities,
+    },
+};
+use ponte_kernel::{
+    cpuid::{CpuidPolicy, CpuidResult, GuestCpu, TIMING_LEAF},
+    loader::{
+        linux::{self, BootArea, LinuxConfig, LinuxEntry, MemoryRegion, MemoryType as E820},
+        Module, RamRange,
+    },
+    memory::GuestLayout,
+    time::TscClock,
+    vcpu::{inject_gp, skip_instruction, Dispatcher, PreemptionTimer, Stop, StopRequest},
+    vm::{appliance_controls, configure_vmcs},
+};
+
+use board::{Board, Dev, LINES};
+use ponte_virtio::{pci::VirtioPci, VirtioBlock, VirtioPciTransport};
+
+ponte_arch::entry!(main);
+
+/// Guest RAM, from guest-physical 0.
+pub const GUEST_RAM: u64 = 128 << 20;
+/// ACPI tables at the top of guest RAM, reported as ACPI memory.
+const ACPI_SIZE: u64 = 0x1_0000;
+const ACPI_BASE: u64 = GUEST_RAM - ACPI_SIZE;
+/// The IOAPIC and LAPIC register pages.
+pub const IOAPIC_BASE: u64 = 0xfec0_0000;
+/// The local APIC's default base.
+pub const LAPIC_BASE: u64 = 0xfee0_0000;
+/// The PCI memory window (BARs) and I/O window.
+pub const PCI_MMIO_BASE: u64 = 0xfe00_0000;
+/// Size of the PCI memory window.
+pub const PCI_MMIO_SIZE: u64 = 0x80_0000;
+/// First port of the PCI I/O window.
+pub const PCI_IO_BASE: u16 = 0xc000;
+/// Ports in the PCI I/O window.
+pub const PCI_IO_SIZE: u16 = 0x1000;
+/// FADT PM1a blocks.
+pub const PM1A_EVENT: u16 = 0x600;
+/// PM1a control block.
+pub const PM1A_CONTROL: u16 = 0x604;
+/// `\_S5`'s SLP_TYP.
+pub const S5_SLEEP_TYPE: u8 = 5;
+/// The SCI's ISA IRQ.
+pub const SCI_IRQ: u8 = 9;
+/// The disk's PCI slot and the GSI its INTA# drives (IOAPIC pin 16,
+/// level-triggered, active low, as PCI interrupts are).
+pub const DISK_SLOT: u8 = 3;
+/// GSI of the disk's INTA#.
+pub const DISK_GSI: u32 = 16;
+/// The LAPIC timer's input clock and the core crystal CPUID 0x15 names.
+pub const CRYSTAL_HZ: u64 = 25_000_000;
+/// The kernel's command line.
+///
+/// `tsc=reliable`: every clock of this board (PIT, RTC, LAPIC timer) is
+/// derived from the TSC, so the TSC cannot drift against them; Linux's
+/// clocksource watchdog would otherwise compare it with jiffies, which lag
+/// whenever ticks coalesce while the guest keeps interrupts off.
+const CMDLINE: &str = "console=ttyS0,115200 rdinit=/init panic=-1 tsc=reliable";
+
+macro_rules! or_fail {
+    ($result:expr, $what:literal) => {
+        match $result {
+            Ok(value) => value,
+            Err(e) => ponte_arch::boot::finish(
+                ponte_arch::boot::Outcome::Fail,
+                format_args!(concat!($what, ": {:?}"), e),
+            ),
+        }
+    };
+}
+pub(crate) use or_fail;
+
+fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
+    let free_at_start = memory.free_bytes();
+    let Some(kernel) = boot.module("vmlinux") else {
+        finish(Outcome::Fail, format_args!("no vmlinux module"))
+    };
+    let Some(initramfs) = boot.module("initramfs") else {
+        finish(Outcome::Fail, format_args!("no initramfs module"))
+    };
+    let kernel = kernel.bytes();
+    let initramfs = initramfs.bytes();
+    let extra_cmdline = boot
+        .command_line
+        .split_once("--")
+        .map_or("", |(_, after)| after.trim());
+    let tsc_hz = ponte_arch::cpu::tsc_hz();
+    println!(
+        "linux-vhd: kernel {} bytes, initramfs {} bytes, TSC {} Hz",
+        kernel.len(),
+        initramfs.len(),
+        tsc_hz
+    );
+
+    let vmx = or_fail!(memory.enable_vmx(), "VMX bring-up");
+    let caps = *vmx.caps();
+    let ram = or_fail!(memory.ram(GUEST_RAM, 2 << 20), "guest RAM");
+    let mut layout: GuestLayout<_, Dev, 8> = GuestLayout::new();
+    or_fail!(layout.add_ram(0, ram), "layout");
+    or_fail!(layout.add_mmio(IOAPIC_BASE, 0x1000, Dev::IoApic), "layout");
+    or_fail!(layout.add_mmio(LAPIC_BASE, 0x1000, Dev::Lapic), "layout");
+    or_fail!(
+        layout.add_mmio(PCI_MMIO_BASE, PCI_MMIO_SIZE, Dev::Pci),
+        "layout"
+    );
+
+    // The guest.
+    let rsdp = or_fail!(write_acpi(&layout), "ACPI tables");
+    let loaded = or_fail!(
+        load_kernel(&layout, kernel, initramfs, rsdp, extra_cmdline),
+        "loading Linux"
+    );
+    let LinuxEntry::Pvh(entry) = loaded.entry else {
+        finish(Outcome::Fail, format_args!("the kernel has no PVH entry"))
+    };
+    println!(
+        "linux-vhd: kernel at {:#x}..{:#x}, initramfs at {:?}, entry {:#x}",
+        loaded.kernel_start, loaded.kernel_end, loaded.initrd, entry.eip
+    );
+    let mut guest = or_fail!(
+        GuestState::protected_mode_flat(&caps, entry.eip, 0),
+        "guest state"
+    );
+    guest.cr0 = entry.cr0;
+    guest.cr4 = entry.cr4;
+    guest.rflags = entry.rflags;
+
+    // The disk, before the EPT tables take the rest of host memory.
+    let mut bat_words = [0u32; disk::BAT_WORDS];
+    let free_before_disk = memory.free_bytes();
+    let disk = disk::open(&boot, &mut memory, &mut bat_words).map(core::cell::RefCell::new);
+    let disk_bytes = free_before_disk - memory.free_bytes();
+
+    let settings = or_fail!(
+        appliance_controls(false, false)
+            .prefer(PinControl::PreemptionTimer)
+            .reconcile(&caps),
+        "VMX controls"
+    );
+    let mut vcpu = or_fail!(
+        Vcpu::new(&vmx, or_fail!(memory.page(), "VMCS page")),
+        "VMCS"
+    );
+    let mut msr_bitmap = MsrBitmap::intercept_all(or_fail!(memory.page(), "MSR bitmap page"));
+    let host = memory.host_state();
+    let ept_caps = ponte_arch::ept::EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, 39);
+    let mut ept = or_fail!(EptTables::new(&mut memory, ept_caps), "EPT");
+    or_fail!(
+        layout.map_ram_into(&mut ept, &UniformHostMemory(MemoryType::WriteBack)),
+        "EPT mapping"
+    );
+    or_fail!(
+        configure_vmcs(
+            vcpu.vmcs(),
+            &caps,
+            &settings,
+            &host,
+            &guest,
+            ept.eptp().bits(),
+            &mut msr_bitmap
+        ),
+        "VMCS setup"
+    );
+    vcpu.regs_mut().rbx = u64::from(entry.ebx);
+
+    let cpuid: CpuidPolicy<128> = or_fail!(cpuid_policy(tsc_hz), "CPUID policy");
+    let clock = TscClock::new(tsc_hz);
+    let mut function = disk.as_ref().map(|disk| {
+        or_fail!(
+            VirtioPci::new(
+                VirtioBlock::new(disk::VhdBackend(disk), b"ponte-vhd-0"),
+                disk::GuestRam(&layout),
+                or_fail!(LINES.line(DISK_GSI as usize).ok_or(DISK_GSI), "disk line"),
+                VirtioPciTransport::Transitional,
+            ),
+            "virtio-blk"
+        )
+    });
+    let mut board = or_fail!(Board::new(&clock, &layout, tsc_hz), "board");
+    or_fail!(board.attach_pci(function.as_mut()), "PCI");
+    // Everything taken from host memory except guest RAM and the disk's
+    // own bytes, plus the image (code, data, stacks).
+    let taken = free_at_start - ept.allocator().free_bytes();
+    let overhead = taken - GUEST_RAM - disk_bytes + (boot.image.end - boot.image.start);
+    println!("bench mem.hypervisor_overhead {overhead} bytes");
+
+    let mut dispatch = Dispatcher::new(&cpuid, ept_caps.physical_address_bits)
+        .with_preemption_timer(PreemptionTimer {
+            rate: caps.misc.preemption_timer_rate,
+            tsc_hz,
+        });
+    vcpu.set_accounting(boot.has_argument("stats"));
+    let start_tsc = ponte_arch::cpu::tsc();
+    board.set_start_tsc(start_tsc);
+    let reason = loop {
+        match dispatch.run(&mut vcpu, &mut board) {
+            Stop::Requested(StopRequest::PowerOff) => break "powered off",
+            Stop::Requested(StopRequest::Reset) => break "reset",
+            Stop::Unhandled(VmExit::CrAccess(access)) => {
+                if let Err(e) = emulate_cr_access(&mut vcpu, &caps, access) {
+                    finish(Outcome::Fail, format_args!("CR access {access:?}: {e:?}"));
+                }
+            }
+            other => {
+                let rip = vcpu.vmcs().read(GuestN::Rip).unwrap_or(0);
+                println!("{}", vcpu.stats());
+                board.report();
+                finish(
+                    Outcome::Fail,
+                    format_args!("guest stopped at RIP {rip:#x}: {other:?}"),
+                )
+            }
+        }
+    };
+    if boot.has_argument("stats") {
+        println!("{}", vcpu.stats());
+    }
+    let userspace = board.boot_to_userspace();
+    if let Some(ticks) = userspace {
+        println!("bench linux.boot_to_userspace {ticks} insn");
+    }
+
+    let disk_state = match &disk {
+        Some(disk) => {
+            let mut disk = disk.borrow_mut();
+            or_fail!(disk.flush(), "flushing the disk");
+            let info = disk.info();
+            Some(info.allocated_blocks)
+        }
+        None => None,
+    };
+    match (userspace, disk_state) {
+        (None, _) => finish(
+            Outcome::Fail,
+            format_args!("guest {reason} before init printed"),
+        ),
+        (Some(ticks), Some(blocks)) => finish(
+            Outcome::Pass,
+            format_args!(
+                "guest reached userspace after {ticks} TSC ticks and {reason}; disk flushed, {blocks} blocks allocated"
+            ),
+        ),
+        (Some(ticks), None) => finish(
+            Outcome::Pass,
+            format_args!("guest reached userspace after {ticks} TSC ticks and {reason}"),
+        ),
+    }
+}
+
+/// The ACPI tables at [`ACPI_BASE`]; returns the RSDP's address.
+fn write_acpi(mem: &impl ponte_kernel::memory::GuestMemory) -> Result<u64, ponte_acpi::AcpiError> {
+    static OVERRIDES: [InterruptOverride; 2] = InterruptOverride::pc_defaults(SCI_IRQ);
+    static IO: [IoWindow; 2] = [
+        IoWindow {
+            start: 0,
+            end: 0xcf7,
+        },
+        IoWindow {
+            start: 0xd00,
+            end: 0xffff,
+        },
+    ];
+    static MMIO: [MmioWindow; 1] = [MmioWindow {
+        start: PCI_MMIO_BASE,
+        end: PCI_MMIO_BASE + PCI_MMIO_SIZE - 1,
+    }];
+    static ROUTES: [PciIrqRoute; 1] = [PciIrqRoute {
+        slot: DISK_SLOT,
+        pin: 0,
+        gsi: DISK_GSI,
+    }];
+    let config = AcpiConfig {
+        oem: OemInfo {
+            oem_id: *b"PONTE ",
+            oem_table_id: *b"LINUXVHD",
+            oem_revision: 1,
+            creator_id: *b"PNTE",
+            creator_revision: 1,
+        },
+        madt: MadtConfig {
+            apic_ids: &[0],
+            local_apic_address: LAPIC_BASE as u32,
+            pcat_compat: true,
+            io_apic_id: 1,
+            io_apic_address: IOAPIC_BASE as u32,
+            io_apic_gsi_base: 0,
+            overrides: &OVERRIDES,
+            nmi_lint: 1,
+        },
+        fadt: FadtConfig {
+            sci_irq: u16::from(SCI_IRQ),
+            pm1a_event_block: PM1A_EVENT,
+            pm1a_control_block: PM1A_CONTROL,
+            pm_timer_block: None,
+            reset: None,
+            boot_arch: BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_VGA_NOT_PRESENT,
+        },
+        hpet: None,
+        mcfg: None,
+        dsdt: DsdtConfig {
+            pci: Some(PciRoot {
+                segment: 0,
+                bus_start: 0,
+                bus_end: 0,
+                io_windows: &IO,
+                mmio_windows: &MMIO,
+                irq_routes: &ROUTES,
+            }),
+            com1: true,
+            virtio_mmio: &[],
+            s5_sleep_type: S5_SLEEP_TYPE,
+        },
+    };
+    let mut scratch = [0u8; 4096];
+    ponte_acpi::write(mem, &config, ACPI_BASE, &mut scratch).map(|layout| layout.rsdp)
+}
+
+/// Loads the kernel and initramfs with the memory map of this board.
+pub fn load_kernel(
+    mem: &impl ponte_kernel::memory::GuestMemory,
+    kernel: &[u8],
+    initramfs: &[u8],
+    rsdp: u64,
+    extra_cmdline: &str,
+) -> Result<linux::LoadedLinux, linux::LinuxError> {
+    let ram = [RamRange::new(0, GUEST_RAM)];
+    let reserved = [
+        MemoryRegion::new(ACPI_BASE, ACPI_SIZE, E820::Acpi),
+        MemoryRegion::new(IOAPIC_BASE, 0x1000, E820::Reserved),
+        MemoryRegion::new(LAPIC_BASE, 0x1000, E820::Reserved),
+    ];
+    let mut cmdline: heapless::String<512> = heapless::String::new();
+    let _ = cmdline.push_str(CMDLINE);
+    if !extra_cmdline.is_empty() {
+        let _ = cmdline.push(' ');
+        let _ = cmdline.push_str(extra_cmdline);
+    }
+    linux::load(
+        mem,
+        &LinuxConfig {
+            kernel,
+            cmdline: &cmdline,
+            initrd: Some(Module {
+                data: initramfs,
+                cmdline: "initramfs",
+            }),
+            ram: &ram,
+            reserved: &reserved,
+            rsdp: Some(rsdp),
+            boot_area: BootArea::LOW_MEMORY,
+        },
+    )
+}
+
+/// What CPUID tells Linux.
+///
+/// The host's leaves, minus what this board does not emulate: XSAVE
+/// (XSETBV exits and is not answered; without it Linux uses FXSAVE and
+/// drops AVX and its dependents), speculation-control MSRs, and TSX.
+///
+/// Time: Linux 6.1's `native_calibrate_tsc` takes the TSC frequency from
+/// leaf 0x15 (crystal in ECX, TSC/crystal ratio EBX/EAX) on Intel CPUs,
+/// marks it known (no refined calibration) and sets the LAPIC timer period
+/// from the crystal: so 0x15 names the LAPIC timer's clock as the crystal
+/// and the TSC rate the hypervisor measured. Leaf 0x40000000 carries
+/// ponte's own signature with the timing leaf 0x40000010 (TSC and LAPIC
+/// kHz) for guests that read it. Not KVM's "KVMKVMKVM": Linux would then
+/// look for kvmclock and other paravirtual features through KVM MSRs this
+/// board does not have; not VMware's "VMwareVMware": Linux 6.1 asks
+/// VMware's backdoor I/O port (GETHZ) for the frequency, not the leaf.
+fn cpuid_policy(tsc_hz: u64) -> Result<CpuidPolicy<128>, ponte_kernel::cpuid::CpuidTableFull> {
+    let host_cpuid = |leaf, subleaf| {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        CpuidResult {
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+        }
+    };
+    let tsc_khz = (tsc_hz / 1000) as u32;
+    let crystal_khz = (CRYSTAL_HZ / 1000) as u32;
+    let guest_cpu = GuestCpu {
+        apic_id: 0,
+        apic: true,
+        // Linux 6.1 keeps xAPIC mode without interrupt remapping anyway.
+        x2apic: false,
+        tsc_deadline: false,
+        tsc_khz: Some(tsc_khz),
+        apic_timer_khz: Some(crystal_khz),
+    };
+    let mut cpuid: CpuidPolicy<128> = CpuidPolicy::from_host(host_cpuid, &guest_cpu)?;
+    const ECX1_XSAVE: u32 = 1 << 26;
+    const ECX1_OSXSAVE: u32 = 1 << 27;
+    const ECX1_AVX: u32 = 1 << 28;
+    const ECX1_FMA: u32 = 1 << 12;
+    const ECX1_F16C: u32 = 1 << 29;
+    // No machine-check architecture: its MSRs are not emulated.
+    const EDX1_MCE: u32 = 1 << 7;
+    const EDX1_MCA: u32 = 1 << 14;
+    let mut leaf1 = cpuid.lookup(1, 0);
+    leaf1.ecx &= !(ECX1_XSAVE | ECX1_OSXSAVE | ECX1_AVX | ECX1_FMA | ECX1_F16C);
+    leaf1.edx &= !(EDX1_MCE | EDX1_MCA);
+    cpuid.set(1, None, leaf1)?;
+    // Leaf 7: no IA32_TSC_ADJUST (EBX bit 1), no TSX (HLE bit 4, RTM bit
+    // 11), no speculation-control MSRs
+    // (EDX 26 IBRS/IBPB, 27 STIBP, 28 L1D_FLUSH, 29 ARCH_CAPABILITIES,
+    // 31 SSBD), no MD_CLEAR (EDX 10) promise.
+    let mut leaf7 = cpuid.lookup(7, 0);
+    leaf7.ebx &= !((1 << 1) | (1 << 4) | (1 << 11));
+    leaf7.edx &= !((1 << 10) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 29) | (1 << 31));
+    cpuid.set(7, Some(0), leaf7)?;
+    for subleaf in 0..4 {
+        cpuid.set(0xd, Some(subleaf), CpuidResult::default())?;
+    }
+    // Leaf 0x15 as described above; make sure leaf 0 reaches it.
+    let mut leaf0 = cpuid.lookup(0, 0);
+    if leaf0.eax < 0x16 {
+        leaf0.eax = 0x16;
+        cpuid.set(0, None, leaf0)?;
+    }
+    cpuid.set(
+        0x15,
+        None,
+        CpuidResult {
+            eax: crystal_khz,
+            ebx: tsc_khz,
+            ecx: CRYSTAL_HZ as u32,
+            edx: 0,
+        },
+    )?;
+    cpuid.set(
+        0x16,
+        None,
+        CpuidResult {
+            eax: tsc_khz / 1000,
+            ebx: tsc_khz / 1000,
+            ecx: crystal_khz / 1000,
+            edx: 0,
+        },
+    )?;
+    // "ponte-linux!" with the timing leaf as the highest.
+    cpuid.set(
+        0x4000_0000,
+        None,
+        CpuidResult {
+            eax: TIMING_LEAF,
+            ebx: u32::from_le_bytes(*b"pont"),
+            ecx: u32::from_le_bytes(*b"e-li"),
+            edx: u32::from_le_bytes(*b"nux!"),
+        },
+    )?;
+    Ok(cpuid)
+}
+
+/// Why a control-register write could not be emulated.
+enum CrError {
+    /// Reading or writing the VMCS failed.
+    Vmcs(ponte_arch::vmx::VmcsError),
+    /// An access the guest/host masks cannot cause (MOV from CR0/CR4, LMSW
+    /// with the masks of this board, another register).
+    Unexpected,
+}
+
+impl core::fmt::Debug for CrError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Vmcs(e) => write!(f, "VMCS: {e:?}"),
+            Self::Unexpected => write!(f, "not an access this board's masks cause"),
+        }
+    }
+}
+
+impl From<ponte_arch::vmx::VmcsError> for CrError {
+    fn from(e: ponte_arch::vmx::VmcsError) -> Self {
+        Self::Vmcs(e)
+    }
+}
+
+const CR0_PE: u64 = 1;
+const CR0_TS: u64 = 1 << 3;
+const CR0_PG: u64 = 1 << 31;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const ENTRY_IA32E: u32 = 1 << 9;
+
+/// A MOV to CR0/CR4 (or CLTS) that changed a bit the host owns in the
+/// guest/host mask (CR0.NE, CR4.VMXE, bits the processor fixes): the guest
+/// reads back what it wrote (the read shadow), the processor runs with the
+/// fixed bits applied; a paging switch with EFER.LME updates LMA and the
+/// IA-32e entry control as the processor would. A value setting a bit the
+/// processor cannot hold gets #GP.
+fn emulate_cr_access(
+    vcpu: &mut Vcpu,
+    caps: &VmxCapabilities,
+    access: CrAccess,
+) -> Result<(), CrError> {
+    let (value, cr) = match access.access {
+        CrAccessType::MovTo { gpr } => (gpr_value(vcpu, gpr)?, access.cr),
+        CrAccessType::Clts => {
+            let shadow = vcpu.vmcs().read(ControlN::Cr0ReadShadow)?;
+            (shadow & !CR0_TS, 0)
+        }
+        _ => return Err(CrError::Unexpected),
+    };
+    let vmcs = vcpu.vmcs();
+    match cr {
+        0 => {
+            let fixed0 = caps.cr0.fixed0 & !(CR0_PE | CR0_PG);
+            if value & !caps.cr0.fixed1 & !0xffff_ffff_0000_0000 != 0 || value >> 32 != 0 {
+                inject_gp(vmcs)?;
+                return Ok(());
+            }
+            let old = vmcs.read(GuestN::Cr0)?;
+            let effective = value | fixed0;
+            let efer = vmcs.read(Guest64::Efer)?;
+            if (old ^ effective) & CR0_PG != 0 {
+                let (efer, entry) = if effective & CR0_PG != 0 && efer & EFER_LME != 0 {
+                    (efer | EFER_LMA, ENTRY_IA32E)
+                } else {
+                    (efer & !EFER_LMA, 0)
+                };
+                vmcs.write(Guest64::Efer, efer)?;
+                vmcs.update32(Control32::EntryControls, entry, ENTRY_IA32E & !entry)?;
+            }
+            vmcs.write(GuestN::Cr0, effective)?;
+            vmcs.write(ControlN::Cr0ReadShadow, value)?;
+        }
+        4 => {
+            if value & !caps.cr4.fixed1 & !caps.cr4.fixed0 != 0 {
+                inject_gp(vmcs)?;
+                return Ok(());
+            }
+            vmcs.write(GuestN::Cr4, value | caps.cr4.fixed0)?;
+            vmcs.write(ControlN::Cr4ReadShadow, value)?;
+        }
+        _ => return Err(CrError::Unexpected),
+    }
+    skip_instruction(vmcs)?;
+    Ok(())
+}
+
+/// General-purpose register `gpr` (0 RAX .. 15 R15) of the guest.
+fn gpr_value(vcpu: &mut Vcpu, gpr: u8) -> Result<u64, CrError> {
+    if gpr == 4 {
+        return Ok(vcpu.vmcs().read(GuestN::Rsp)?);
+    }
+    let r = vcpu.regs();
+    Ok(match gpr {
+        0 => r.rax,
+        1 => r.rcx,
+        2 => r.rdx,
+        3 => r.rbx,
+        5 => r.rbp,
+        6 => r.rsi,
+        7 => r.rdi,
+        8 => r.r8,
+        9 => r.r9,
+        10 => r.r10,
+        11 => r.r11,
+        12 => r.r12,
+        13 => r.r13,
+        14 => r.r14,
+        _ => r.r15,
+    })
+}
