@@ -228,6 +228,7 @@ mod file_device {
     use crate::error::IoError;
     use std::fs::File;
     use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
 
     fn os(e: std::io::Error) -> IoError {
         IoError::Os {
@@ -240,19 +241,24 @@ mod file_device {
     pub struct FileDevice {
         file: File,
         writable: bool,
+        path: Option<PathBuf>,
     }
 
     impl FileDevice {
         /// Opens `path` read-only or read-write.
-        pub fn open(path: &std::path::Path, writable: bool) -> std::io::Result<Self> {
+        pub fn open(path: &Path, writable: bool) -> std::io::Result<Self> {
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(writable)
                 .open(path)?;
-            Ok(FileDevice { file, writable })
+            Ok(FileDevice {
+                file,
+                writable,
+                path: Some(path.to_path_buf()),
+            })
         }
         /// Creates (or truncates) `path` for a new image.
-        pub fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        pub fn create(path: &Path) -> std::io::Result<Self> {
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -262,15 +268,31 @@ mod file_device {
             Ok(FileDevice {
                 file,
                 writable: true,
+                path: Some(path.to_path_buf()),
             })
         }
-        /// Wraps an open file.
+        /// Wraps an open file (its path unknown; see
+        /// [`FileDevice::with_path`]).
         pub fn from_file(file: File, writable: bool) -> Self {
-            FileDevice { file, writable }
+            FileDevice {
+                file,
+                writable,
+                path: None,
+            }
+        }
+        /// Records `path` as where the file was opened.
+        pub fn with_path(mut self, path: &Path) -> Self {
+            self.path = Some(path.to_path_buf());
+            self
         }
         /// The underlying file.
         pub fn file(&self) -> &File {
             &self.file
+        }
+        /// The path the file was opened or created at, as given (for a
+        /// parent found by [`crate::FileResolver`], the path it tried).
+        pub fn path(&self) -> Option<&Path> {
+            self.path.as_deref()
         }
     }
 

@@ -247,7 +247,23 @@ fn files_and_parent_lookup_through_locators() {
     d.flush().unwrap();
     d.read_at(4096, &mut buf).unwrap();
     assert_eq!(&buf, b"fromCHILDbase");
-    drop(d);
+    // Each device knows where it was opened; the parent's is where the
+    // relative locator led.
+    let paths: Vec<_> = d
+        .into_devices()
+        .map(|dev| dev.path().map(|p| p.canonicalize().unwrap()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            Some(child_path.canonicalize().unwrap()),
+            Some(base_path.canonicalize().unwrap())
+        ]
+    );
+    let file = std::fs::File::open(&base_path).unwrap();
+    let dev = FileDevice::from_file(file, false);
+    assert_eq!(dev.path(), None);
+    assert_eq!(dev.with_path(&base_path).path(), Some(base_path.as_path()));
     // The base file is unchanged.
     let mut base = FileDevice::open(&base_path, false).unwrap();
     assert!(base.len().unwrap() > 0);

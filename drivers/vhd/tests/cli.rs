@@ -196,6 +196,10 @@ fn differencing_child_finds_parent_relative_to_its_folder() {
     let child = moved.join("kids/child.vhd");
     let parent = moved.join("base/parent.vhd");
     assert_eq!(json_number(&info(&child), "chain_depth"), 2);
+    // The parent is named where it was found.
+    let text = ok(&["info", s(&child)]);
+    let line = format!("  parent 1: {}", parent.canonicalize().unwrap().display());
+    assert!(text.lines().any(|l| l == line), "{text}");
     ok(&["check", s(&child)]);
 
     // A different image in the parent's place is not the parent.

@@ -166,20 +166,15 @@ fn open_disk(path: &Path, writable: bool, writable_parents: bool) -> Result<File
     FileDisk::open(dev, &options, &mut VecStorage, &mut resolver).map_err(|e| at(path, &e))
 }
 
-/// Path of the file behind an open device (for naming parents found by the
-/// resolver).
-fn device_path(dev: &FileDevice) -> Option<PathBuf> {
-    use std::os::fd::AsRawFd;
-    std::fs::read_link(format!("/proc/self/fd/{}", dev.file().as_raw_fd())).ok()
-}
-
-/// The path of every image of an opened chain, top first.
+/// The path of every image of an opened chain, top first (parents where
+/// the resolver found them).
 fn chain_paths(top: &Path, disk: FileDisk) -> Vec<PathBuf> {
     disk.into_devices()
         .enumerate()
-        .map(|(i, dev)| match i {
-            0 => top.to_path_buf(),
-            _ => device_path(&dev).unwrap_or_else(|| PathBuf::from("?")),
+        .map(|(i, dev)| match (i, dev.path()) {
+            (0, _) => top.to_path_buf(),
+            (_, Some(path)) => path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
+            (_, None) => PathBuf::from("?"),
         })
         .collect()
 }
@@ -263,7 +258,7 @@ fn new_image_file(out: &Path) -> Result<FileDevice, String> {
             }
             _ => io_at(out, &e),
         })?;
-    Ok(FileDevice::from_file(file, true))
+    Ok(FileDevice::from_file(file, true).with_path(out))
 }
 
 /// Creates the image file for a new fixed or dynamic image.
