@@ -5,6 +5,9 @@
 //!   and of `qemu-img bench` on the same 1 GiB images, through the page
 //!   cache, with a raw file's page-cache copy as the limit (measured by the
 //!   `vhd-bench` example of ponte-vhd, which documents each workload).
+//! - `ept.map_4gib`, `ept.map_4gib_4k_only`: host time to build the EPT
+//!   map of 4 GiB of RAM on empty tables, with the largest pages and with
+//!   4 KiB pages only (ponte-arch's `bench_map_4gib` test, in release).
 //! - Guest-measured figures: appliance runs in Bochs listed in
 //!   [`GUEST_BENCHMARKS`], whose console prints the `bench` lines itself
 //!   (under Bochs the guest's TSC counts instructions, so they are exact).
@@ -22,6 +25,9 @@ use crate::{
 pub const GUEST_BENCHMARKS: &[(&str, &str)] = &[
     // Median of 10,000 CPUID exit round trips through the full dispatch.
     ("vmx-basics", "bench"),
+    // Median of 2,000 MMIO reads of pc-testdev's window: EPT violation,
+    // instruction fetch and decode, device access and entry.
+    ("ept-basics", "mmio-bench"),
     // Median of 1,000 line raises by a guest OUT to pc-testdev, to the first
     // instruction of the handler the next entry injects (IOAPIC, LAPIC).
     ("irq-basics", "bench"),
@@ -30,9 +36,10 @@ pub const GUEST_BENCHMARKS: &[(&str, &str)] = &[
 /// Prints every benchmark figure; a failing group does not stop the others.
 pub fn run() -> Result<(), String> {
     let images = image_sizes();
+    let ept = ept_map();
     let guests = guest_benchmarks();
     let vhd = vhd();
-    images.and(guests).and(vhd)
+    images.and(ept).and(guests).and(vhd)
 }
 
 /// Boots each run of [`GUEST_BENCHMARKS`] in Bochs and prints its lines.
@@ -64,6 +71,40 @@ fn guest_benchmarks() -> Result<(), String> {
                 println!("{line}");
             }
         }
+    }
+    Ok(())
+}
+
+/// Times building a 4 GiB EPT map on the host (ponte-arch's benchmark
+/// test, built with optimisations) and prints its lines.
+fn ept_map() -> Result<(), String> {
+    let output = cargo()
+        .args([
+            "test",
+            "--quiet",
+            "--release",
+            "--package",
+            "ponte-arch",
+            "--lib",
+            "ept::tests::bench_map_4gib",
+            "--",
+            "--exact",
+            "--nocapture",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run the EPT benchmark: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("bench ")).collect();
+    if !output.status.success() || lines.is_empty() {
+        return Err(format!(
+            "EPT benchmark failed ({}): {}{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    for line in lines {
+        println!("{line}");
     }
     Ok(())
 }
