@@ -81,9 +81,19 @@ main:
     mov edi, [fired_lo]
     mov ebx, [fired]
     add ebx, PERIODS
+    rdtsc
+    mov esi, eax
+    mov ecx, [REPORT]
+    imul ecx, ecx, 2 * PERIODS          /* twice the expected time */
 6:  pause
     cmp [fired], ebx
+    jae 61f
+    rdtsc
+    sub eax, esi
+    cmp eax, ecx
     jb 6b
+    FAIL 12
+61:
     mov eax, [fired_lo]
     sub eax, edi
     mov [REPORT + 16], eax
