@@ -1,6 +1,7 @@
 //! The host's I/O ports: the [`PortAccess`] contract that drivers of host
-//! devices (such as an ATA disk controller) are written against, and
-//! [`HostPorts`], its implementation with the `in`/`out` instructions.
+//! devices (such as an ATA disk controller) are written against,
+//! [`HostPorts`], its implementation with the `in`/`out` instructions, and
+//! [`IdeChannelPorts`], a safe handle limited to one IDE channel's ports.
 //!
 //! Drivers take any `PortAccess`, so their protocol logic is tested on the
 //! host against device models; only `HostPorts` touches hardware.
@@ -123,6 +124,97 @@ impl PortAccess for HostPorts {
     }
 }
 
+/// The current privilege level: the low two bits of CS.
+fn current_privilege_level() -> u16 {
+    let cs: u16;
+    // SAFETY: reading CS into a register has no side effect.
+    unsafe {
+        core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags));
+    }
+    cs & 3
+}
+
+/// The ports of one legacy IDE channel: its eight command-block registers
+/// and its Device Control / Alternate Status register. Accesses to any
+/// other port are not performed: reads return all ones (an empty bus),
+/// writes are dropped.
+///
+/// Safe to create: it exists only at CPL 0, where `in` and `out` are
+/// permitted, and the task-file registers move data by PIO only (a device
+/// reaches memory only through bus-master DMA, programmed at other ports),
+/// so no access through it can touch memory.
+#[derive(Debug)]
+pub struct IdeChannelPorts {
+    ports: HostPorts,
+    command_block: u16,
+    control: u16,
+}
+
+impl IdeChannelPorts {
+    /// The channel whose command block starts at `command_block` (0x1F0
+    /// primary, 0x170 secondary) with its control register at `control`
+    /// (0x3F6, 0x376); `None` unless running at CPL 0.
+    pub fn new(command_block: u16, control: u16) -> Option<Self> {
+        if current_privilege_level() != 0 {
+            return None;
+        }
+        Some(Self {
+            // SAFETY: CPL 0 was just checked, and every access is limited to
+            // the channel's task-file ports by `allowed` (see the type's
+            // documentation).
+            ports: unsafe { HostPorts::new() },
+            command_block,
+            control,
+        })
+    }
+
+    fn allowed(&self, port: u16) -> bool {
+        port == self.control
+            || port
+                .checked_sub(self.command_block)
+                .is_some_and(|offset| offset < 8)
+    }
+}
+
+impl PortAccess for IdeChannelPorts {
+    fn read8(&mut self, port: u16) -> u8 {
+        if self.allowed(port) {
+            self.ports.read8(port)
+        } else {
+            0xff
+        }
+    }
+    fn write8(&mut self, port: u16, value: u8) {
+        if self.allowed(port) {
+            self.ports.write8(port, value)
+        }
+    }
+    fn read16(&mut self, port: u16) -> u16 {
+        if self.allowed(port) {
+            self.ports.read16(port)
+        } else {
+            0xffff
+        }
+    }
+    fn write16(&mut self, port: u16, value: u16) {
+        if self.allowed(port) {
+            self.ports.write16(port, value)
+        }
+    }
+    fn read16_block(&mut self, port: u16, buf: &mut [u16]) {
+        if self.allowed(port) {
+            self.ports.read16_block(port, buf)
+        } else {
+            buf.fill(0xffff)
+        }
+    }
+    fn write16_block(&mut self, port: u16, buf: &[u16]) {
+        if self.allowed(port) {
+            self.ports.write16_block(port, buf)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +244,13 @@ mod tests {
         fn write16(&mut self, port: u16, value: u16) {
             self.log.push(('W', port, value));
         }
+    }
+
+    #[test]
+    fn ide_ports_exist_only_at_cpl_0() {
+        // Host tests run in user mode (CPL 3), where `in` would fault.
+        assert_eq!(current_privilege_level(), 3);
+        assert!(IdeChannelPorts::new(0x1f0, 0x3f6).is_none());
     }
 
     #[test]

@@ -137,10 +137,58 @@ pub fn parse_result(console: &str) -> Option<(Verdict, String)> {
 /// Boots `iso` on `machine`, keeping logs in `dir`. With `stream`, the
 /// image's console is copied to standard output as it arrives.
 pub fn boot(machine: &Machine, iso: &Path, dir: &Path, stream: bool) -> Result<RunReport, String> {
+    boot_with_disk(machine, iso, dir, stream, None)
+}
+
+/// A raw image file attached to the emulated IDE controller as a hard
+/// disk: the primary channel's slave (the CD-ROM is its master), so an
+/// appliance finds it at ports 0x1F0/0x3F6, device 1, in both emulators.
+/// What the guest writes goes to the file and survives the run.
+#[derive(Clone, Debug)]
+pub struct HardDisk {
+    /// The image file; its size must be a non-zero multiple of 512 bytes.
+    pub path: PathBuf,
+}
+
+/// Sectors per track and heads Bochs gets for a flat image: it addresses
+/// only cylinders x heads x sectors of the file, so the product must be the
+/// file's sector count exactly. The first (largest) heads and sectors per
+/// track that divide it with at most 65535 cylinders are taken.
+pub fn bochs_geometry(size: u64) -> Result<(u64, u64, u64), String> {
+    if size == 0 || !size.is_multiple_of(512) {
+        return Err(format!(
+            "a Bochs hard disk must be a non-zero multiple of 512 bytes, not {size}"
+        ));
+    }
+    let sectors = size / 512;
+    for heads in (1..=16).rev() {
+        for spt in (1..=63).rev() {
+            let track = heads * spt;
+            if sectors.is_multiple_of(track) && sectors / track <= 65535 {
+                return Ok((sectors / track, heads, spt));
+            }
+        }
+    }
+    Err(format!(
+        "no Bochs geometry (at most 65535 cylinders, 16 heads, 63 sectors) holds exactly \
+         {sectors} sectors; pad the image to a multiple of {} bytes",
+        16 * 63 * 512
+    ))
+}
+
+/// [`boot`] with an optional hard disk (see [`HardDisk`]); without one the
+/// emulators are configured exactly as by [`boot`].
+pub fn boot_with_disk(
+    machine: &Machine,
+    iso: &Path,
+    dir: &Path,
+    stream: bool,
+    disk: Option<&HardDisk>,
+) -> Result<RunReport, String> {
     let serial = dir.join("serial.txt");
     let mut command = match machine.emulator {
-        Emulator::Bochs => bochs_command(machine, iso, dir, &serial)?,
-        Emulator::Qemu => qemu_command(machine, iso, &serial),
+        Emulator::Bochs => bochs_command(machine, iso, dir, &serial, disk)?,
+        Emulator::Qemu => qemu_command(machine, iso, &serial, disk),
     };
     let run = supervise(
         &mut command,
@@ -243,13 +291,27 @@ fn follow(path: &Path, sink: &mut Vec<u8>, stream: bool) {
     }
 }
 
+/// The bochsrc line attaching `disk` as the primary channel's slave.
+fn bochs_disk_line(disk: &HardDisk) -> Result<String, String> {
+    let size = fs::metadata(&disk.path)
+        .map_err(|e| format!("{}: {e}", disk.path.display()))?
+        .len();
+    let (cylinders, heads, spt) =
+        bochs_geometry(size).map_err(|e| format!("{}: {e}", disk.path.display()))?;
+    Ok(format!(
+        "ata0-slave: type=disk, mode=flat, path=\"{}\", cylinders={cylinders}, heads={heads}, spt={spt}\n",
+        disk.path.display()
+    ))
+}
+
 fn bochs_command(
     machine: &Machine,
     iso: &Path,
     dir: &Path,
     serial: &Path,
+    disk: Option<&HardDisk>,
 ) -> Result<Command, String> {
-    let config = format!(
+    let mut config = format!(
         "megs: {memory}\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
@@ -269,6 +331,9 @@ fn bochs_command(
         serial = serial.display(),
         log = dir.join("bochs.log").display(),
     );
+    if let Some(disk) = disk {
+        config.push_str(&bochs_disk_line(disk)?);
+    }
     let config_path = dir.join("bochsrc");
     fs::write(&config_path, config).map_err(|e| e.to_string())?;
     // Debian's Bochs is built with its debugger: "c" continues at once.
@@ -284,7 +349,7 @@ fn bochs_command(
     Ok(command)
 }
 
-fn qemu_command(machine: &Machine, iso: &Path, serial: &Path) -> Command {
+fn qemu_command(machine: &Machine, iso: &Path, serial: &Path, disk: Option<&HardDisk>) -> Command {
     let mut command = Command::new("qemu-system-x86_64");
     command
         .arg("-cdrom")
@@ -294,6 +359,13 @@ fn qemu_command(machine: &Machine, iso: &Path, serial: &Path) -> Command {
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"]);
+    if let Some(disk) = disk {
+        // Index 1: the primary channel's slave (-cdrom takes index 2).
+        command.arg("-drive").arg(format!(
+            "file={},format=raw,if=ide,index=1,media=disk",
+            disk.path.display()
+        ));
+    }
     command
 }
 
@@ -320,6 +392,40 @@ mod tests {
         assert_eq!(parse_result("booted\nhalted\n"), None);
         assert_eq!(parse_result("PONTE-RESULT: MAYBE\n"), None);
         assert_eq!(parse_result("PONTE-RESULT:"), None);
+    }
+
+    #[test]
+    fn bochs_geometry_covers_the_image_exactly() {
+        // 16 heads x 63 sectors, as bximage makes them.
+        assert_eq!(bochs_geometry(20 * 16 * 63 * 512), Ok((20, 16, 63)));
+        // 16 MiB: 32768 sectors = 2^15, so the largest track is 16 x 32.
+        assert_eq!(bochs_geometry(16 << 20), Ok((64, 16, 32)));
+        for size in [512, 16 << 20, 6_295_552, 3 * 7 * 512, 1 << 30] {
+            let (c, h, s) = bochs_geometry(size).unwrap();
+            assert_eq!(c * h * s * 512, size, "{size}");
+            assert!(c <= 65535 && h <= 16 && s <= 63, "{size}: {c}/{h}/{s}");
+        }
+        assert!(bochs_geometry(0).is_err());
+        assert!(bochs_geometry(1000).is_err());
+        // A prime sector count above 65535 has no geometry.
+        assert!(bochs_geometry(65537 * 512).is_err());
+    }
+
+    #[test]
+    fn the_bochs_disk_line_names_the_file_and_its_geometry() {
+        let dir = std::env::temp_dir().join(format!("ponte-bochs-disk-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("disk.img");
+        fs::write(&path, vec![0u8; 2 * 16 * 63 * 512]).unwrap();
+        let line = bochs_disk_line(&HardDisk { path: path.clone() }).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "ata0-slave: type=disk, mode=flat, path=\"{}\", cylinders=2, heads=16, spt=63\n",
+                path.display()
+            )
+        );
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! `cargo xtask linux-assets [--qemu]` prepares them and prints paths and
 //! versions; `--qemu` also boots the guest twice in QEMU (TCG) over a raw
 //! export of a fresh differencing child (QEMU ignores VHD parents).
+//! For appliances that keep the child on an emulated IDE disk,
+//! [`ata_disk_image`] puts it in a ponte-ata disk file, and
+//! `--child-from-disk IMAGE OUT` copies it back out for inspection.
 
 pub mod cpio;
 pub mod guest;
@@ -455,6 +458,46 @@ pub fn export_raw(image: &Path, raw: &Path) -> Result<(), String> {
     fs::write(raw, bytes).map_err(|e| format!("{}: {e}", raw.display()))
 }
 
+/// Bytes per cylinder of the geometry Bochs autodetects (16 heads, 63
+/// sectors per track): disk images are made a multiple of it.
+const CYLINDER_BYTES: u64 = 16 * 63 * 512;
+
+/// Makes `image`, a raw hard-disk image for an appliance, holding `vhd` as
+/// a [`ponte_ata::disk_file::DiskFile`] at offset 0 with room for the file
+/// to grow to at least `capacity` bytes. The size is a whole number of
+/// 16-head, 63-sector cylinders, so Bochs takes the file as it is.
+pub fn ata_disk_image(vhd: &Path, image: &Path, capacity: u64) -> Result<(), String> {
+    use ponte_ata::disk_file::{DiskFile, HEADER_SIZE};
+    let bytes = fs::read(vhd).map_err(|e| format!("{}: {e}", vhd.display()))?;
+    let wanted = capacity.max(bytes.len() as u64) + HEADER_SIZE;
+    let total = wanted.div_ceil(CYLINDER_BYTES) * CYLINDER_BYTES;
+    let _ = fs::remove_file(image);
+    let dev = FileDevice::create(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let err = |e: String| format!("{}: {e}", image.display());
+    let mut file = DiskFile::format(dev, 0, total).map_err(|e| err(format!("{e:?}")))?;
+    file.write_at(0, &bytes)
+        .map_err(|e| err(format!("{e:?}")))?;
+    file.flush().map_err(|e| err(format!("{e:?}")))?;
+    let mut dev = file.into_inner();
+    dev.set_len(total).map_err(|e| err(format!("{e:?}")))?;
+    dev.flush().map_err(|e| err(format!("{e:?}")))
+}
+
+/// Copies the file kept in a disk image made by [`ata_disk_image`] (as the
+/// guest left it) to `out`.
+pub fn file_from_disk_image(image: &Path, out: &Path) -> Result<(), String> {
+    use ponte_ata::disk_file::DiskFile;
+    let dev = FileDevice::open(image, false).map_err(|e| format!("{}: {e}", image.display()))?;
+    let total = fs::metadata(image).map_err(|e| e.to_string())?.len();
+    let err = |e: String| format!("{}: {e}", image.display());
+    let mut file = DiskFile::open(dev, 0, total).map_err(|e| err(format!("{e:?}")))?;
+    let len = file.len().map_err(|e| err(format!("{e:?}")))?;
+    let mut bytes = vec![0u8; usize::try_from(len).map_err(|e| e.to_string())?];
+    file.read_at(0, &mut bytes)
+        .map_err(|e| err(format!("{e:?}")))?;
+    fs::write(out, bytes).map_err(|e| format!("{}: {e}", out.display()))
+}
+
 /// The kernel command line the guest boots with.
 pub const COMMAND_LINE: &str = "console=ttyS0,115200 rdinit=/init panic=-1";
 
@@ -463,7 +506,16 @@ pub fn command(args: &[String]) -> Result<(), String> {
     let qemu = match args {
         [] => false,
         [flag] if flag == "--qemu" => true,
-        _ => return Err("usage: cargo xtask linux-assets [--qemu]".into()),
+        [flag, image, out] if flag == "--child-from-disk" => {
+            file_from_disk_image(Path::new(image), Path::new(out))?;
+            println!("{out}: the file kept in {image}");
+            return Ok(());
+        }
+        _ => {
+            return Err(
+                "usage: cargo xtask linux-assets [--qemu | --child-from-disk IMAGE OUT]".into(),
+            )
+        }
     };
     let started = Instant::now();
     let assets = prepare()?;
@@ -494,6 +546,13 @@ pub fn command(args: &[String]) -> Result<(), String> {
     let child = dir.join("child.vhd");
     fresh_child(&assets.base_vhd, &child)?;
     println!("child {} ({} bytes)", child.display(), size(&child));
+    let disk = dir.join("ata-disk.img");
+    ata_disk_image(&child, &disk, 64 << 20)?;
+    println!(
+        "ata disk {} ({} bytes: the child in a disk file, room for 64 MiB)",
+        disk.display(),
+        size(&disk)
+    );
     println!("command line {COMMAND_LINE}");
     println!("prepared in {:.1} s", started.elapsed().as_secs_f64());
     if qemu {
@@ -688,6 +747,16 @@ mod tests {
         disk.read_at(guest::GENERATION_SECTOR * 512, &mut sector)
             .unwrap();
         assert_eq!(&sector, b"PONTE-GEN 1\n");
+        // On an ATA disk image: the file comes back byte for byte, and the
+        // image is whole Bochs cylinders.
+        let image = dir.join("ata.img");
+        ata_disk_image(&child, &image, 8 << 20).unwrap();
+        let image_len = fs::metadata(&image).unwrap().len();
+        assert_eq!(image_len % CYLINDER_BYTES, 0);
+        assert!(image_len >= (8 << 20) + 512);
+        let back = dir.join("child-back.vhd");
+        file_from_disk_image(&image, &back).unwrap();
+        assert_eq!(fs::read(&back).unwrap(), fs::read(&child).unwrap());
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! - `image <example>`: builds the example and its ISO; prints the stripped
 //!   ELF size.
-//! - `run [<example>] [--emulator bochs|qemu] [--cpu <model>] [--append ARGS]`:
-//!   boots it and streams its console (default: the demo appliance in Bochs).
+//! - `run [<example>] [--emulator bochs|qemu] [--cpu <model>] [--append ARGS]
+//!   [--disk FILE]`: boots it and streams its console (default: the demo
+//!   appliance in Bochs); `--disk` attaches FILE as the primary IDE
+//!   channel's slave hard disk.
 //! - `run-kernel <kernel> [--append ARGS] [--initrd FILE] [--memory MiB]
 //!   [--emulator qemu|ponte] [--cpu <model>] [--timeout SECS]`: boots a test
 //!   kernel written for `qemu-system-x86_64 -kernel` and exits with the status
@@ -12,8 +14,9 @@
 //! - `test [<scenario>...]`: host tests, clippy, rustfmt, rustdoc, then every
 //!   integration scenario (or the named ones), two emulators at a time.
 //! - `bench`: prints `bench <name> <value> <unit>` lines.
-//! - `linux-assets [--qemu]`: prepares the Linux guest's kernel, initramfs
-//!   and disks (see `linux_assets`); `--qemu` boots them twice in QEMU.
+//! - `linux-assets [--qemu | --child-from-disk IMAGE OUT]`: prepares the
+//!   Linux guest's kernel, initramfs and disks (see `linux_assets`); `--qemu`
+//!   boots them twice in QEMU.
 
 mod bench;
 mod emulator;
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
         Some("linux-assets") => linux_assets::command(&args[1..]),
         _ => Err(
             "usage: cargo xtask image <example> | run [<example>] [--emulator bochs|qemu] \
-                  [--cpu <bochs model>] [--append ARGS] | run-kernel <kernel> [--append ARGS] \
+                  [--cpu <bochs model>] [--append ARGS] [--disk FILE] | run-kernel <kernel> [--append ARGS] \
                   [--initrd FILE] [--memory MiB] [--emulator qemu|ponte] [--cpu <bochs model>] \
                   [--timeout SECS] | test [<scenario>...] | bench | linux-assets [--qemu]"
                 .into(),
@@ -156,11 +159,17 @@ fn run_command(args: &[String]) -> Result<(), String> {
         timeout: Duration::from_secs(3600),
     };
     let mut append = String::new();
+    let mut disk = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().cloned().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--emulator" => machine.emulator = Emulator::parse(&value()?)?,
+            "--disk" => {
+                disk = Some(emulator::HardDisk {
+                    path: PathBuf::from(value()?),
+                })
+            }
             "--cpu" => machine.cpu = value()?,
             "--append" => append = value()?,
             "--memory" => {
@@ -179,7 +188,7 @@ fn run_command(args: &[String]) -> Result<(), String> {
         machine.emulator.name(),
         machine.cpu
     );
-    let report = emulator::boot(&machine, &iso, &dir, true)?;
+    let report = emulator::boot_with_disk(&machine, &iso, &dir, true, disk.as_ref())?;
     eprintln!(
         "\n{example}: {} ({}) after {:.1} s",
         report.verdict(),

@@ -53,7 +53,8 @@ pub fn identify_words(sectors: u64, lba48: bool, model: &str) -> [u16; 256] {
     w[61] = (lba28 >> 16) as u16;
     let ext = if lba48 { (1 << 13) | (1 << 10) } else { 0 };
     w[83] = 0x4000 | (1 << 12) | ext;
-    w[86] = 0x4000 | (1 << 12) | ext;
+    // Word 86 as QEMU fills it: no validity bits of its own (word 87 has them).
+    w[86] = (1 << 12) | ext;
     w[85] = 0x4000 | (1 << 5);
     w[87] = 0x4000;
     if lba48 {

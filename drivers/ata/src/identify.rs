@@ -22,7 +22,7 @@ pub struct Identity {
     /// User-addressable sectors (512 bytes each).
     pub sectors: u64,
     /// Whether the 48-bit address feature set is supported and enabled
-    /// (words 83 and 86, bit 10).
+    /// (words 83 and 86, bit 10, with words 83 and 87 valid).
     pub lba48: bool,
     /// How to flush the write cache.
     pub flush: FlushCommand,
@@ -36,7 +36,8 @@ pub struct Identity {
 const GENERAL_CONFIG_NOT_ATA: u16 = 1 << 15;
 /// Word 49 bit 9: LBA supported.
 const CAPABILITIES_LBA: u16 = 1 << 9;
-/// Words 83, 86 (and 87 for 85), 106: bits 15:14 read 01 when valid.
+/// Words 83, 87 (vouching for 85 and 86) and 106: bits 15:14 read 01 when
+/// valid. Word 86 has no such bits (ATA8-ACS uses its bit 15 otherwise).
 const VALID_MASK: u16 = 0xc000;
 const VALID: u16 = 0x4000;
 /// Word 83/86 bit 10: 48-bit address feature set.
@@ -78,13 +79,14 @@ impl Identity {
         }
         let valid = |w: u16| w & VALID_MASK == VALID;
         let (w83, w85, w86, w106) = (words[83], words[85], words[86], words[106]);
-        // Word 85 is valid when word 87's bits 15:14 read 01.
         if valid(w106) && w106 & LONG_LOGICAL_SECTOR != 0 {
             return Err(AtaError::UnsupportedSectorSize {
                 words_per_sector: u32::from(words[117]) | u32::from(words[118]) << 16,
             });
         }
-        let lba48 = valid(w83) && valid(w86) && w83 & LBA48 != 0 && w86 & LBA48 != 0;
+        // Words 85 and 86 (features enabled) are valid when word 87 is.
+        let enabled_valid = valid(words[87]);
+        let lba48 = valid(w83) && enabled_valid && w83 & LBA48 != 0 && w86 & LBA48 != 0;
         let sectors28 = u64::from(words[60]) | u64::from(words[61]) << 16;
         let sectors48 = (100..104).fold(0u64, |s, i| s | u64::from(words[i]) << (16 * (i - 100)));
         let sectors = if lba48 && sectors48 != 0 {
@@ -105,7 +107,7 @@ impl Identity {
             FlushCommand::CacheExt
         } else if valid(w83) && w83 & FLUSH_CACHE != 0 {
             FlushCommand::Cache
-        } else if valid(words[87]) && w85 & WRITE_CACHE_ENABLED != 0 {
+        } else if enabled_valid && w85 & WRITE_CACHE_ENABLED != 0 {
             return Err(AtaError::CacheWithoutFlush {
                 command_sets: w83,
                 enabled: w85,

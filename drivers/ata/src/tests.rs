@@ -363,6 +363,14 @@ fn identify_data_is_checked_word_by_word() {
     assert!(!off.lba48);
     assert_eq!(off.sectors, 1000);
     assert_eq!(off.flush, FlushCommand::Cache);
+    // Word 86 is vouched for by word 87's validity bits.
+    let unvouched = parse(|w| {
+        w[87] = 0;
+        w[85] = 0;
+    })
+    .unwrap();
+    assert!(!unvouched.lba48);
+    assert_eq!(unvouched.sectors, 1000);
     // A word 83 without its 01 validity bits is ignored.
     let invalid = parse(|w| {
         w[83] = 0xffff;
