@@ -178,8 +178,9 @@ pub const SCENARIOS: &[Scenario] = &[
         command_line: "large-pages",
         memory_mib: 1024,
         console_contains: &[
-            "ept: RAM [0, 0x20000000) mapped by 0 x 1 GiB, 256 x 2 MiB, 0 x 4 KiB pages, each the largest alignment and capabilities allow",
-            "large-pages guest wrote and read back all 255 2 MiB ranges of 512 MiB; host memory holds its pattern; 255 dirty leaves",
+            "ept: RAM [0x0, 0x20000000) mapped by 0 x 1 GiB, 256 x 2 MiB, 0 x 4 KiB pages, each the largest alignment and capabilities allow",
+            "ept: RAM [0x40000000, 0x40500000) mapped by 0 x 1 GiB, 2 x 2 MiB, 256 x 4 KiB pages, each the largest",
+            "large-pages guest wrote and read back all 255 2 MiB ranges of 512 MiB and all 1280 4 KiB ranges of the second region; host memory holds its pattern; their leaves are dirty",
         ],
         ..EPT_BASICS
     },

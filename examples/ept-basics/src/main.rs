@@ -67,6 +67,10 @@ const GUEST_MAPPED: u64 = 4 * GIB;
 /// A reserved hole in the layout (`HOLE` in guests/unmapped.S).
 const HOLE: u64 = 0xd000_0000;
 const HOLE_LEN: u64 = 0x1000_0000;
+/// A second RAM region of the `large-pages` guest: at 1 GiB, too short for
+/// a 1 GiB page, two 2 MiB pages and a 1 MiB tail of 4 KiB pages.
+const EXTRA_RAM_BASE: u64 = GIB;
+const EXTRA_RAM_LEN: u64 = 5 * MIB;
 /// RAM of every guest but `large-pages` and `dirty`.
 const SMALL_RAM: u64 = 16 * MIB;
 /// The MMIO window's device index in the layout and the MMIO device slice.
@@ -237,7 +241,6 @@ struct Machine<'a> {
     board: Board,
     ept: EptTables<&'a mut HostMemory>,
     eptp: u64,
-    ram_host: u64,
     ram_size: u64,
 }
 
@@ -326,6 +329,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let window = or_fail!(memory.bytes(IOMEM_LEN), "pc-testdev window");
     let mut layout: Layout = GuestLayout::new();
     or_fail!(layout.add_ram(0, ram), "layout");
+    if mode == "large-pages" {
+        let extra = or_fail!(memory.ram(EXTRA_RAM_LEN, 2 * MIB), "guest RAM");
+        or_fail!(layout.add_ram(EXTRA_RAM_BASE, extra), "layout");
+    }
     or_fail!(
         layout.add_mmio(IOMEM_BASE, IOMEM_LEN as u64, TESTDEV),
         "layout"
@@ -409,7 +416,6 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         board,
         ept,
         eptp,
-        ram_host,
         ram_size,
     };
     let mut dispatch = Dispatcher::new(&cpuid, ept_caps.physical_address_bits);
@@ -430,49 +436,81 @@ fn write_param(m: &Machine, index: u64, value: u64) {
     );
 }
 
-/// The largest page that may map `gpa` of RAM `[0, ram_size)` at host
-/// `ram_host + gpa`: the page must lie inside the RAM, be aligned in both
-/// address spaces and be a size the processor's EPT supports (SDM 29.3.2:
-/// 2 MiB pages need IA32_VMX_EPT_VPID_CAP bit 16, 1 GiB pages bit 17).
-fn largest_page(gpa: u64, ram_host: u64, ram_size: u64, caps: &EptCapabilities) -> PageSize {
-    let candidates = [
-        (PageSize::Size1G, caps.pages_1g && caps.pages_2m),
-        (PageSize::Size2M, caps.pages_2m),
-    ];
-    for (size, supported) in candidates {
-        let bytes = size.bytes();
-        let base = gpa & !(bytes - 1);
-        if supported && (ram_host + base).is_multiple_of(bytes) && base + bytes <= ram_size {
-            return size;
-        }
-    }
-    PageSize::Size4K
+/// A RAM region of the layout: guest-physical start, length, host-physical
+/// start.
+#[derive(Clone, Copy)]
+struct RamRegion {
+    start: u64,
+    len: u64,
+    host: u64,
 }
 
-const STEP_2M: u64 = 2 * MIB;
-/// `PATTERN` in guests/large_pages.S.
-const PATTERN: u64 = 0x5a5a_a5a5_c3c3_3c3c;
+impl RamRegion {
+    fn end(&self) -> u64 {
+        self.start + self.len
+    }
 
-fn large_pages<const C: usize>(m: &mut Machine, dispatch: &mut Dispatcher<'_, C>) -> ! {
-    let caps = *m.ept.capabilities();
-    // Every page of the RAM, walked by the tables' own page sizes.
+    /// The largest page that may map `gpa` of this region: the page must
+    /// lie inside the region, be aligned in both address spaces and be a
+    /// size the processor's EPT supports (SDM 29.3.2: 2 MiB pages need
+    /// IA32_VMX_EPT_VPID_CAP bit 16, 1 GiB pages bit 17).
+    fn largest_page(&self, gpa: u64, caps: &EptCapabilities) -> PageSize {
+        let candidates = [
+            (PageSize::Size1G, caps.pages_1g && caps.pages_2m),
+            (PageSize::Size2M, caps.pages_2m),
+        ];
+        for (size, supported) in candidates {
+            let bytes = size.bytes();
+            let base = gpa & !(bytes - 1);
+            let host_base = self.host + (base.wrapping_sub(self.start));
+            if supported
+                && base >= self.start
+                && base + bytes <= self.end()
+                && host_base.is_multiple_of(bytes)
+            {
+                return size;
+            }
+        }
+        PageSize::Size4K
+    }
+}
+
+/// The layout's RAM regions.
+fn ram_regions(layout: &Layout) -> Vec<RamRegion, 4> {
+    let mut regions = Vec::new();
+    for r in layout.regions() {
+        if let ponte_kernel::memory::RegionKind::Ram(backing) = &r.kind {
+            let _ = regions.push(RamRegion {
+                start: r.start,
+                len: r.len,
+                host: backing.host_physical(),
+            });
+        }
+    }
+    regions
+}
+
+/// Checks that every page of `region` is mapped where the region's host
+/// memory is, RWX, by the largest page allowed; prints the page sizes.
+fn check_page_sizes(m: &Machine, region: &RamRegion) {
+    let caps = m.ept.capabilities();
     let mut counts = [0u64; 3];
-    let mut gpa = 0;
-    while gpa < m.ram_size {
+    let mut gpa = region.start;
+    while gpa < region.end() {
         let Some(t) = m.ept.translate(gpa) else {
             finish(Outcome::Fail, format_args!("RAM at {gpa:#x} is not mapped"));
         };
-        let expected = largest_page(gpa, m.ram_host, m.ram_size, &caps);
+        let expected = region.largest_page(gpa, caps);
         check!(
             t.page_size == expected,
             "{gpa:#x} is mapped by a {:?} page, the largest allowed is {expected:?}",
             t.page_size
         );
+        let host = region.host + (gpa - region.start);
         check!(
-            t.host_physical == m.ram_host + gpa,
-            "{gpa:#x} leads to host {:#x}, not {:#x}",
-            t.host_physical,
-            m.ram_host + gpa
+            t.host_physical == host,
+            "{gpa:#x} leads to host {:#x}, not {host:#x}",
+            t.host_physical
         );
         check!(
             t.attributes.permissions == Permissions::ALL,
@@ -483,29 +521,25 @@ fn large_pages<const C: usize>(m: &mut Machine, dispatch: &mut Dispatcher<'_, C>
         gpa += t.page_size.bytes();
     }
     println!(
-        "ept: RAM [0, {:#x}) mapped by {} x 1 GiB, {} x 2 MiB, {} x 4 KiB pages, each the largest alignment and capabilities allow",
-        m.ram_size, counts[2], counts[1], counts[0]
+        "ept: RAM [{:#x}, {:#x}) mapped by {} x 1 GiB, {} x 2 MiB, {} x 4 KiB pages, each the largest alignment and capabilities allow (host {:#x})",
+        region.start,
+        region.end(),
+        counts[2],
+        counts[1],
+        counts[0],
+        region.host,
     );
-    for hole in [m.ram_size, IOMEM_BASE, HOLE] {
-        check!(
-            m.ept.translate(hole).is_none(),
-            "{hole:#x} is not RAM but is mapped"
-        );
-    }
-    write_param(m, 0, m.ram_size);
-    let stop = dispatch.run(&mut m.vcpu, &mut m.board);
-    m.expect_pass(stop, "large-pages");
-    // The guest's pattern is where the tables say: in host memory at the
-    // same offsets of the block.
-    let mut pages = 0;
-    let mut dirty = 0;
-    let mut gpa = STEP_2M;
-    while gpa < m.ram_size {
+}
+
+/// Checks the large-pages guest's pattern in host memory over `[from,
+/// to)` in steps of `step`; returns how many steps hold it and how many of
+/// their leaves are dirty.
+fn check_pattern(m: &Machine, from: u64, to: u64, step: u64) -> (u64, u64) {
+    let (mut ranges, mut dirty) = (0, 0);
+    let mut gpa = from;
+    while gpa < to {
         let first = or_fail!(m.board.layout.read_u64(gpa), "reading guest RAM");
-        let last = or_fail!(
-            m.board.layout.read_u64(gpa + STEP_2M - 8),
-            "reading guest RAM"
-        );
+        let last = or_fail!(m.board.layout.read_u64(gpa + step - 8), "reading guest RAM");
         check!(
             first == gpa ^ PATTERN && last == !(gpa ^ PATTERN),
             "host memory at {gpa:#x} holds {first:#x}/{last:#x}, not the guest's pattern"
@@ -513,19 +547,52 @@ fn large_pages<const C: usize>(m: &mut Machine, dispatch: &mut Dispatcher<'_, C>
         if m.ept.translate(gpa).is_some_and(|t| t.dirty) {
             dirty += 1;
         }
-        pages += 1;
-        gpa += STEP_2M;
+        ranges += 1;
+        gpa += step;
     }
-    if caps.accessed_dirty {
+    (ranges, dirty)
+}
+
+const STEP_2M: u64 = 2 * MIB;
+/// `PATTERN` in guests/large_pages.S.
+const PATTERN: u64 = 0x5a5a_a5a5_c3c3_3c3c;
+
+fn large_pages<const C: usize>(m: &mut Machine, dispatch: &mut Dispatcher<'_, C>) -> ! {
+    let regions = ram_regions(&m.board.layout);
+    check!(
+        regions.len() == 2,
+        "expected two RAM regions, the layout has {}",
+        regions.len()
+    );
+    for region in &regions {
+        check_page_sizes(m, region);
+    }
+    for hole in [m.ram_size, EXTRA_RAM_BASE + EXTRA_RAM_LEN, IOMEM_BASE, HOLE] {
         check!(
-            dirty == pages,
-            "only {dirty} of the {pages} 2 MiB ranges the guest wrote have a dirty leaf"
+            m.ept.translate(hole).is_none(),
+            "{hole:#x} is not RAM but is mapped"
+        );
+    }
+    write_param(m, 0, m.ram_size);
+    write_param(m, 1, EXTRA_RAM_BASE);
+    write_param(m, 2, EXTRA_RAM_LEN);
+    let stop = dispatch.run(&mut m.vcpu, &mut m.board);
+    m.expect_pass(stop, "large-pages");
+    // The guest's pattern is where the tables say: in host memory at the
+    // same offsets of the blocks.
+    let (large, large_dirty) = check_pattern(m, STEP_2M, m.ram_size, STEP_2M);
+    let (small, small_dirty) =
+        check_pattern(m, EXTRA_RAM_BASE, EXTRA_RAM_BASE + EXTRA_RAM_LEN, 4096);
+    if m.ept.capabilities().accessed_dirty {
+        check!(
+            large_dirty == large && small_dirty == small,
+            "only {large_dirty} of {large} 2 MiB and {small_dirty} of {small} 4 KiB ranges the guest wrote have a dirty leaf"
         );
     }
     finish(
         Outcome::Pass,
         format_args!(
-            "large-pages guest wrote and read back all {pages} 2 MiB ranges of {} MiB; host memory holds its pattern; {dirty} dirty leaves",
+            "large-pages guest wrote and read back all {large} 2 MiB ranges of {} MiB and all {small} 4 KiB ranges of the second region; host memory holds its pattern; their leaves are dirty",
             m.ram_size / MIB
         ),
     )
