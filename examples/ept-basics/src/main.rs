@@ -172,7 +172,7 @@ struct RecordingTestDev {
 
 impl RecordingTestDev {
     fn record(&mut self, access: Access) {
-        self.accesses += 1;
+        self.accesses = self.accesses.saturating_add(1);
         // The log keeps the first accesses; `accesses` counts them all.
         let _ = self.log.push(access);
     }
@@ -229,7 +229,7 @@ impl Platform for Board {
         ))
     }
     fn unclaimed_access(&mut self, access: UnclaimedAccess) {
-        self.unclaimed_count += 1;
+        self.unclaimed_count = self.unclaimed_count.saturating_add(1);
         let _ = self.unclaimed.push(access);
     }
 }
@@ -462,12 +462,8 @@ impl RamRegion {
         for (size, supported) in candidates {
             let bytes = size.bytes();
             let base = gpa & !(bytes - 1);
-            let host_base = self.host + (base.wrapping_sub(self.start));
-            if supported
-                && base >= self.start
-                && base + bytes <= self.end()
-                && host_base.is_multiple_of(bytes)
-            {
+            let inside = base >= self.start && base + bytes <= self.end();
+            if supported && inside && (self.host + (base - self.start)).is_multiple_of(bytes) {
                 return size;
             }
         }
