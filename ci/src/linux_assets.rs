@@ -69,9 +69,12 @@ static PREPARING: Mutex<()> = Mutex::new(());
 /// Prepares (or finds cached) the kernel, initramfs and base disk.
 pub fn prepare() -> Result<LinuxAssets, String> {
     let _guard = PREPARING.lock().unwrap_or_else(|e| e.into_inner());
-    let kernel_package = kernel_package()?;
-    let kernel_version = candidate_version(&kernel_package)?;
-    let busybox_version = candidate_version(BUSYBOX_PACKAGE)?;
+    let [depends] = <[String; 1]>::try_from(show_fields(&[KERNEL_METAPACKAGE], "Depends")?)
+        .map_err(|_| "one Depends field".to_string())?;
+    let kernel_package = kernel_in(&depends)?;
+    let versions = show_fields(&[&kernel_package, BUSYBOX_PACKAGE], "Version")?;
+    let [kernel_version, busybox_version] =
+        <[String; 2]>::try_from(versions).map_err(|_| "two Version fields".to_string())?;
     let dir = target_dir().join("ponte/linux-assets").join(format!(
         "{kernel_package}_{kernel_version}+busybox_{}+layout{LAYOUT_REVISION}",
         busybox_version.replace(':', "%3a")
@@ -149,18 +152,36 @@ fn apt(program: &str, args: &[&str], dir: Option<&Path>) -> Result<String, Strin
     }
 }
 
-/// The `Depends:` or `Version:` field of `apt-cache show`'s candidate.
-fn show_field(package: &str, field: &str) -> Result<String, String> {
-    let text = apt("apt-cache", &["show", "--no-all-versions", package], None)?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(": "))
-        .map(str::to_string)
-        .ok_or(format!("apt-cache show {package} has no {field}"))
+/// `field` of each package's candidate in one `apt-cache show` (a call
+/// takes seconds on a loaded machine).
+fn show_fields(packages: &[&str], field: &str) -> Result<Vec<String>, String> {
+    let mut args = vec!["show", "--no-all-versions"];
+    args.extend_from_slice(packages);
+    let text = apt("apt-cache", &args, None)?;
+    packages
+        .iter()
+        .map(|package| {
+            field_of(&text, package, field)
+                .ok_or(format!("apt-cache show {package} has no {field}"))
+        })
+        .collect()
 }
 
-/// The kernel package the metapackage currently depends on.
-fn kernel_package() -> Result<String, String> {
-    let depends = show_field(KERNEL_METAPACKAGE, "Depends")?;
+/// `field` in the paragraph of `package` in `apt-cache show` output.
+fn field_of(text: &str, package: &str, field: &str) -> Option<String> {
+    let value_in = |paragraph: &str, name: &str| {
+        paragraph
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .map(str::to_string)
+    };
+    text.split("\n\n")
+        .find(|p| value_in(p, "Package").as_deref() == Some(package))
+        .and_then(|p| value_in(p, field))
+}
+
+/// The kernel package a `Depends:` field of the metapackage names.
+fn kernel_in(depends: &str) -> Result<String, String> {
     depends
         .split(',')
         .map(|d| d.trim().split(' ').next().unwrap_or(""))
@@ -169,10 +190,6 @@ fn kernel_package() -> Result<String, String> {
         .ok_or(format!(
             "{KERNEL_METAPACKAGE} depends on no kernel: {depends}"
         ))
-}
-
-fn candidate_version(package: &str) -> Result<String, String> {
-    show_field(package, "Version")
 }
 
 /// Downloads `package` at `version` into `dir` and unpacks it into
@@ -700,6 +717,27 @@ mod tests {
         // A header that misses the stream falls back to the scan.
         assert_eq!(xz_payload_offset(&bzimage(27, 0x10, 0x5000)), Some(0x5000));
         assert_eq!(xz_payload_offset(&[0u8; 1024]), None);
+    }
+
+    #[test]
+    fn versions_and_the_kernel_come_from_each_packages_paragraph() {
+        let text = "Package: linux-image-6.1.0-56-amd64\nSource: linux-signed-amd64 (6.1.192+2)\n\
+                    Version: 6.1.192-2\nDepends: kmod\n\n\
+                    Package: busybox-static\nVersion: 1:1.35.0-4+deb12u1+b1\n\n";
+        assert_eq!(
+            field_of(text, "busybox-static", "Version").as_deref(),
+            Some("1:1.35.0-4+deb12u1+b1")
+        );
+        assert_eq!(
+            field_of(text, "linux-image-6.1.0-56-amd64", "Version").as_deref(),
+            Some("6.1.192-2")
+        );
+        assert_eq!(field_of(text, "busybox", "Version"), None);
+        assert_eq!(
+            kernel_in("linux-image-6.1.0-56-amd64 (= 6.1.192-2), linux-base").as_deref(),
+            Ok("linux-image-6.1.0-56-amd64")
+        );
+        assert!(kernel_in("linux-base").is_err());
     }
 
     #[test]
