@@ -1,31 +1,102 @@
-//! The guest's disk: a VHD image opened with ponte-vhd, offered to the
-//! guest as a virtio-blk function on PCI.
+//! The guest's disk: a VHD image chain opened with ponte-vhd, offered to
+//! the guest as a virtio-blk function on PCI.
 //!
-//! The image comes from the `disk` boot module. Module memory is read-only,
-//! so the image is copied into host memory with room to grow (blocks the
-//! guest allocates are appended), and the guest's writes stay there for the
-//! run: the appliance flushes the disk and reports its state at poweroff.
+//! The base image comes from the `disk` boot module. Module memory is
+//! read-only, so it is copied into host memory (with room to grow).
+//!
+//! - With a hard disk on the primary IDE channel's slave (the machine's
+//!   CD-ROM is the master) holding a [`DiskFile`], the file is a
+//!   differencing image whose parent is the base: the guest's writes go
+//!   to the hard disk through ponte-ata and survive the run.
+//! - Without one, the base itself is the disk and the guest's writes stay
+//!   in host memory for the run.
+//!
+//! The appliance flushes the disk at poweroff and reports its state.
 
 use core::cell::RefCell;
 
-use ponte_arch::{boot::BootInfo, ept::HostRam, memory::HostMemory, println};
+use ponte_arch::{
+    boot::BootInfo, ept::HostRam, memory::HostMemory, port::IdeChannelPorts, println,
+};
+use ponte_ata::{disk_file::DiskFile, AtaDisk, Channel, Drive};
 use ponte_kernel::{
     irq::lines::Line,
     memory::{GuestLayout, GuestMemory, MemoryError},
 };
-use ponte_vhd::{BlockDevice, Disk, NoParents, OpenOptions, SliceDevice, SlicePool};
+use ponte_vhd::{
+    BlockDevice, Disk, IoError, LocatorHint, OpenOptions, ParentRequest, ParentResolver,
+    SliceDevice, SlicePool,
+};
 use ponte_virtio::{pci::VirtioPci, BlockBackend, VirtioBlock};
 
 use crate::board::Dev;
 
-/// Room the image may grow by in host memory.
+/// Room the in-memory image may grow by.
 const GROWTH: usize = 8 << 20;
-/// BAT cache words the caller provides (two per BAT entry: the table and
-/// its scratch copy): enough for a 1 GiB disk of 2 MiB blocks.
-pub const BAT_WORDS: usize = 2 * 512;
+/// Table words the caller provides for the chain (BAT, scratch, marks and
+/// bitmap cache of each image; see `ponte_vhd::storage`).
+pub const TABLE_WORDS: usize = 4096;
 
-/// A VHD disk (a dynamic or fixed image, no parents) in host memory.
-pub type VhdDisk<'w> = Disk<SliceDevice<'static>, &'w mut [u32], 1>;
+/// The hard disk holding the child image.
+type AtaFile = DiskFile<AtaDisk<IdeChannelPorts>>;
+
+/// Where one image of the chain lives.
+pub enum Backing {
+    /// A copy of a boot module in host memory.
+    Memory(SliceDevice<'static>),
+    /// A file on the IDE hard disk.
+    Ata(AtaFile),
+}
+
+impl BlockDevice for Backing {
+    fn len(&mut self) -> Result<u64, IoError> {
+        match self {
+            Self::Memory(d) => d.len(),
+            Self::Ata(d) => d.len(),
+        }
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        match self {
+            Self::Memory(d) => d.read_at(offset, buf),
+            Self::Ata(d) => d.read_at(offset, buf),
+        }
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+        match self {
+            Self::Memory(d) => d.write_at(offset, buf),
+            Self::Ata(d) => d.write_at(offset, buf),
+        }
+    }
+    fn flush(&mut self) -> Result<(), IoError> {
+        match self {
+            Self::Memory(d) => d.flush(),
+            Self::Ata(d) => d.flush(),
+        }
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), IoError> {
+        match self {
+            Self::Memory(d) => d.set_len(len),
+            Self::Ata(d) => d.set_len(len),
+        }
+    }
+}
+
+/// The parent of the hard disk's image: the base from the boot module
+/// (its UUID is checked by ponte-vhd against the child's header).
+struct ModuleParent(Option<SliceDevice<'static>>);
+
+impl ParentResolver<Backing> for ModuleParent {
+    fn open_parent(
+        &mut self,
+        _request: &ParentRequest<'_>,
+        _hint: Option<&LocatorHint<'_>>,
+    ) -> Option<Backing> {
+        self.0.take().map(Backing::Memory)
+    }
+}
+
+/// The disk: a base image, or a differencing child over it.
+pub type VhdDisk<'w> = Disk<Backing, &'w mut [u32], 2>;
 
 /// Guest RAM as the virtio device reaches it.
 #[derive(Clone, Copy)]
@@ -67,30 +138,71 @@ impl BlockBackend for VhdBackend<'_, '_> {
 pub type DiskFunction<'a, 'w> =
     VirtioPci<GuestRam<'a>, VirtioBlock<VhdBackend<'a, 'w>>, Line<'static, 24>>;
 
-/// Opens the `disk` module's image, if there is one; a module that is not
-/// a VHD image ends the run.
+/// Where the disk's writes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// To the differencing image on the IDE hard disk.
+    HardDisk,
+    /// To host memory, lost at the end of the run.
+    Memory,
+}
+
+/// The IDE hard disk's file, if the machine has one.
+fn hard_disk_file() -> Option<AtaFile> {
+    let ports = IdeChannelPorts::new(Channel::PRIMARY.command_block, Channel::PRIMARY.control)?;
+    let mut disk = match AtaDisk::open(ports, Channel::PRIMARY, Drive::Slave) {
+        Ok(disk) => disk,
+        Err(e) => {
+            println!("linux-vhd: no IDE hard disk ({e:?})");
+            return None;
+        }
+    };
+    let len = disk.len().ok()?;
+    match DiskFile::open(disk, 0, len) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            println!("linux-vhd: the IDE hard disk holds no disk file ({e:?})");
+            None
+        }
+    }
+}
+
+/// Opens the disk chain, if there is a `disk` module; an image that does
+/// not open ends the run.
 pub fn open<'w>(
     boot: &BootInfo,
     memory: &mut HostMemory,
     words: &'w mut [u32],
-) -> Option<VhdDisk<'w>> {
+) -> Option<(VhdDisk<'w>, Persistence)> {
     let module = boot.module("disk")?;
     let bytes = module.bytes();
     let room = crate::or_fail!(memory.bytes(bytes.len() + GROWTH), "disk buffer");
-    let mut device = SliceDevice::empty(room);
-    crate::or_fail!(device.write_at(0, bytes), "disk copy");
+    let mut base = SliceDevice::empty(room);
+    crate::or_fail!(base.write_at(0, bytes), "disk copy");
+    let (top, parent, persistence) = match hard_disk_file() {
+        Some(file) => (Backing::Ata(file), Some(base), Persistence::HardDisk),
+        None => (Backing::Memory(base), None, Persistence::Memory),
+    };
     let options = OpenOptions {
         writable: true,
         ..OpenOptions::default()
     };
     let disk = crate::or_fail!(
-        Disk::open(device, &options, &mut SlicePool::new(words), &mut NoParents),
+        Disk::open(
+            top,
+            &options,
+            &mut SlicePool::new(words),
+            &mut ModuleParent(parent)
+        ),
         "opening the disk"
     );
+    let info = disk.info();
     println!(
-        "linux-vhd: disk of {} bytes from a {}-byte image",
+        "linux-vhd: disk of {} bytes ({:?}, {} blocks allocated), writes go to {:?}",
         disk.size(),
-        bytes.len()
+        info.disk_type,
+        info.allocated_blocks,
+        persistence
     );
-    Some(disk)
+    Some((disk, persistence))
 }

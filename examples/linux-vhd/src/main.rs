@@ -167,9 +167,12 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     guest.rflags = entry.rflags;
 
     // The disk, before the EPT tables take the rest of host memory.
-    let mut bat_words = [0u32; disk::BAT_WORDS];
+    let mut table_words = [0u32; disk::TABLE_WORDS];
     let free_before_disk = memory.free_bytes();
-    let disk = disk::open(&boot, &mut memory, &mut bat_words).map(core::cell::RefCell::new);
+    let (disk, persistence) = match disk::open(&boot, &mut memory, &mut table_words) {
+        Some((disk, persistence)) => (Some(core::cell::RefCell::new(disk)), Some(persistence)),
+        None => (None, None),
+    };
     let disk_bytes = free_before_disk - memory.free_bytes();
 
     let settings = or_fail!(
@@ -266,7 +269,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             let mut disk = disk.borrow_mut();
             or_fail!(disk.flush(), "flushing the disk");
             let info = disk.info();
-            Some(info.allocated_blocks)
+            Some((info.allocated_blocks, persistence))
         }
         None => None,
     };
@@ -275,10 +278,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             Outcome::Fail,
             format_args!("guest {reason} before init printed"),
         ),
-        (Some(ticks), Some(blocks)) => finish(
+        (Some(ticks), Some((blocks, persistence))) => finish(
             Outcome::Pass,
             format_args!(
-                "guest reached userspace after {ticks} TSC ticks and {reason}; disk flushed, {blocks} blocks allocated"
+                "guest reached userspace after {ticks} TSC ticks and {reason}; disk flushed, {blocks} blocks allocated, writes kept in {persistence:?}"
             ),
         ),
         (Some(ticks), None) => finish(
