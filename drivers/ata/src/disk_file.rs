@@ -27,6 +27,13 @@ const ZERO_CHUNK: usize = 4096;
 pub enum FileError {
     /// The device failed.
     Io(IoError),
+    /// The region's end is beyond the largest device offset.
+    RegionOverflows {
+        /// The region's start.
+        start: u64,
+        /// The region's length.
+        len: u64,
+    },
     /// The region cannot hold the header.
     RegionTooSmall {
         /// The region's length.
@@ -90,8 +97,15 @@ fn header(len: u64, capacity: u64) -> [u8; HEADER_SIZE as usize] {
 }
 
 impl<D: BlockDevice> DiskFile<D> {
-    /// Capacity of a region of `region_len` bytes.
-    fn capacity_of(region_len: u64) -> Result<u64, FileError> {
+    /// Capacity of a region of `region_len` bytes at `start` (so that every
+    /// device offset computed later fits a `u64`).
+    fn capacity_of(start: u64, region_len: u64) -> Result<u64, FileError> {
+        if start.checked_add(region_len).is_none() {
+            return Err(FileError::RegionOverflows {
+                start,
+                len: region_len,
+            });
+        }
         region_len
             .checked_sub(HEADER_SIZE)
             .ok_or(FileError::RegionTooSmall { len: region_len })
@@ -99,7 +113,7 @@ impl<D: BlockDevice> DiskFile<D> {
 
     /// Makes the region an empty file (writing and flushing its header).
     pub fn format(mut dev: D, start: u64, region_len: u64) -> Result<Self, FileError> {
-        let capacity = Self::capacity_of(region_len)?;
+        let capacity = Self::capacity_of(start, region_len)?;
         dev.write_at(start, &header(0, capacity))?;
         dev.flush()?;
         Ok(DiskFile {
@@ -113,7 +127,7 @@ impl<D: BlockDevice> DiskFile<D> {
 
     /// Opens the file of a region made by [`DiskFile::format`].
     pub fn open(mut dev: D, start: u64, region_len: u64) -> Result<Self, FileError> {
-        let capacity = Self::capacity_of(region_len)?;
+        let capacity = Self::capacity_of(start, region_len)?;
         let mut h = [0u8; HEADER_SIZE as usize];
         dev.read_at(start, &mut h)?;
         if h[..16] != MAGIC {
@@ -332,6 +346,13 @@ mod tests {
         assert_eq!(
             DiskFile::open(SliceDevice::new(&mut mem), 0, 100).err(),
             Some(FileError::RegionTooSmall { len: 100 })
+        );
+        assert_eq!(
+            DiskFile::open(SliceDevice::new(&mut mem), u64::MAX - 100, 2048).err(),
+            Some(FileError::RegionOverflows {
+                start: u64::MAX - 100,
+                len: 2048
+            })
         );
         let mut bad = mem.clone();
         bad[16] = 1;

@@ -55,6 +55,8 @@ const INTEGRITY_SIGNATURE: u16 = 0xa5;
 /// The largest sector count a 28-bit address can reach (0x0FFF_FFFF is
 /// the last address).
 pub const LBA28_SECTORS: u64 = 1 << 28;
+/// The largest sector count a 48-bit address can reach.
+pub const LBA48_SECTORS: u64 = 1 << 48;
 
 impl Identity {
     /// Reads the IDENTIFY DEVICE words.
@@ -97,9 +99,11 @@ impl Identity {
         if sectors == 0 {
             return Err(AtaError::NoCapacity);
         }
-        // Without 48-bit addressing, nothing past the 28-bit range is usable.
+        // Nothing past the addressable range is usable: 2^28 sectors
+        // without 48-bit addressing, 2^48 with it (words 100-103 can claim
+        // up to 2^64).
         let sectors = if lba48 {
-            sectors
+            sectors.min(LBA48_SECTORS)
         } else {
             sectors.min(LBA28_SECTORS)
         };

@@ -38,7 +38,7 @@ mod tests;
 
 use core::fmt;
 
-pub use identify::{FlushCommand, Identity, LBA28_SECTORS};
+pub use identify::{FlushCommand, Identity, LBA28_SECTORS, LBA48_SECTORS};
 pub use ponte_arch::port::PortAccess;
 use registers::*;
 

@@ -371,6 +371,10 @@ fn identify_data_is_checked_word_by_word() {
     .unwrap();
     assert!(!unvouched.lba48);
     assert_eq!(unvouched.sectors, 1000);
+    // A capacity beyond 48-bit addresses is cut to what they reach, so
+    // byte lengths cannot overflow.
+    let huge = parse(|w| w[100..104].fill(0xffff)).unwrap();
+    assert_eq!(huge.sectors, 1 << 48);
     // A word 83 without its 01 validity bits is ignored.
     let invalid = parse(|w| {
         w[83] = 0xffff;
