@@ -261,7 +261,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "testkernel-mb1-ponte",
         command_line: testkernels::REQUIRED_ARGUMENT,
-        console_contains: testkernels::PASSED,
+        console_contains: testkernels::PASSED_UNDER_PONTE,
         boots: Boot::TestKernel {
             kernel: TestKernel::Multiboot1,
             status: testkernels::PASS_STATUS,
@@ -271,7 +271,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "testkernel-mb2-ponte",
         command_line: testkernels::REQUIRED_ARGUMENT,
-        console_contains: testkernels::PASSED,
+        console_contains: testkernels::PASSED_UNDER_PONTE,
         boots: Boot::TestKernel {
             kernel: TestKernel::Multiboot2,
             status: testkernels::PASS_STATUS,
@@ -281,7 +281,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "testkernel-mb1-fail-ponte",
         command_line: "ponte-testkernel fail-on-purpose",
-        console_contains: testkernels::FAILED_ON_PURPOSE,
+        console_contains: testkernels::FAILED_ON_PURPOSE_UNDER_PONTE,
         boots: Boot::TestKernel {
             kernel: TestKernel::Multiboot1,
             status: testkernels::FAIL_ON_PURPOSE_STATUS,

@@ -100,6 +100,7 @@ run_checks:
     call newline
 
     call interrupt_checks
+    call cpu_checks
 
 # pc-testdev's 64 KiB window at 0xff000000 behaves as little-endian memory
 # for naturally aligned accesses of 1, 2 and 4 bytes (plain MOVs), and of 8

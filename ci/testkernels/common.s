@@ -25,6 +25,8 @@
 #   0x2e    93    the interrupt handler saw the wrong CPU/APIC state
 #   0x2f    95    pc-testdev MMIO window did not behave as memory
 #   0x30    97    unexpected exception
+#   0x31    99    CPUID, an MSR, CR4, VMCALL or IA32_APIC_BASE broke the
+#                 architecture (see cpu.s)
 #   0x38   113    every check held, but the command line says fail-on-purpose
 #
 # The interrupt comes from pc-testdev: a byte write of 1/0 to port
@@ -360,6 +362,8 @@ exception_stubs:
 .endr
 
 exception:
+    cmp dword ptr [fault_resume], 0
+    jne expected_fault              # a check of cpu.s expects it
     say "unexpected exception, vector "
     pop eax
     call print_dec

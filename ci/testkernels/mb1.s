@@ -9,6 +9,7 @@
 .include "common.s"
 .include "checks.s"
 .include "interrupts.s"
+.include "cpu.s"
 
 .set MB1_HEADER_MAGIC, 0x1badb002
 .set MB1_HEADER_FLAGS, (1 << 1) | (1 << 16)

@@ -6,6 +6,7 @@
 .include "common.s"
 .include "checks.s"
 .include "interrupts.s"
+.include "cpu.s"
 
 .set MB2_HEADER_MAGIC, 0xe85250d6
 .set MB2_LOADER_MAGIC, 0x36d76289

@@ -524,7 +524,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
                 match handle_cr_access(vmcs, &registers, access, &cr4_policy, fixed, efer) {
                     Ok(CrOutcome::Done) => {}
                     Ok(CrOutcome::GeneralProtection { cr, value }) => {
-                        log::info!("#GP for MOV to CR{cr} of {value:#x}");
+                        log::debug!("#GP for MOV to CR{cr} of {value:#x}");
                     }
                     Ok(CrOutcome::NotHandled(access)) => finish(
                         Outcome::Fail,
