@@ -185,7 +185,7 @@ impl MmioBus<Device> for ControllerPages<'_> {
 }
 
 /// QEMU's PC with the test devices. Port-bus device indices follow the
-/// order of [`Board::ports`].
+/// order of the devices in `with_ports!`.
 struct Board<'r> {
     bus: PortBus<16>,
     exit: DebugExit,
