@@ -231,7 +231,7 @@ pub struct Dispatcher<'p, const CPUID: usize> {
     last_wait: Option<u64>,
     /// Interrupt- and NMI-window exiting as last written.
     windows: u32,
-    preemption: Option<PreemptionTimer>,
+    preemption: Option<ScaledTimer>,
 }
 
 /// How to turn nanoseconds into VMX-preemption timer ticks.
@@ -244,9 +244,34 @@ pub struct PreemptionTimer {
 }
 
 impl PreemptionTimer {
-    /// The timer value that expires `ns` nanoseconds from now.
+    /// The timer value that expires `ns` nanoseconds from now (rounded
+    /// down, so never late by more than one timer tick).
     pub fn value_for_ns(&self, ns: u64) -> u32 {
-        let ticks = u128::from(ns) * u128::from(self.tsc_hz) / 1_000_000_000;
+        ScaledTimer::from(*self).value_for_ns(ns)
+    }
+}
+
+/// A [`PreemptionTimer`] with its conversion factor computed once, so that
+/// arming it before each entry costs a multiplication, not a division.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ScaledTimer {
+    rate: u8,
+    /// TSC ticks per nanosecond, times 2^32.
+    ticks_per_ns: u128,
+}
+
+impl From<PreemptionTimer> for ScaledTimer {
+    fn from(timer: PreemptionTimer) -> Self {
+        Self {
+            rate: timer.rate,
+            ticks_per_ns: (u128::from(timer.tsc_hz) << 32) / 1_000_000_000,
+        }
+    }
+}
+
+impl ScaledTimer {
+    fn value_for_ns(&self, ns: u64) -> u32 {
+        let ticks = (u128::from(ns) * self.ticks_per_ns) >> 32;
         u32::try_from(ticks >> self.rate).unwrap_or(u32::MAX)
     }
 }
@@ -277,7 +302,7 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
     /// the next timer deadline before every entry, so a guest that runs
     /// without exits still takes its timer interrupts on time.
     pub fn with_preemption_timer(mut self, timer: PreemptionTimer) -> Self {
-        self.preemption = Some(timer);
+        self.preemption = Some(timer.into());
         self
     }
 
@@ -514,7 +539,17 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             } => {
                 let violation = EptViolation::from_exit(qualification.0, gpa, gla.unwrap_or(0));
                 let state = vcpu_state(cpu, self.physical_address_bits)?;
-                match platform.ept_violation(&violation, &state) {
+                let outcome = platform.ept_violation(&violation, &state);
+                if !matches!(outcome, Some(Ok(_))) && violation.nmi_unblocking {
+                    // The instruction will run again: an IRET that unblocked
+                    // NMIs before faulting must find them blocked (SDM 28.2.3).
+                    cpu.vmcs().update32(
+                        Guest32::InterruptibilityState,
+                        interruptibility::NMI,
+                        0,
+                    )?;
+                }
+                match outcome {
                     None | Some(Err(MmioError::Ram { .. })) => {
                         return Ok(Handled::Stop(Stop::Unhandled(exit)))
                     }

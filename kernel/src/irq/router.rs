@@ -181,6 +181,11 @@ impl<C: Clock> InterruptSource for Chips<'_, C> {
 pub struct IrqRouter<const GSIS: usize> {
     routes: [GsiRoute; GSIS],
     undelivered: u64,
+    /// The levels last driven into the 8259A inputs and (electrically, after
+    /// polarity) into the IOAPIC pins, when known: [`IrqRouter::sync`] then
+    /// drives only the inputs that changed or saw an edge.
+    driven_pic: Option<u16>,
+    driven_ioapic: Option<u32>,
 }
 
 impl<const GSIS: usize> Default for IrqRouter<GSIS> {
@@ -195,6 +200,8 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
         Self {
             routes: [GsiRoute::NONE; GSIS],
             undelivered: 0,
+            driven_pic: None,
+            driven_ioapic: None,
         }
     }
 
@@ -230,6 +237,9 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
                 return Err(RouteError::BadIoApicPin { pin });
             }
         }
+        // Polarity or targets may change: drive every input at the next sync.
+        self.driven_pic = None;
+        self.driven_ioapic = None;
         let slot = self.routes.get_mut(gsi).ok_or(RouteError::NoSuchGsi {
             gsi,
             capacity: GSIS,
@@ -248,7 +258,8 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
         self.undelivered
     }
 
-    /// The per-exit step; see the module documentation.
+    /// The per-exit step; see the module documentation. Inputs whose level
+    /// is unchanged since the last step and saw no edge are not touched.
     pub fn sync<const N: usize, C: Clock>(&mut self, lines: &LineSet<N>, chips: &mut Chips<'_, C>) {
         let mut pic_level = 0u16;
         let mut pic_rose = 0u16;
@@ -267,27 +278,39 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
                 io_active_low |= u32::from(route.active_low) << pin;
             }
         }
-        if let Some(pic) = chips.pic.as_mut() {
-            for irq in 0..16u8 {
-                if irq == CASCADE_IRQ {
-                    continue;
+        match chips.pic.as_mut() {
+            Some(pic) => {
+                let changed = self
+                    .driven_pic
+                    .map_or(u16::MAX, |driven| (driven ^ pic_level) | pic_rose);
+                for irq in set_bits(u32::from(changed & !(1 << CASCADE_IRQ))) {
+                    if pic_rose & (1 << irq) != 0 {
+                        pic.set_irq(irq, false);
+                        pic.set_irq(irq, true);
+                    }
+                    pic.set_irq(irq, pic_level & (1 << irq) != 0);
                 }
-                if pic_rose & (1 << irq) != 0 {
-                    pic.set_irq(irq, false);
-                    pic.set_irq(irq, true);
-                }
-                pic.set_irq(irq, pic_level & (1 << irq) != 0);
+                self.driven_pic = Some(pic_level);
             }
+            None => self.driven_pic = None,
         }
-        if let Some(io) = chips.ioapic.as_mut() {
-            for pin in 0..IOAPIC_PINS {
-                let low = io_active_low & (1 << pin) != 0;
-                if io_rose & (1 << pin) != 0 {
-                    io.set_input(pin, low);
-                    io.set_input(pin, !low);
+        match chips.ioapic.as_mut() {
+            Some(io) => {
+                let electrical = io_level ^ io_active_low;
+                let changed = self
+                    .driven_ioapic
+                    .map_or(u32::MAX, |driven| (driven ^ electrical) | io_rose);
+                for pin in set_bits(changed & IOAPIC_PIN_MASK) {
+                    let low = io_active_low & (1 << pin) != 0;
+                    if io_rose & (1 << pin) != 0 {
+                        io.set_input(usize::from(pin), low);
+                        io.set_input(usize::from(pin), !low);
+                    }
+                    io.set_input(usize::from(pin), electrical & (1 << pin) != 0);
                 }
-                io.set_input(pin, (io_level & (1 << pin) != 0) != low);
+                self.driven_ioapic = Some(electrical);
             }
+            None => self.driven_ioapic = None,
         }
         if let Some(lapic) = chips.lapic.as_mut() {
             while let Some(vector) = lapic.take_level_eoi() {
@@ -328,6 +351,24 @@ fn deliver<C: Clock>(
     if !accepted {
         *undelivered = undelivered.saturating_add(1);
     }
+}
+
+/// Mask of the IOAPIC's pins.
+const IOAPIC_PIN_MASK: u32 = if IOAPIC_PINS >= 32 {
+    u32::MAX
+} else {
+    (1 << IOAPIC_PINS) - 1
+};
+
+/// The indexes of the set bits of `mask`, lowest first.
+fn set_bits(mut mask: u32) -> impl Iterator<Item = u8> {
+    core::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let bit = mask.trailing_zeros() as u8;
+            mask &= mask - 1;
+            bit
+        })
+    })
 }
 
 #[cfg(test)]

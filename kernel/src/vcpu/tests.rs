@@ -743,6 +743,33 @@ fn mmio_loads_and_stores_reach_the_device_and_rip_moves_by_the_decoded_length() 
 }
 
 #[test]
+fn a_faulting_iret_finds_nmis_blocked_when_it_runs_again() {
+    let policy = policy();
+    // A write violation with bit 12, "NMI unblocking due to IRET".
+    let exit = VmExit::EptViolation {
+        qualification: ponte_arch::vmx::exit::EptViolation(0b10 | 1 << 12),
+        gpa: 0x5000,
+        gla: None,
+    };
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x8000, vec![(exit, 0)]);
+    assert_eq!(
+        Dispatcher::new(&policy, 39).run(&mut cpu, &mut Board::default()),
+        Stop::Unhandled(exit)
+    );
+    assert_eq!(
+        cpu.vmcs.read(Guest32::InterruptibilityState),
+        Ok(interruptibility::NMI)
+    );
+    let plain = ept_exit(0x5000, true);
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x8000, vec![(plain, 0)]);
+    assert_eq!(
+        Dispatcher::new(&policy, 39).run(&mut cpu, &mut Board::default()),
+        Stop::Unhandled(plain)
+    );
+    assert_eq!(cpu.vmcs.read(Guest32::InterruptibilityState), Ok(0));
+}
+
+#[test]
 fn mmio_without_a_device_model_or_on_ram_is_left_to_the_integrator() {
     let policy = policy();
     let exit = ept_exit(0xFEE0_0000, false);
