@@ -48,6 +48,7 @@ macro_rules! every_check_then {
             "check irq-lowered: ok",
             "check irq-mask: ok",
             "check irq-handler-state: ok",
+            "check com1-irq: ok",
             "check cpuid: ok",
             "check msr-unknown: ",
             "check msr-apic-base-reserved: ",

@@ -27,6 +27,7 @@
 #   0x30    97    unexpected exception
 #   0x31    99    CPUID, an MSR, CR4, VMCALL or IA32_APIC_BASE broke the
 #                 architecture (see cpu.s)
+#   0x32   101    COM1's transmitter-empty interrupt not delivered once
 #   0x38   113    every check held, but the command line says fail-on-purpose
 #
 # The interrupt comes from pc-testdev: a byte write of 1/0 to port
@@ -84,6 +85,7 @@
 .set EXIT_IRQ_HANDLER, 0x2e
 .set EXIT_MMIO, 0x2f
 .set EXIT_EXCEPTION, 0x30
+.set EXIT_SERIAL_IRQ, 0x32
 .set EXIT_ON_PURPOSE, 0x38
 
 # Prints `text` on COM1.
