@@ -20,6 +20,12 @@ pub fn vendor() -> [u8; 12] {
     vendor
 }
 
+/// CPUID of `leaf` and `subleaf`: EAX, EBX, ECX, EDX.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
 /// Whether CPUID reports VMX (leaf 1, ECX bit 5).
 pub fn has_vmx() -> bool {
     core::arch::x86_64::__cpuid(1).ecx & (1 << 5) != 0

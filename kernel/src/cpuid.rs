@@ -25,6 +25,13 @@ pub struct CpuidResult {
     pub edx: u32,
 }
 
+impl From<[u32; 4]> for CpuidResult {
+    /// From EAX, EBX, ECX, EDX in that order.
+    fn from([eax, ebx, ecx, edx]: [u32; 4]) -> Self {
+        Self { eax, ebx, ecx, edx }
+    }
+}
+
 /// One answered leaf; `subleaf` is `None` for leaves that ignore ECX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -150,6 +157,15 @@ impl<const N: usize> CpuidPolicy<N> {
         )?;
         policy.adjust_for(guest)?;
         Ok(policy)
+    }
+
+    /// A policy copied from the processor the image runs on (see
+    /// [`CpuidPolicy::from_host`]).
+    pub fn for_this_cpu(guest: &GuestCpu) -> Result<Self, CpuidTableFull> {
+        Self::from_host(
+            |leaf, subleaf| ponte_arch::cpu::cpuid(leaf, subleaf).into(),
+            guest,
+        )
     }
 
     fn adjust_for(&mut self, guest: &GuestCpu) -> Result<(), CpuidTableFull> {

@@ -8,20 +8,23 @@
 //!   MSRs exit; virtual NMIs where present; EPT;
 //!   unrestricted guest where real mode needs it; VPID, EFER/PAT switching
 //!   and TSC offsetting where the processor has them.
+//! - [`build_vcpu`]: the whole sequence in the image: a vCPU with its VMCS
+//!   written, on EPT tables built from the image's host memory.
 //! - [`configure_vmcs`]: writes a vCPU's VMCS for a guest entry state: the
 //!   controls, host and guest state, the EPT pointer, the VPID and an MSR
 //!   bitmap that passes through the MSRs whose guest values the processor
 //!   switches itself.
 
 use ponte_arch::{
-    ept::{EptError, EptTables, FrameAllocator, HostRam, MappingAttributes},
+    ept::{EptCapabilities, EptError, EptTables, FrameAllocator, HostRam, MappingAttributes},
+    memory::{FrameError, HostMemory},
     vmx::{
         assign_vpid,
         controls::{EntryControl, ExitControl, PinControl, Proc2Control, ProcControl},
         setup_vmcs,
         vmcs::{Control64, ControlN, GuestN},
-        ControlRequest, ControlSettings, GuestState, HostState, MsrBitmap, VmcsAccess, VmcsError,
-        VmcsExt, VmxCapabilities,
+        ControlRequest, ControlSettings, GuestState, HostState, MsrBitmap, Vcpu, VmcsAccess,
+        VmcsError, VmcsExt, Vmx, VmxCapabilities, VmxError,
     },
 };
 
@@ -225,4 +228,93 @@ pub fn configure_vmcs<V: VmcsAccess + ?Sized>(
         let _ = msr_bitmap.intercept_write(msr, false);
     }
     msr_bitmap.write_to(vmcs)
+}
+
+/// Why [`build_vcpu`] failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// No host memory for a VMCS, a bitmap or a table page.
+    Memory(FrameError),
+    /// VMCLEAR or VMPTRLD of the new VMCS failed.
+    Vmx(VmxError),
+    /// The EPT tables could not be made or could not map guest RAM.
+    Ept(EptError),
+    /// Guest RAM could not be mapped (see [`crate::memory::GuestLayout::map_ram_into`]).
+    Mapping(crate::memory::EptPopulateError),
+    /// A VMWRITE failed.
+    Vmcs(VmcsError),
+}
+
+impl From<FrameError> for BuildError {
+    fn from(e: FrameError) -> Self {
+        Self::Memory(e)
+    }
+}
+impl From<VmxError> for BuildError {
+    fn from(e: VmxError) -> Self {
+        Self::Vmx(e)
+    }
+}
+impl From<EptError> for BuildError {
+    fn from(e: EptError) -> Self {
+        Self::Ept(e)
+    }
+}
+impl From<crate::memory::EptPopulateError> for BuildError {
+    fn from(e: crate::memory::EptPopulateError) -> Self {
+        Self::Mapping(e)
+    }
+}
+impl From<VmcsError> for BuildError {
+    fn from(e: VmcsError) -> Self {
+        Self::Vmcs(e)
+    }
+}
+
+/// A vCPU ready to run and what it runs on.
+#[allow(missing_debug_implementations)] // The vCPU and tables hold hardware state.
+pub struct BuiltVcpu<'m> {
+    /// The vCPU, its VMCS written and current.
+    pub vcpu: Vcpu,
+    /// The EPT tables, whose pages come from the image's host memory. Keep
+    /// them for as long as the vCPU runs: dropping them frees the pages the
+    /// processor walks.
+    pub ept: EptTables<&'m mut HostMemory>,
+    /// The MSR bitmap, intercepting all but [`PASS_THROUGH_MSRS`].
+    pub msr_bitmap: MsrBitmap,
+}
+
+/// Builds the vCPU every appliance runs: a VMCS and an MSR bitmap from host
+/// memory, the host state of the image, EPT tables whose pages come from
+/// `memory` (which they hold from then on: allocate everything else first),
+/// guest RAM mapped by `map_ram`, and the VMCS written by [`configure_vmcs`]
+/// for `guest` with `settings`.
+pub fn build_vcpu<'m>(
+    vmx: &Vmx,
+    memory: &'m mut HostMemory,
+    settings: &ControlSettings,
+    guest: &GuestState,
+    map_ram: impl FnOnce(&mut EptTables<&'m mut HostMemory>) -> Result<(), BuildError>,
+) -> Result<BuiltVcpu<'m>, BuildError> {
+    let caps = *vmx.caps();
+    let mut vcpu = Vcpu::new(vmx, memory.page()?)?;
+    let mut msr_bitmap = MsrBitmap::intercept_all(memory.page()?);
+    let host = memory.host_state();
+    let ept_caps = EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, caps.phys_addr_bits);
+    let mut ept = EptTables::new(memory, ept_caps)?;
+    map_ram(&mut ept)?;
+    configure_vmcs(
+        vcpu.vmcs(),
+        &caps,
+        settings,
+        &host,
+        guest,
+        ept.eptp().bits(),
+        &mut msr_bitmap,
+    )?;
+    Ok(BuiltVcpu {
+        vcpu,
+        ept,
+        msr_bitmap,
+    })
 }

@@ -189,6 +189,21 @@ pub fn finish(outcome: Outcome, reason: fmt::Arguments<'_>) -> ! {
     }
 }
 
+/// Unwraps a `Result`, or ends the run as failed naming `what` and the
+/// error: `let vmx = or_fail!(memory.enable_vmx(), "VMX bring-up");`.
+#[macro_export]
+macro_rules! or_fail {
+    ($result:expr, $what:literal) => {
+        match $result {
+            Ok(value) => value,
+            Err(e) => $crate::boot::finish(
+                $crate::boot::Outcome::Fail,
+                format_args!(concat!($what, ": {:?}"), e),
+            ),
+        }
+    };
+}
+
 /// Names the image's `main`, a `fn(BootInfo, HostMemory) -> !` called once
 /// boot is done with what the loader said and the free host memory.
 #[macro_export]

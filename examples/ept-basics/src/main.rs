@@ -30,12 +30,12 @@ use ponte_arch::{
         UniformHostMemory,
     },
     memory::HostMemory,
-    println,
-    vmx::{GuestState, MsrBitmap, Vcpu, VmExit, Vmx},
+    or_fail, println,
+    vmx::{GuestState, Vcpu, VmExit, Vmx},
 };
 use ponte_kernel::{
     bus::PortBus,
-    cpuid::{CpuidPolicy, CpuidResult, GuestCpu},
+    cpuid::{CpuidPolicy, GuestCpu},
     decode::mmio::{handle_ept_violation, MmioError, UnclaimedAccess, VcpuState, WriteBack},
     device::{AccessWidth, Mmio},
     irq::lines::Line,
@@ -43,7 +43,7 @@ use ponte_kernel::{
     memory::{GuestLayout, GuestMemory},
     mmio_devices::MmioDevices,
     vcpu::{Dispatcher, Platform, Stop, StopRequest},
-    vm::{appliance_controls, configure_vmcs},
+    vm::{appliance_controls, build_vcpu, BuiltVcpu},
 };
 use ponte_qemu_devices::{
     debug_exit::DebugExit,
@@ -82,15 +82,6 @@ const MMIO_BENCH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mmio_bench.b
 const READONLY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/readonly.bin"));
 const DIRTY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dirty.bin"));
 const UNMAPPED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/unmapped.bin"));
-
-macro_rules! or_fail {
-    ($result:expr, $what:literal) => {
-        match $result {
-            Ok(value) => value,
-            Err(e) => finish(Outcome::Fail, format_args!(concat!($what, ": {:?}"), e)),
-        }
-    };
-}
 
 macro_rules! check {
     ($condition:expr, $($reason:tt)+) => {
@@ -274,16 +265,6 @@ impl Machine<'_> {
     }
 }
 
-fn host_cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
-    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-    CpuidResult {
-        eax: r.eax,
-        ebx: r.ebx,
-        ecx: r.ecx,
-        edx: r.edx,
-    }
-}
-
 fn command_value(boot: &BootInfo, key: &str) -> Option<u64> {
     boot.command_line
         .split_whitespace()
@@ -348,14 +329,6 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         appliance_controls(false, false).reconcile(&caps),
         "VMX controls"
     );
-    let mut vcpu = or_fail!(
-        Vcpu::new(&vmx, or_fail!(memory.page(), "VMCS page")),
-        "VMCS"
-    );
-    let mut msr_bitmap = MsrBitmap::intercept_all(or_fail!(memory.page(), "MSR bitmap page"));
-    let host = memory.host_state();
-    let physical_bits = (host_cpuid(0x8000_0008, 0).eax & 0xff) as u8;
-    let ept_caps = EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, physical_bits);
     let guest_cpu = GuestCpu {
         apic_id: 0,
         apic: false,
@@ -364,30 +337,17 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         tsc_khz: None,
         apic_timer_khz: None,
     };
-    let cpuid: CpuidPolicy<96> = or_fail!(
-        CpuidPolicy::from_host(host_cpuid, &guest_cpu),
-        "CPUID policy"
-    );
+    let cpuid: CpuidPolicy<96> = or_fail!(CpuidPolicy::for_this_cpu(&guest_cpu), "CPUID policy");
     let tsc_seed = ponte_arch::cpu::tsc();
-
-    let mut ept = or_fail!(EptTables::new(&mut memory, ept_caps), "EPT");
-    or_fail!(
-        layout.map_ram_into(&mut ept, &UniformHostMemory(MemoryType::WriteBack)),
-        "EPT mapping"
+    let guest = GuestState::long_mode(cr3, ENTRY, STACK);
+    let BuiltVcpu { vcpu, ept, .. } = or_fail!(
+        build_vcpu(&vmx, &mut memory, &settings, &guest, |ept| {
+            Ok(layout.map_ram_into(ept, &UniformHostMemory(MemoryType::WriteBack))?)
+        }),
+        "vCPU"
     );
+    let ept_caps = *ept.capabilities();
     let eptp = ept.eptp().bits();
-    or_fail!(
-        configure_vmcs(
-            vcpu.vmcs(),
-            &caps,
-            &settings,
-            &host,
-            &GuestState::long_mode(cr3, ENTRY, STACK),
-            eptp,
-            &mut msr_bitmap
-        ),
-        "VMCS setup"
-    );
     println!(
         "ept-basics: {mode} guest, {} MiB RAM at host {ram_host:#x}; EPT 2 MiB pages: {}, 1 GiB pages: {}, A/D flags: {}",
         ram_size / MIB,
@@ -418,7 +378,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         eptp,
         ram_size,
     };
-    let mut dispatch = Dispatcher::new(&cpuid, ept_caps.physical_address_bits);
+    let mut dispatch = Dispatcher::new(&cpuid, caps.phys_addr_bits);
     match mode {
         "large-pages" => large_pages(&mut machine, &mut dispatch),
         "mmio" => mmio(&mut machine, &mut dispatch),

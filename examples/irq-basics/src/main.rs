@@ -14,10 +14,10 @@
 
 use ponte_arch::{
     boot::{finish, BootInfo, Outcome},
-    ept::{EptTables, HostRam, MemoryType, UniformHostMemory},
+    ept::{HostRam, MemoryType, UniformHostMemory},
     memory::HostMemory,
-    println,
-    vmx::{controls::PinControl, MsrBitmap, Vcpu},
+    or_fail, println,
+    vmx::controls::PinControl,
 };
 use ponte_kernel::{
     bus::PortBus,
@@ -34,7 +34,9 @@ use ponte_kernel::{
     msr::GeneralProtection,
     time::TscClock,
     vcpu::{Dispatcher, Interrupts, Platform, PreemptionTimer, Stop, StopRequest},
-    vm::{appliance_controls, configure_vmcs, needs_identity_paging, protected_mode_paging_off},
+    vm::{
+        appliance_controls, build_vcpu, needs_identity_paging, protected_mode_paging_off, BuiltVcpu,
+    },
 };
 use ponte_qemu_devices::{debug_exit::DebugExit, pc_testdev, pc_testdev::PcTestDev};
 use ponte_timer::pit::{Pit, CHANNEL0_PORT, PORT_B};
@@ -85,15 +87,6 @@ const GUESTS: [(&str, &[u8]); 8] = [
         include_bytes!(concat!(env!("OUT_DIR"), "/inject_bench.bin")),
     ),
 ];
-
-macro_rules! or_fail {
-    ($result:expr, $what:literal) => {
-        match $result {
-            Ok(value) => value,
-            Err(e) => finish(Outcome::Fail, format_args!(concat!($what, ": {:?}"), e)),
-        }
-    };
-}
 
 /// The guest-physical regions that are not RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,29 +249,16 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         "irq-basics: {scenario} guest, TSC {tsc_hz} Hz, preemption timer rate 2^{}",
         caps.misc.preemption_timer_rate
     );
-    let mut vcpu = or_fail!(
-        Vcpu::new(&vmx, or_fail!(memory.page(), "VMCS page")),
-        "VMCS"
-    );
-    let mut msr_bitmap = MsrBitmap::intercept_all(or_fail!(memory.page(), "MSR bitmap page"));
-    let host = memory.host_state();
-    let ept_caps = ponte_arch::ept::EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, 39);
-    let mut ept = or_fail!(EptTables::new(&mut memory, ept_caps), "EPT");
-    or_fail!(
-        layout.map_ram_into(&mut ept, &UniformHostMemory(MemoryType::WriteBack)),
-        "EPT mapping"
-    );
-    or_fail!(
-        configure_vmcs(
-            vcpu.vmcs(),
-            &caps,
-            &settings,
-            &host,
-            &guest,
-            ept.eptp().bits(),
-            &mut msr_bitmap
-        ),
-        "VMCS setup"
+    // `_tables` lives as long as `main`: the processor walks them.
+    let BuiltVcpu {
+        mut vcpu,
+        ept: _tables,
+        ..
+    } = or_fail!(
+        build_vcpu(&vmx, &mut memory, &settings, &guest, |ept| {
+            Ok(layout.map_ram_into(ept, &UniformHostMemory(MemoryType::WriteBack))?)
+        }),
+        "vCPU"
     );
 
     let cpuid = cpuid_policy(tsc_hz);
@@ -303,8 +283,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     }
     or_fail!(ports.add(0xF4, 4, EXIT), "port bus");
 
-    let mut dispatch = Dispatcher::new(&cpuid, ept_caps.physical_address_bits)
-        .with_preemption_timer(PreemptionTimer {
+    let mut dispatch =
+        Dispatcher::new(&cpuid, caps.phys_addr_bits).with_preemption_timer(PreemptionTimer {
             rate: caps.misc.preemption_timer_rate,
             tsc_hz,
         });
@@ -342,15 +322,6 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
 /// TSC-deadline mode, and the TSC and LAPIC timer frequencies in the
 /// hypervisor timing leaf 0x40000010.
 fn cpuid_policy(tsc_hz: u64) -> CpuidPolicy<96> {
-    let host_cpuid = |leaf, subleaf| {
-        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-        CpuidResult {
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
-        }
-    };
     let guest_cpu = GuestCpu {
         apic_id: 0,
         apic: true,
@@ -359,10 +330,8 @@ fn cpuid_policy(tsc_hz: u64) -> CpuidPolicy<96> {
         tsc_khz: u32::try_from(tsc_hz / 1000).ok(),
         apic_timer_khz: u32::try_from(APIC_TIMER_HZ / 1000).ok(),
     };
-    let mut cpuid: CpuidPolicy<96> = or_fail!(
-        CpuidPolicy::from_host(host_cpuid, &guest_cpu),
-        "CPUID policy"
-    );
+    let mut cpuid: CpuidPolicy<96> =
+        or_fail!(CpuidPolicy::for_this_cpu(&guest_cpu), "CPUID policy");
     // "ponte-irq" (padded), with the timing leaf as the highest leaf.
     let signature = CpuidResult {
         eax: TIMING_LEAF,

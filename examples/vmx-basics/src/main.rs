@@ -15,9 +15,8 @@
 
 use ponte_arch::{
     boot::{finish, BootInfo, Outcome},
-    ept::EptTables,
     memory::HostMemory,
-    println,
+    or_fail, println,
     vmx::{
         broken::baseline_request, check_vm_entry, ControlSettings, ExpectedOutcome, GuestState,
         HostState, MsrBitmap, Page4K, RunError, Vcpu, VmExit, VmcsError, Vmx, VmxCapabilities,
@@ -33,8 +32,8 @@ use ponte_kernel::{
     memory::GuestMemory,
     vcpu::{Dispatcher, Platform, Stop, StopRequest},
     vm::{
-        appliance_controls, configure_vmcs, needs_identity_paging, protected_mode_paging_off,
-        LinearRam,
+        appliance_controls, build_vcpu, configure_vmcs, needs_identity_paging,
+        protected_mode_paging_off, BuiltVcpu, LinearRam,
     },
 };
 use ponte_qemu_devices::{debug_exit::DebugExit, pc_testdev::PcTestDev};
@@ -55,15 +54,6 @@ const REAL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/real.bin"));
 const PROTECTED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/protected.bin"));
 const LONG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/long.bin"));
 const BENCH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cpuid_bench.bin"));
-
-macro_rules! or_fail {
-    ($result:expr, $what:literal) => {
-        match $result {
-            Ok(value) => value,
-            Err(e) => finish(Outcome::Fail, format_args!(concat!($what, ": {:?}"), e)),
-        }
-    };
-}
 
 /// The board: pc-testdev and isa-debug-exit on the port bus.
 struct Board {
@@ -152,11 +142,6 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         "VMX controls"
     );
     println!("vmx-basics: {mode} guest, controls {settings:?}");
-    let mut vcpu = or_fail!(
-        Vcpu::new(&vmx, or_fail!(memory.page(), "VMCS page")),
-        "VMCS"
-    );
-    let mut msr_bitmap = MsrBitmap::intercept_all(or_fail!(memory.page(), "MSR bitmap page"));
     let host = memory.host_state();
     let mut broken_pages: heapless::Vec<&'static mut Page4K, 32> = heapless::Vec::new();
     if mode == "broken" {
@@ -164,22 +149,17 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             let _ = broken_pages.push(or_fail!(memory.page(), "VMCS pages"));
         }
     }
-    let ept_caps = ponte_arch::ept::EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, 39);
-    let mut ept = or_fail!(EptTables::new(&mut memory, ept_caps), "EPT");
-    or_fail!(ram.map_into(&mut ept), "EPT mapping");
-    let eptp = ept.eptp().bits();
-    or_fail!(
-        configure_vmcs(
-            vcpu.vmcs(),
-            &caps,
-            &settings,
-            &host,
-            &guest,
-            eptp,
-            &mut msr_bitmap
-        ),
-        "VMCS setup"
+    let BuiltVcpu {
+        mut vcpu,
+        ept,
+        mut msr_bitmap,
+    } = or_fail!(
+        build_vcpu(&vmx, &mut memory, &settings, &guest, |ept| Ok(
+            ram.map_into(ept)?
+        )),
+        "vCPU"
     );
+    let eptp = ept.eptp().bits();
 
     if mode == "broken" {
         let baseline = or_fail!(baseline_request().reconcile(&caps), "baseline controls");
@@ -197,15 +177,6 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         finish(Outcome::Pass, format_args!("{tried} broken configurations named by the checker and refused by the CPU as the SDM says; {deviations} known deviations"));
     }
 
-    let host_cpuid = |leaf, subleaf| {
-        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-        CpuidResult {
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
-        }
-    };
     let guest_cpu = GuestCpu {
         apic_id: 0,
         apic: false,
@@ -214,10 +185,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         tsc_khz: None,
         apic_timer_khz: None,
     };
-    let mut cpuid: CpuidPolicy<96> = or_fail!(
-        CpuidPolicy::from_host(host_cpuid, &guest_cpu),
-        "CPUID policy"
-    );
+    let mut cpuid: CpuidPolicy<96> =
+        or_fail!(CpuidPolicy::for_this_cpu(&guest_cpu), "CPUID policy");
     let signature = CpuidResult {
         eax: 0x4000_0000,
         ebx: 0x746e_6f70,
@@ -237,7 +206,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     }
     or_fail!(board.bus.add(0xF4, 4, 1), "port bus");
 
-    let mut dispatch = Dispatcher::new(&cpuid, ept_caps.physical_address_bits);
+    let mut dispatch = Dispatcher::new(&cpuid, caps.phys_addr_bits);
     vcpu.set_accounting(boot.has_argument("stats"));
     let mut halts = 0;
     let status = loop {
