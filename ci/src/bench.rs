@@ -8,6 +8,9 @@
 //! - `ept.map_4gib`, `ept.map_4gib_4k_only`: host time to build the EPT
 //!   map of 4 GiB of RAM on empty tables, with the largest pages and with
 //!   4 KiB pages only (ponte-arch's `bench_map_4gib` test, in release).
+//! - `linux.boot_to_userspace`, `mem.hypervisor_overhead`,
+//!   `image.linux_appliance`: Debian's kernel under the linux-vhd appliance
+//!   (see `linux_vhd::bench`).
 //! - Guest-measured figures: appliance runs in Bochs listed in
 //!   [`GUEST_BENCHMARKS`], whose console prints the `bench` lines itself
 //!   (under Bochs the guest's TSC counts instructions, so they are exact).
@@ -39,7 +42,22 @@ pub fn run() -> Result<(), String> {
     let ept = ept_map();
     let guests = guest_benchmarks();
     let vhd = vhd();
-    images.and(ept).and(guests).and(vhd)
+    let linux = linux();
+    images.and(ept).and(guests).and(vhd).and(linux)
+}
+
+/// Debian's Linux under the linux-vhd appliance in Bochs: emulated
+/// instructions from the kernel's entry to init's first console line (the
+/// appliance reads the TSC, which counts instructions under Bochs, at the
+/// entry and when the line's marker arrives on COM1), the hypervisor's
+/// memory outside guest RAM, and the stripped image size.
+fn linux() -> Result<(), String> {
+    packages::ensure(packages::EMULATION)?;
+    let dir = work_dir("bench-linux-vhd")?;
+    for line in crate::linux_vhd::bench(&dir)? {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// Boots each run of [`GUEST_BENCHMARKS`] in Bochs and prints its lines.

@@ -22,6 +22,7 @@ mod bench;
 mod emulator;
 mod image;
 mod linux_assets;
+mod linux_vhd;
 mod packages;
 mod run_kernel;
 mod scenarios;
@@ -44,7 +45,7 @@ use scenarios::{Boot, Scenario, SCENARIOS};
 use testkernels::TestKernel;
 
 /// The appliance `cargo xtask run` boots without arguments.
-const DEMO: &str = "hello";
+const DEMO: &str = "linux-vhd";
 /// How many emulators run at once.
 const PARALLEL_EMULATORS: usize = 2;
 
@@ -180,6 +181,20 @@ fn run_command(args: &[String]) -> Result<(), String> {
         }
     }
     packages::ensure(packages::EMULATION)?;
+    if example == linux_vhd::EXAMPLE {
+        let dir = work_dir(&format!("run-{example}"))?;
+        let report = linux_vhd::run(&machine, &dir, &append)?;
+        eprintln!(
+            "\n{example}: {} ({}) after {:.1} s",
+            report.verdict(),
+            report.summary(),
+            report.elapsed.as_secs_f64()
+        );
+        return match report.verdict() {
+            Verdict::Pass => Ok(()),
+            Verdict::Fail => Err(format!("the run failed; logs in {}", dir.display())),
+        };
+    }
     let elf = image::build(&example)?;
     let dir = work_dir(&format!("run-{example}"))?;
     let iso = image::iso(&dir, &elf, &append, &[])?;
@@ -214,6 +229,13 @@ fn run_scenario(scenario: &'static Scenario) -> ScenarioResult {
     let outcome = match scenario.boots {
         Boot::Appliance => run_appliance_scenario(scenario),
         Boot::TestKernel { kernel, status } => run_kernel_scenario(scenario, kernel, status),
+        Boot::LinuxVhd => work_dir(&format!("scenarios/{}", scenario.name)).and_then(|dir| {
+            let machine = Machine {
+                timeout: Duration::from_secs(linux_vhd::BOOT_TIMEOUT_SECS),
+                ..linux_vhd::machine()
+            };
+            linux_vhd::scenario(&dir, &machine)
+        }),
     };
     let (held, text) = outcome.unwrap_or_else(|e| (false, format!("FAILED: {e}")));
     ScenarioResult {
@@ -346,7 +368,10 @@ fn test_command(args: &[String]) -> Result<(), String> {
     for example in examples {
         image::build(example)?;
     }
-    if selected.iter().any(|s| s.boots != Boot::Appliance) {
+    if selected
+        .iter()
+        .any(|s| matches!(s.boots, Boot::TestKernel { .. }))
+    {
         for kernel in TestKernel::ALL {
             kernel.build()?;
         }

@@ -34,6 +34,9 @@ pub enum Boot {
         /// The status the run must end with.
         status: i32,
     },
+    /// The linux-vhd appliance booted twice over one hard disk, then the
+    /// child VHD checked (see `linux_vhd::scenario`).
+    LinuxVhd,
 }
 
 /// One integration scenario.
@@ -356,6 +359,13 @@ pub const SCENARIOS: &[Scenario] = &[
             "if-held guest passed every check",
         ],
         ..IRQ_BASICS
+    },
+    Scenario {
+        name: "linux-vhd",
+        example: "linux-vhd",
+        timeout_secs: 2 * 900 + 300,
+        boots: Boot::LinuxVhd,
+        ..DEFAULT
     },
 ];
 
