@@ -94,6 +94,7 @@ macro_rules! under_ponte_then {
             "check msr-noncanonical: ok",
             "check vmcall: ok, unknown hypercall answered -1000",
             "check cr4-reserved: ok",
+            "apic-base: CPUID.1:EDX.APIC while disabled: 0",
             "check apic-base: ok, disabled, re-enabled at 0xfeb00000",
             $($last),*
         )

@@ -116,6 +116,12 @@ impl Cr4Policy {
     pub fn guest_host_mask(&self, current: u64) -> u64 {
         current | !self.allowed
     }
+
+    /// Adds [`Cr4Policy::guest_host_mask`] to the VMCS's CR4 guest/host mask.
+    pub fn install<V: VmcsAccess + ?Sized>(&self, vmcs: &mut V) -> Result<(), VmcsError> {
+        let current = vmcs.read(ControlN::Cr4GuestHostMask)?;
+        vmcs.write(ControlN::Cr4GuestHostMask, self.guest_host_mask(current))
+    }
 }
 
 /// What [`handle_cr_access`] did.

@@ -20,8 +20,11 @@ use ponte_arch::vmx::{
 
 use ponte_arch::ept::EptViolation;
 
+use ponte_arch::vmx::caps::FixedBits;
+
 use crate::{
-    cpuid::CpuidPolicy,
+    cpu_state::{handle_cr_access, Cr4Policy, CrOutcome},
+    cpuid::{CpuidPolicy, CpuidResult},
     decode::{
         mmio::{MmioError, Registers, UnclaimedAccess, VcpuState, WriteBack},
         CpuMode,
@@ -132,6 +135,13 @@ pub trait Platform {
         let _ = registers;
         false
     }
+    /// Adjusts the policy's answer to CPUID `leaf`/`subleaf` for state the
+    /// board's devices hold (e.g. CPUID.1:EDX.APIC follows IA32_APIC_BASE,
+    /// see [`crate::cpu_state::adjust_cpuid_for_apic`]). The default leaves
+    /// it as it is.
+    fn adjust_cpuid(&mut self, leaf: u32, subleaf: u32, answer: &mut CpuidResult) {
+        let _ = (leaf, subleaf, answer);
+    }
     /// Polled after every handled exit: a device's request to stop the run.
     fn stop_request(&mut self) -> Option<StopRequest> {
         None
@@ -232,6 +242,15 @@ pub struct Dispatcher<'p, const CPUID: usize> {
     /// Interrupt- and NMI-window exiting as last written.
     windows: u32,
     preemption: Option<ScaledTimer>,
+    control_registers: Option<ControlRegisters>,
+}
+
+/// What MOV to CR0/CR4 emulation needs: the CR4 bits the guest may set and
+/// the processor's CR0 and CR4 fixed bits in VMX operation.
+#[derive(Clone, Copy, Debug)]
+struct ControlRegisters {
+    cr4: Cr4Policy,
+    fixed: [FixedBits; 2],
 }
 
 /// How to turn nanoseconds into VMX-preemption timer ticks.
@@ -295,7 +314,19 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             last_wait: None,
             windows: 0,
             preemption: None,
+            control_registers: None,
         }
+    }
+
+    /// Performs MOV to CR0 and CR4 exits as the processor would
+    /// ([`crate::cpu_state::handle_cr_access`]): the guest may set the CR4
+    /// bits of `cr4` (install its mask in the VMCS with
+    /// [`Cr4Policy::install`] so that the others exit), `fixed` are the
+    /// processor's CR0 and CR4 fixed bits (`VmxCapabilities::cr0`, `cr4`).
+    /// Other control-register exits end the run loop as unhandled.
+    pub fn with_control_registers(mut self, cr4: Cr4Policy, fixed: [FixedBits; 2]) -> Self {
+        self.control_registers = Some(ControlRegisters { cr4, fixed });
+        self
     }
 
     /// Arms the VMX-preemption timer (the pin control must be enabled) for
@@ -332,7 +363,7 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             // instruction's own exit never interrupts event delivery, so
             // only the others can carry an event to deliver again.
             let handled = if raw == CPUID_EXIT {
-                self.cpuid(cpu).map(|()| Handled::Continue)
+                self.cpuid(cpu, platform).map(|()| Handled::Continue)
             } else {
                 match read_idt_vectoring(cpu.vmcs()) {
                     Ok(event) => self.reinject = event,
@@ -443,9 +474,15 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
 
     /// Answers CPUID (EAX = leaf, ECX = subleaf) from the policy.
     #[inline(always)]
-    fn cpuid<H: VcpuHardware + ?Sized>(&mut self, cpu: &mut H) -> Result<(), VmcsError> {
+    fn cpuid<H: VcpuHardware + ?Sized, P: Platform + ?Sized>(
+        &mut self,
+        cpu: &mut H,
+        platform: &mut P,
+    ) -> Result<(), VmcsError> {
         let regs = cpu.registers();
-        let answer = self.cpuid.lookup(regs.rax as u32, regs.rcx as u32);
+        let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
+        let mut answer = self.cpuid.lookup(leaf, subleaf);
+        platform.adjust_cpuid(leaf, subleaf, &mut answer);
         regs.rax = u64::from(answer.eax);
         regs.rbx = u64::from(answer.ebx);
         regs.rcx = u64::from(answer.ecx);
@@ -461,7 +498,7 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         platform: &mut P,
     ) -> Result<Handled, VmcsError> {
         match exit {
-            VmExit::Cpuid { .. } => self.cpuid(cpu)?,
+            VmExit::Cpuid { .. } => self.cpuid(cpu, platform)?,
             VmExit::Io(io) if !io.string => {
                 let Some(width) = AccessWidth::from_bytes(usize::from(io.size)) else {
                     return Ok(Handled::Stop(Stop::Unhandled(exit)));
@@ -562,6 +599,21 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
                     }
                 }
             }
+            VmExit::CrAccess(access) => {
+                let Some(control) = self.control_registers else {
+                    return Ok(Handled::Stop(Stop::Unhandled(exit)));
+                };
+                let registers = *cpu.registers();
+                let vmcs = cpu.vmcs();
+                let ia32e = vmcs.read(Control32::EntryControls)? & ENTRY_IA32E_MODE != 0;
+                let efer = guest_efer(vmcs, ia32e);
+                // #GP is injected by the handler; both outcomes continue.
+                if let CrOutcome::NotHandled(_) =
+                    handle_cr_access(vmcs, &registers, access, &control.cr4, control.fixed, efer)?
+                {
+                    return Ok(Handled::Stop(Stop::Unhandled(exit)));
+                }
+            }
             VmExit::TripleFault => return Ok(Handled::Stop(Stop::TripleFault)),
             VmExit::EntryFailure { .. } => {
                 return Ok(Handled::Stop(Stop::EntryFailed(EntryFailure::Exit(exit))))
@@ -595,12 +647,7 @@ fn vcpu_state<H: VcpuHardware + ?Sized>(
         CpuMode::Bits64 => rip,
         _ => vmcs.read(GuestN::CsBase)?.wrapping_add(rip) & 0xFFFF_FFFF,
     };
-    // Without the EFER save control the VMCS holds no guest EFER; IA-32e
-    // mode then implies LME and LMA, the only bits a walk needs besides NXE.
-    let efer = match vmcs.read(ponte_arch::vmx::vmcs::Guest64::Efer) {
-        Ok(efer) => efer,
-        Err(_) => u64::from(ia32e) * (EFER_LME | EFER_LMA),
-    };
+    let efer = guest_efer(vmcs, ia32e);
     let ss_dpl = (vmcs.read(Guest32::SsAccessRights)? >> 5) & 3;
     Ok(VcpuState {
         registers: Registers {
@@ -621,6 +668,16 @@ fn vcpu_state<H: VcpuHardware + ?Sized>(
         },
         mode,
     })
+}
+
+/// The guest's IA32_EFER. Without the EFER save control the VMCS holds
+/// none; IA-32e mode then implies LME and LMA, the bits that matter here
+/// besides NXE.
+fn guest_efer<V: VmcsAccess + ?Sized>(vmcs: &V, ia32e: bool) -> u64 {
+    match vmcs.read(ponte_arch::vmx::vmcs::Guest64::Efer) {
+        Ok(efer) => efer,
+        Err(_) => u64::from(ia32e) * (EFER_LME | EFER_LMA),
+    }
 }
 
 /// Stores the registers an emulated MMIO instruction changed and moves RIP

@@ -37,25 +37,21 @@
 
 use ponte_arch::{
     boot::{finish, BootInfo, Console, Outcome},
-    ept::{EptTables, EptViolation, HostRam, MemoryType, UniformHostMemory},
+    ept::{EptViolation, HostRam, MemoryType, UniformHostMemory},
     memory::HostMemory,
-    println,
-    vmx::{
-        controls::PinControl,
-        vmcs::{ControlN, Guest64, GuestN},
-        MsrBitmap, Vcpu, VmExit, VmcsExt,
-    },
+    or_fail, println,
+    vmx::{controls::PinControl, vmcs::GuestN, VmcsExt},
 };
 use ponte_kernel::{
     bus::PortBus,
-    cpu_state::{handle_cr_access, Cr4Policy, CrOutcome},
+    cpu_state::{adjust_cpuid_for_apic, Cr4Policy},
     cpuid::{CpuidPolicy, CpuidResult, GuestCpu},
     decode::mmio::{handle_ept_violation, MmioBus, MmioError, VcpuState, WriteBack},
     device::{AccessWidth, Mmio, PortIo},
     irq::{
         board::{InterruptMmio, PcInterrupts, PolledTimer, PIC_PORT_RANGES},
         ioapic::DEFAULT_IOAPIC_BASE,
-        lapic::{LapicConfig, DEFAULT_APIC_BASE, MSR_APIC_BASE},
+        lapic::{ApicMode, LapicConfig, DEFAULT_APIC_BASE, MSR_APIC_BASE},
         lines::{Line, LineSet},
     },
     loader::{self, BootConfig, InfoPlacement, Module, RamRange},
@@ -63,7 +59,9 @@ use ponte_kernel::{
     msr::GeneralProtection,
     time::TscClock,
     vcpu::{Dispatcher, Interrupts, Platform, PreemptionTimer, Stop, StopRequest},
-    vm::{appliance_controls, configure_vmcs, needs_identity_paging, protected_mode_paging_off},
+    vm::{
+        appliance_controls, build_vcpu, needs_identity_paging, protected_mode_paging_off, BuiltVcpu,
+    },
 };
 use ponte_qemu_devices::{
     debug_exit::DebugExit,
@@ -96,15 +94,6 @@ const PIT_PORTS: [(u16, u16); 2] = [(0x40, 4), (0x61, 1)];
 const CONTROLLER_PAGE: u64 = 0x1000;
 
 static LINES: LineSet<GSIS> = LineSet::new();
-
-macro_rules! or_fail {
-    ($result:expr, $what:literal) => {
-        match $result {
-            Ok(value) => value,
-            Err(e) => finish(Outcome::Fail, format_args!(concat!($what, ": {:?}"), e)),
-        }
-    };
-}
 
 /// A RAM region of the guest's layout: a block of host memory the image
 /// keeps for the whole run. Copyable, so the layout can be rebuilt when the
@@ -258,6 +247,10 @@ impl Platform for Board<'_> {
         }
         result
     }
+    fn adjust_cpuid(&mut self, leaf: u32, _subleaf: u32, answer: &mut CpuidResult) {
+        let enabled = self.irq.lapic.mode() != ApicMode::Disabled;
+        adjust_cpuid_for_apic(leaf, enabled, answer);
+    }
     fn stop_request(&mut self) -> Option<StopRequest> {
         if let Some(page) = self.testdev.take_flushed_page() {
             // The window and RAM are mapped once and never remapped: there
@@ -393,43 +386,20 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             .reconcile(&caps),
         "VMX controls"
     );
-    let mut vcpu = or_fail!(
-        Vcpu::new(&vmx, or_fail!(memory.page(), "VMCS page")),
-        "VMCS"
-    );
-    let mut msr_bitmap = MsrBitmap::intercept_all(or_fail!(memory.page(), "MSR bitmap page"));
-    let host = memory.host_state();
-    let ept_caps = ponte_arch::ept::EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, 39);
-    let mut ept = or_fail!(EptTables::new(&mut memory, ept_caps), "EPT");
-    or_fail!(
-        fixed_layout.map_ram_into(&mut ept, &UniformHostMemory(MemoryType::WriteBack)),
-        "EPT mapping"
-    );
-    or_fail!(
-        configure_vmcs(
-            vcpu.vmcs(),
-            &caps,
-            &settings,
-            &host,
-            &guest,
-            ept.eptp().bits(),
-            &mut msr_bitmap
-        ),
-        "VMCS setup"
+    let BuiltVcpu {
+        mut vcpu,
+        ept: _tables,
+        ..
+    } = or_fail!(
+        build_vcpu(&vmx, &mut memory, &settings, &guest, |ept| {
+            Ok(fixed_layout.map_ram_into(ept, &UniformHostMemory(MemoryType::WriteBack))?)
+        }),
+        "vCPU"
     );
     let registers = vcpu.regs_mut();
     registers.rax = u64::from(loaded.entry.eax);
     registers.rbx = u64::from(loaded.entry.ebx);
 
-    let host_cpuid = |leaf, subleaf| {
-        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-        CpuidResult {
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
-        }
-    };
     let guest_cpu = GuestCpu {
         apic_id: 0,
         apic: true,
@@ -438,21 +408,11 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         tsc_khz: None,
         apic_timer_khz: None,
     };
-    let cpuid: CpuidPolicy<96> = or_fail!(
-        CpuidPolicy::from_host(host_cpuid, &guest_cpu),
-        "CPUID policy"
-    );
-    // Setting a CR4 bit the guest's CPUID does not offer exits, and
-    // `handle_cr_access` raises #GP for it as such a processor would.
+    let cpuid: CpuidPolicy<96> = or_fail!(CpuidPolicy::for_this_cpu(&guest_cpu), "CPUID policy");
+    // Setting a CR4 bit the guest's CPUID does not offer exits, and the
+    // dispatch raises #GP for it as such a processor would.
     let cr4_policy = Cr4Policy::from_cpuid(&cpuid);
-    let cr4_mask = or_fail!(vcpu.vmcs().read(ControlN::Cr4GuestHostMask), "CR4 mask");
-    or_fail!(
-        vcpu.vmcs().write(
-            ControlN::Cr4GuestHostMask,
-            cr4_policy.guest_host_mask(cr4_mask)
-        ),
-        "CR4 mask"
-    );
+    or_fail!(cr4_policy.install(vcpu.vmcs()), "CR4 mask");
 
     let tsc_hz = ponte_arch::cpu::tsc_hz();
     let clock = TscClock::new(tsc_hz);
@@ -461,7 +421,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         None => finish(Outcome::Fail, format_args!("no interrupt line {gsi}")),
     };
     let mut lapic = LapicConfig::new(0, tsc_hz);
-    lapic.phys_addr_bits = ept_caps.physical_address_bits;
+    lapic.phys_addr_bits = caps.phys_addr_bits;
     let irq = PcInterrupts::new(
         &LINES,
         clock,
@@ -502,45 +462,27 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         finish(Outcome::Fail, format_args!("port bus: {e:?}"));
     }
 
-    let mut dispatch = Dispatcher::new(&cpuid, ept_caps.physical_address_bits);
+    let mut dispatch = Dispatcher::new(&cpuid, caps.phys_addr_bits)
+        .with_control_registers(cr4_policy, [caps.cr0, caps.cr4]);
     if settings.has(PinControl::PreemptionTimer) {
         dispatch = dispatch.with_preemption_timer(PreemptionTimer {
             rate: caps.misc.preemption_timer_rate,
             tsc_hz,
         });
     }
-    let status = loop {
-        match dispatch.run(&mut vcpu, &mut board) {
-            Stop::Requested(StopRequest::ExitStatus(status)) => break status,
-            stop @ (Stop::Requested(_) | Stop::Halted | Stop::TripleFault) => {
-                println!("testkernel: the guest stopped without writing isa-debug-exit: {stop:?}");
-                break 0;
-            }
-            Stop::Unhandled(VmExit::CrAccess(access)) => {
-                let registers = *vcpu.regs();
-                let vmcs = vcpu.vmcs();
-                let efer = vmcs.read(Guest64::Efer).unwrap_or(0);
-                let fixed = [caps.cr0, caps.cr4];
-                match handle_cr_access(vmcs, &registers, access, &cr4_policy, fixed, efer) {
-                    Ok(CrOutcome::Done) => {}
-                    Ok(CrOutcome::GeneralProtection { cr, value }) => {
-                        log::debug!("#GP for MOV to CR{cr} of {value:#x}");
-                    }
-                    Ok(CrOutcome::NotHandled(access)) => finish(
-                        Outcome::Fail,
-                        format_args!("control-register access not handled: {access:?}"),
-                    ),
-                    Err(e) => finish(Outcome::Fail, format_args!("CR access: {e:?}")),
-                }
-            }
-            other => finish(
-                Outcome::Fail,
-                format_args!(
-                    "guest stopped at RIP {:#x}: {other:?}",
-                    vcpu.vmcs().read(GuestN::Rip).unwrap_or(0)
-                ),
-            ),
+    let status = match dispatch.run(&mut vcpu, &mut board) {
+        Stop::Requested(StopRequest::ExitStatus(status)) => status,
+        stop @ (Stop::Requested(_) | Stop::Halted | Stop::TripleFault) => {
+            println!("testkernel: the guest stopped without writing isa-debug-exit: {stop:?}");
+            0
         }
+        other => finish(
+            Outcome::Fail,
+            format_args!(
+                "guest stopped at RIP {:#x}: {other:?}",
+                vcpu.vmcs().read(GuestN::Rip).unwrap_or(0)
+            ),
+        ),
     };
     println!();
     println!("PONTE-GUEST-EXIT: status {status}");

@@ -780,3 +780,83 @@ fn mmio_without_a_device_model_or_on_ram_is_left_to_the_integrator() {
     );
     assert_eq!(cpu.rip(), 0x8000);
 }
+
+#[test]
+fn cr4_writes_follow_the_guests_cpuid_and_cpuid_follows_the_board() {
+    use ponte_arch::vmx::{
+        caps::FixedBits,
+        exit::{CrAccess, CrAccessType},
+        vmcs::ControlN,
+    };
+
+    /// A board whose "APIC" is disabled: CPUID.1:EDX.APIC reads clear.
+    struct ApicOff;
+    impl Platform for ApicOff {
+        fn adjust_cpuid(&mut self, leaf: u32, _subleaf: u32, answer: &mut CpuidResult) {
+            crate::cpu_state::adjust_cpuid_for_apic(leaf, false, answer);
+        }
+    }
+
+    // Leaf 1 offers nothing CR4-related: only the base bits are allowed.
+    let mut policy = policy();
+    policy
+        .set(
+            1,
+            None,
+            CpuidResult {
+                edx: 1 << 9,
+                ..CpuidResult::default()
+            },
+        )
+        .unwrap();
+    let cr4_policy = Cr4Policy::from_cpuid(&policy);
+    let fixed = [
+        FixedBits {
+            fixed0: 0x21,
+            fixed1: u64::from(u32::MAX),
+        },
+        FixedBits {
+            fixed0: 1 << 13,
+            fixed1: 0x3F_FFFF,
+        },
+    ];
+    let mov_to_cr4 = VmExit::CrAccess(CrAccess {
+        cr: 4,
+        access: CrAccessType::MovTo { gpr: 0 },
+    });
+    let mut cpu = ScriptedCpu::new(
+        Mode::Protected,
+        0x1000,
+        vec![(
+            VmExit::Cpuid {
+                leaf: 1,
+                subleaf: 0,
+            },
+            2,
+        )],
+    );
+    cpu.vmcs.write(ControlN::Cr4GuestHostMask, 1 << 13).unwrap();
+    cr4_policy.install(&mut cpu.vmcs).unwrap();
+    assert_ne!(
+        cpu.vmcs.read(ControlN::Cr4GuestHostMask).unwrap() & (1 << 7),
+        0,
+        "PGE without CPUID support exits"
+    );
+
+    let mut dispatch = Dispatcher::new(&policy, 39).with_control_registers(cr4_policy, fixed);
+    assert_eq!(dispatch.run(&mut cpu, &mut ApicOff), Stop::TripleFault);
+    assert_eq!(cpu.regs.rdx, 0, "the board cleared CPUID.1:EDX.APIC");
+    // CR4.PGE (bit 7) is not offered by this CPUID: #GP, CR4 unchanged.
+    cpu.regs.rax = 1 << 7;
+    dispatch
+        .handle(mov_to_cr4, &mut cpu, &mut ApicOff)
+        .ok()
+        .unwrap();
+    assert_eq!(cpu.injected(), gp_info());
+    // Without the CR-access handler, the exit goes back to the integrator.
+    let mut plain = Dispatcher::new(&policy, 39);
+    let Ok(Handled::Stop(stop)) = plain.handle(mov_to_cr4, &mut cpu, &mut Board::default()) else {
+        panic!("a CR access without a handler must stop the loop");
+    };
+    assert_eq!(stop, Stop::Unhandled(mov_to_cr4));
+}
