@@ -44,6 +44,11 @@ pub enum Dev {
     Pci,
 }
 
+/// IA32_MCG_CAP: bank count in bits 7:0, MCG_CTL present in bit 8.
+const IA32_MCG_CAP: u32 = 0x179;
+/// IA32_MCG_STATUS.
+const IA32_MCG_STATUS: u32 = 0x17a;
+
 /// The marker the guest's init prints first (see the runner's guest assets).
 const INIT_MARKER: &[u8] = b"PONTE-GUEST:";
 
@@ -321,6 +326,11 @@ impl Platform for Board<'_> {
     }
 
     fn msr_read(&mut self, msr: u32) -> Option<Result<u64, GeneralProtection>> {
+        // The machine-check architecture with no error-reporting banks:
+        // MCG_CAP reads 0 banks and no MCG_CTL; MCG_STATUS reads clear.
+        if msr == IA32_MCG_CAP || msr == IA32_MCG_STATUS {
+            return Some(Ok(0));
+        }
         match self.lapic.read_msr(msr) {
             Ok(value) => Some(Ok(value)),
             Err(fault) => apic_fault(msr, None, fault).map(|r| r.map(|()| 0)),
@@ -328,6 +338,26 @@ impl Platform for Board<'_> {
     }
 
     fn msr_write(&mut self, msr: u32, value: u64) -> Option<Result<(), GeneralProtection>> {
+        match msr {
+            // SDM: MCG_CAP is read-only; MCG_STATUS takes only zero.
+            IA32_MCG_CAP => {
+                return Some(Err(GeneralProtection {
+                    msr,
+                    written: Some(value),
+                }))
+            }
+            IA32_MCG_STATUS => {
+                return Some(if value == 0 {
+                    Ok(())
+                } else {
+                    Err(GeneralProtection {
+                        msr,
+                        written: Some(value),
+                    })
+                })
+            }
+            _ => {}
+        }
         match self.lapic.write_msr(msr, value) {
             Ok(()) => Some(Ok(())),
             Err(fault) => apic_fault(msr, Some(value), fault),

@@ -176,9 +176,9 @@ pub fn open<'w>(
 ) -> Option<(VhdDisk<'w>, Persistence)> {
     let module = boot.module("disk")?;
     let bytes = module.bytes();
-    let room = crate::or_fail!(memory.bytes(bytes.len() + GROWTH), "disk buffer");
+    let room = ponte_arch::or_fail!(memory.bytes(bytes.len() + GROWTH), "disk buffer");
     let mut base = SliceDevice::empty(room);
-    crate::or_fail!(base.write_at(0, bytes), "disk copy");
+    ponte_arch::or_fail!(base.write_at(0, bytes), "disk copy");
     let (top, parent, persistence) = match hard_disk_file() {
         Some(file) => (Backing::Ata(file), Some(base), Persistence::HardDisk),
         None => (Backing::Memory(base), None, Persistence::Memory),
@@ -187,7 +187,7 @@ pub fn open<'w>(
         writable: true,
         ..OpenOptions::default()
     };
-    let disk = crate::or_fail!(
+    let disk = ponte_arch::or_fail!(
         Disk::open(
             top,
             &options,

@@ -36,12 +36,12 @@ use ponte_arch::{
     println,
     vmx::{
         controls::PinControl,
-        exit::{CrAccess, CrAccessType},
-        vmcs::{Control32, ControlN, Guest64, GuestN},
-        GuestState, MsrBitmap, Vcpu, VmExit, VmcsExt, VmxCapabilities,
+        vmcs::{ControlN, Guest64, GuestN},
+        GuestState, MsrBitmap, Vcpu, VmExit, VmcsError, VmcsExt,
     },
 };
 use ponte_kernel::{
+    cpu_state::{handle_cr_access, Cr4Policy, CrOutcome},
     cpuid::{CpuidPolicy, CpuidResult, GuestCpu, TIMING_LEAF},
     loader::{
         linux::{self, BootArea, LinuxConfig, LinuxEntry, MemoryRegion, MemoryType as E820},
@@ -49,7 +49,7 @@ use ponte_kernel::{
     },
     memory::GuestLayout,
     time::TscClock,
-    vcpu::{inject_gp, skip_instruction, Dispatcher, PreemptionTimer, Stop, StopRequest},
+    vcpu::{Dispatcher, PreemptionTimer, Stop, StopRequest},
     vm::{appliance_controls, configure_vmcs},
 };
 
@@ -98,18 +98,7 @@ pub const CRYSTAL_HZ: u64 = 25_000_000;
 /// whenever ticks coalesce while the guest keeps interrupts off.
 const CMDLINE: &str = "console=ttyS0,115200 rdinit=/init panic=-1 tsc=reliable";
 
-macro_rules! or_fail {
-    ($result:expr, $what:literal) => {
-        match $result {
-            Ok(value) => value,
-            Err(e) => ponte_arch::boot::finish(
-                ponte_arch::boot::Outcome::Fail,
-                format_args!(concat!($what, ": {:?}"), e),
-            ),
-        }
-    };
-}
-pub(crate) use or_fail;
+use ponte_arch::or_fail;
 
 fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let free_at_start = memory.free_bytes();
@@ -208,6 +197,11 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     vcpu.regs_mut().rbx = u64::from(entry.ebx);
 
     let cpuid: CpuidPolicy<128> = or_fail!(cpuid_policy(tsc_hz), "CPUID policy");
+    // CR4 writes of bits the guest's CPUID does not offer exit and get #GP;
+    // the run loop performs the CR0/CR4 writes the masks catch.
+    let cr4_policy = Cr4Policy::from_cpuid(&cpuid);
+    let loop_cr4_policy = cr4_policy;
+    or_fail!(cr4_policy.install(vcpu.vmcs()), "CR4 guest/host mask");
     let clock = TscClock::new(tsc_hz);
     let mut function = disk.as_ref().map(|disk| {
         or_fail!(
@@ -232,7 +226,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         .with_preemption_timer(PreemptionTimer {
             rate: caps.misc.preemption_timer_rate,
             tsc_hz,
-        });
+        })
+        .with_control_registers(loop_cr4_policy, [caps.cr0, caps.cr4]);
     vcpu.set_accounting(boot.has_argument("stats"));
     let start_tsc = ponte_arch::cpu::tsc();
     board.set_start_tsc(start_tsc);
@@ -240,9 +235,29 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         match dispatch.run(&mut vcpu, &mut board) {
             Stop::Requested(StopRequest::PowerOff) => break "powered off",
             Stop::Requested(StopRequest::Reset) => break "reset",
-            Stop::Unhandled(VmExit::CrAccess(access)) => {
-                if let Err(e) = emulate_cr_access(&mut vcpu, &caps, access) {
-                    finish(Outcome::Fail, format_args!("CR access {access:?}: {e:?}"));
+            // The run loop compares the written CR0 with the read shadow,
+            // whose PG is stale under unrestricted guest (PG is not in the
+            // guest/host mask, so the guest set it without an exit): the
+            // shadow's unmasked bits are refreshed from the real CR0 and
+            // the write performed again by the same code.
+            Stop::Unhandled(VmExit::CrAccess(access)) if access.cr == 0 => {
+                let efer = or_fail!(vcpu.vmcs().read(Guest64::Efer), "guest EFER");
+                or_fail!(refresh_cr0_shadow(&mut vcpu), "CR0 read shadow");
+                let registers = *vcpu.regs();
+                match handle_cr_access(
+                    vcpu.vmcs(),
+                    &registers,
+                    access,
+                    &cr4_policy,
+                    [caps.cr0, caps.cr4],
+                    efer,
+                ) {
+                    Ok(CrOutcome::NotHandled(access)) => finish(
+                        Outcome::Fail,
+                        format_args!("CR access the run loop does not perform: {access:?}"),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => finish(Outcome::Fail, format_args!("CR access {access:?}: {e:?}")),
                 }
             }
             other => {
@@ -400,7 +415,8 @@ pub fn load_kernel(
 ///
 /// The host's leaves, minus what this board does not emulate: XSAVE
 /// (XSETBV exits and is not answered; without it Linux uses FXSAVE and
-/// drops AVX and its dependents), speculation-control MSRs, and TSX.
+/// drops AVX and its dependents), IA32_TSC_ADJUST, speculation-control
+/// MSRs, and TSX.
 ///
 /// Time: Linux 6.1's `native_calibrate_tsc` takes the TSC frequency from
 /// leaf 0x15 (crystal in ECX, TSC/crystal ratio EBX/EAX) on Intel CPUs,
@@ -413,15 +429,6 @@ pub fn load_kernel(
 /// board does not have; not VMware's "VMwareVMware": Linux 6.1 asks
 /// VMware's backdoor I/O port (GETHZ) for the frequency, not the leaf.
 fn cpuid_policy(tsc_hz: u64) -> Result<CpuidPolicy<128>, ponte_kernel::cpuid::CpuidTableFull> {
-    let host_cpuid = |leaf, subleaf| {
-        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-        CpuidResult {
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
-        }
-    };
     let tsc_khz = (tsc_hz / 1000) as u32;
     let crystal_khz = (CRYSTAL_HZ / 1000) as u32;
     let guest_cpu = GuestCpu {
@@ -433,18 +440,16 @@ fn cpuid_policy(tsc_hz: u64) -> Result<CpuidPolicy<128>, ponte_kernel::cpuid::Cp
         tsc_khz: Some(tsc_khz),
         apic_timer_khz: Some(crystal_khz),
     };
-    let mut cpuid: CpuidPolicy<128> = CpuidPolicy::from_host(host_cpuid, &guest_cpu)?;
+    let mut cpuid: CpuidPolicy<128> = CpuidPolicy::for_this_cpu(&guest_cpu)?;
     const ECX1_XSAVE: u32 = 1 << 26;
     const ECX1_OSXSAVE: u32 = 1 << 27;
     const ECX1_AVX: u32 = 1 << 28;
     const ECX1_FMA: u32 = 1 << 12;
     const ECX1_F16C: u32 = 1 << 29;
-    // No machine-check architecture: its MSRs are not emulated.
-    const EDX1_MCE: u32 = 1 << 7;
-    const EDX1_MCA: u32 = 1 << 14;
+    // Machine checks (MCE, MCA) stay: the board answers the global MCA
+    // MSRs with no reporting banks (see `board`).
     let mut leaf1 = cpuid.lookup(1, 0);
     leaf1.ecx &= !(ECX1_XSAVE | ECX1_OSXSAVE | ECX1_AVX | ECX1_FMA | ECX1_F16C);
-    leaf1.edx &= !(EDX1_MCE | EDX1_MCA);
     cpuid.set(1, None, leaf1)?;
     // Leaf 7: no IA32_TSC_ADJUST (EBX bit 1), no TSX (HLE bit 4, RTM bit
     // 11), no speculation-control MSRs
@@ -497,114 +502,13 @@ fn cpuid_policy(tsc_hz: u64) -> Result<CpuidPolicy<128>, ponte_kernel::cpuid::Cp
     Ok(cpuid)
 }
 
-/// Why a control-register write could not be emulated.
-enum CrError {
-    /// Reading or writing the VMCS failed.
-    Vmcs(ponte_arch::vmx::VmcsError),
-    /// An access the guest/host masks cannot cause (MOV from CR0/CR4, LMSW
-    /// with the masks of this board, another register).
-    Unexpected,
-}
-
-impl core::fmt::Debug for CrError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::Vmcs(e) => write!(f, "VMCS: {e:?}"),
-            Self::Unexpected => write!(f, "not an access this board's masks cause"),
-        }
-    }
-}
-
-impl From<ponte_arch::vmx::VmcsError> for CrError {
-    fn from(e: ponte_arch::vmx::VmcsError) -> Self {
-        Self::Vmcs(e)
-    }
-}
-
-const CR0_PE: u64 = 1;
-const CR0_TS: u64 = 1 << 3;
-const CR0_PG: u64 = 1 << 31;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const ENTRY_IA32E: u32 = 1 << 9;
-
-/// A MOV to CR0/CR4 (or CLTS) that changed a bit the host owns in the
-/// guest/host mask (CR0.NE, CR4.VMXE, bits the processor fixes): the guest
-/// reads back what it wrote (the read shadow), the processor runs with the
-/// fixed bits applied; a paging switch with EFER.LME updates LMA and the
-/// IA-32e entry control as the processor would. A value setting a bit the
-/// processor cannot hold gets #GP.
-fn emulate_cr_access(
-    vcpu: &mut Vcpu,
-    caps: &VmxCapabilities,
-    access: CrAccess,
-) -> Result<(), CrError> {
-    let (value, cr) = match access.access {
-        CrAccessType::MovTo { gpr } => (gpr_value(vcpu, gpr)?, access.cr),
-        CrAccessType::Clts => {
-            let shadow = vcpu.vmcs().read(ControlN::Cr0ReadShadow)?;
-            (shadow & !CR0_TS, 0)
-        }
-        _ => return Err(CrError::Unexpected),
-    };
+/// Makes the CR0 read shadow's bits outside the guest/host mask (which the
+/// guest changes without exits) equal to the real CR0's, as the guest sees
+/// them; the masked bits keep the guest's last written values.
+fn refresh_cr0_shadow(vcpu: &mut Vcpu) -> Result<(), VmcsError> {
     let vmcs = vcpu.vmcs();
-    match cr {
-        0 => {
-            let fixed0 = caps.cr0.fixed0 & !(CR0_PE | CR0_PG);
-            if value & !caps.cr0.fixed1 & !0xffff_ffff_0000_0000 != 0 || value >> 32 != 0 {
-                inject_gp(vmcs)?;
-                return Ok(());
-            }
-            let old = vmcs.read(GuestN::Cr0)?;
-            let effective = value | fixed0;
-            let efer = vmcs.read(Guest64::Efer)?;
-            if (old ^ effective) & CR0_PG != 0 {
-                let (efer, entry) = if effective & CR0_PG != 0 && efer & EFER_LME != 0 {
-                    (efer | EFER_LMA, ENTRY_IA32E)
-                } else {
-                    (efer & !EFER_LMA, 0)
-                };
-                vmcs.write(Guest64::Efer, efer)?;
-                vmcs.update32(Control32::EntryControls, entry, ENTRY_IA32E & !entry)?;
-            }
-            vmcs.write(GuestN::Cr0, effective)?;
-            vmcs.write(ControlN::Cr0ReadShadow, value)?;
-        }
-        4 => {
-            if value & !caps.cr4.fixed1 & !caps.cr4.fixed0 != 0 {
-                inject_gp(vmcs)?;
-                return Ok(());
-            }
-            vmcs.write(GuestN::Cr4, value | caps.cr4.fixed0)?;
-            vmcs.write(ControlN::Cr4ReadShadow, value)?;
-        }
-        _ => return Err(CrError::Unexpected),
-    }
-    skip_instruction(vmcs)?;
-    Ok(())
-}
-
-/// General-purpose register `gpr` (0 RAX .. 15 R15) of the guest.
-fn gpr_value(vcpu: &mut Vcpu, gpr: u8) -> Result<u64, CrError> {
-    if gpr == 4 {
-        return Ok(vcpu.vmcs().read(GuestN::Rsp)?);
-    }
-    let r = vcpu.regs();
-    Ok(match gpr {
-        0 => r.rax,
-        1 => r.rcx,
-        2 => r.rdx,
-        3 => r.rbx,
-        5 => r.rbp,
-        6 => r.rsi,
-        7 => r.rdi,
-        8 => r.r8,
-        9 => r.r9,
-        10 => r.r10,
-        11 => r.r11,
-        12 => r.r12,
-        13 => r.r13,
-        14 => r.r14,
-        _ => r.r15,
-    })
+    let mask = vmcs.read(ControlN::Cr0GuestHostMask)?;
+    let real = vmcs.read(GuestN::Cr0)?;
+    let shadow = vmcs.read(ControlN::Cr0ReadShadow)?;
+    vmcs.write(ControlN::Cr0ReadShadow, (real & !mask) | (shadow & mask))
 }
