@@ -135,3 +135,166 @@ pub fn mask_legacy_pic() {
         x86::io::outb(0xA1, 0xFF);
     }
 }
+
+/// CR0.MP: WAIT/FWAIT honour CR0.TS.
+const CR0_MP: u64 = 1 << 1;
+/// CR0.EM: x87 and SSE instructions raise #NM/#UD.
+const CR0_EM: u64 = 1 << 2;
+/// CR0.TS: the next x87/SSE instruction raises #NM.
+const CR0_TS: u64 = 1 << 3;
+/// CR4.OSFXSR: SSE instructions and FXSAVE/FXRSTOR are enabled.
+pub const CR4_OSFXSR: u64 = 1 << 9;
+/// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM.
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+
+/// Lets the image execute the SSE moves of [`xmm_low`] and [`load_xmm_low`]:
+/// sets CR4.OSFXSR and CR4.OSXMMEXCPT and CR0.MP, clears CR0.EM and CR0.TS
+/// where they differ (SDM Vol. 3A, 13.1.3). Only the host's control
+/// registers change; a guest's come from its VMCS. Called once at boot,
+/// before the host state for VM exits is read from the running CPU.
+pub fn enable_sse_moves() {
+    // SAFETY: at CPL 0 during boot. Every x86-64 processor has FXSR and
+    // SSE2, so the CR4 bits are not reserved; the image is compiled
+    // soft-float, so no code relies on x87/SSE faulting, and no CR0 bit
+    // that memory access or paging depends on changes.
+    unsafe {
+        let cr4: u64;
+        core::arch::asm!("mov {0}, cr4", out(reg) cr4, options(nostack, nomem));
+        let wanted = cr4 | CR4_OSFXSR | CR4_OSXMMEXCPT;
+        if wanted != cr4 {
+            core::arch::asm!("mov cr4, {0}", in(reg) wanted, options(nostack));
+        }
+        let cr0: u64;
+        core::arch::asm!("mov {0}, cr0", out(reg) cr0, options(nostack, nomem));
+        let wanted = (cr0 | CR0_MP) & !(CR0_EM | CR0_TS);
+        if wanted != cr0 {
+            core::arch::asm!("mov cr0, {0}", in(reg) wanted, options(nostack));
+        }
+    }
+}
+
+/// Expands `$access!("xmmN")` for the XMM register numbered `$n & 15`.
+macro_rules! for_xmm_register {
+    ($n:expr, $access:ident) => {
+        match $n & 15 {
+            0 => $access!("xmm0"),
+            1 => $access!("xmm1"),
+            2 => $access!("xmm2"),
+            3 => $access!("xmm3"),
+            4 => $access!("xmm4"),
+            5 => $access!("xmm5"),
+            6 => $access!("xmm6"),
+            7 => $access!("xmm7"),
+            8 => $access!("xmm8"),
+            9 => $access!("xmm9"),
+            10 => $access!("xmm10"),
+            11 => $access!("xmm11"),
+            12 => $access!("xmm12"),
+            13 => $access!("xmm13"),
+            14 => $access!("xmm14"),
+            _ => $access!("xmm15"),
+        }
+    };
+}
+
+/// Bits 63:0 of XMM register `n & 15` as the processor holds it now.
+///
+/// The image never uses XMM registers (it is compiled soft-float and saves
+/// none of them across VM exits), so while an exit is handled they still hold
+/// the guest's values: this reads the guest's register. Needs
+/// [`enable_sse_moves`] (done at boot).
+pub fn xmm_low(n: u8) -> u64 {
+    macro_rules! read_low {
+        ($reg:tt) => {{
+            let value: u64;
+            // SAFETY: MOVQ from an XMM register to a general register only
+            // reads the register (SSE is enabled at boot); the host keeps
+            // nothing in XMM registers, so the value is the guest's.
+            unsafe {
+                core::arch::asm!(
+                    concat!("movq {0}, ", $reg),
+                    out(reg) value,
+                    options(nostack, nomem, preserves_flags)
+                )
+            };
+            value
+        }};
+    }
+    for_xmm_register!(n, read_low)
+}
+
+/// Loads `value` into bits 63:0 of XMM register `n & 15` and zeroes bits
+/// 127:64, as MOVQ xmm, m64 does, so that the guest finds it there after
+/// the next VM entry (see [`xmm_low`]).
+pub fn load_xmm_low(n: u8, value: u64) {
+    // Where the compiler itself may use XMM registers (host builds with
+    // SSE), the register is declared clobbered; the image, compiled
+    // soft-float, has no XMM register class and never allocates one.
+    #[cfg(target_feature = "sse")]
+    macro_rules! load_low {
+        ($reg:tt) => {
+            // SAFETY: MOVQ from a general register zero-extends into the XMM
+            // register and touches nothing else; the register is declared
+            // clobbered, so no value the compiler keeps is lost.
+            unsafe {
+                core::arch::asm!(
+                    concat!("movq ", $reg, ", {0}"),
+                    in(reg) value,
+                    out($reg) _,
+                    options(nostack, nomem, preserves_flags)
+                )
+            }
+        };
+    }
+    #[cfg(not(target_feature = "sse"))]
+    macro_rules! load_low {
+        ($reg:tt) => {
+            // SAFETY: MOVQ from a general register zero-extends into the XMM
+            // register and touches nothing else; the image is compiled
+            // soft-float and keeps nothing in XMM registers, which hold the
+            // guest's values until the next VM entry.
+            unsafe {
+                core::arch::asm!(
+                    concat!("movq ", $reg, ", {0}"),
+                    in(reg) value,
+                    options(nostack, nomem, preserves_flags)
+                )
+            }
+        };
+    }
+    for_xmm_register!(n, load_low)
+}
+
+#[cfg(test)]
+mod xmm_tests {
+    use super::*;
+
+    #[test]
+    fn xmm_low_halves_read_back_what_was_loaded() {
+        // The host test process has SSE enabled. Each register gets its own
+        // value, read back at once, with the upper half zeroed by the load.
+        for n in 0..16u8 {
+            let value = 0x0123_4567_89ab_cdef_u64.rotate_left(u32::from(n) * 4) ^ u64::from(n);
+            load_xmm_low(n, value);
+            assert_eq!(xmm_low(n), value, "xmm{n}");
+        }
+    }
+
+    #[test]
+    fn loading_the_low_half_zeroes_the_upper_half() {
+        let upper: u64;
+        // SAFETY: sets every bit of XMM5, declared clobbered.
+        unsafe { core::arch::asm!("pcmpeqd xmm5, xmm5", out("xmm5") _) };
+        load_xmm_low(5, 0x1234);
+        // SAFETY: copies bits 127:64 of XMM5 through a scratch register.
+        unsafe {
+            core::arch::asm!(
+                "pshufd {t}, xmm5, 0xee",
+                "movq {u}, {t}",
+                t = out(xmm_reg) _,
+                u = out(reg) upper,
+            )
+        };
+        assert_eq!((xmm_low(5), upper), (0x1234, 0));
+    }
+}

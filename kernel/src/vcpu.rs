@@ -49,6 +49,11 @@ pub trait VcpuHardware {
     fn vmcs(&mut self) -> &mut Self::Vmcs;
     /// The host's time-stamp counter now.
     fn host_tsc(&self) -> u64;
+    /// Bits 63:0 of the guest's XMM register `n` (0-15).
+    fn xmm_low(&mut self, n: u8) -> u64;
+    /// Sets bits 63:0 of the guest's XMM register `n` (0-15) to `value` and
+    /// bits 127:64 to zero (what MOVQ xmm, m64 does).
+    fn load_xmm_low(&mut self, n: u8, value: u64);
 }
 
 impl VcpuHardware for ponte_arch::vmx::Vcpu {
@@ -76,6 +81,16 @@ impl VcpuHardware for ponte_arch::vmx::Vcpu {
 
     fn host_tsc(&self) -> u64 {
         ponte_arch::cpu::tsc()
+    }
+
+    /// The image keeps no state in XMM registers, so during an exit the
+    /// processor's registers are the guest's.
+    fn xmm_low(&mut self, n: u8) -> u64 {
+        ponte_arch::cpu::xmm_low(n)
+    }
+
+    fn load_xmm_low(&mut self, n: u8, value: u64) {
+        ponte_arch::cpu::load_xmm_low(n, value)
     }
 }
 
@@ -630,6 +645,9 @@ fn vcpu_state<H: VcpuHardware + ?Sized>(
     physical_address_bits: u8,
 ) -> Result<VcpuState, VmcsError> {
     let r = *cpu.registers();
+    // Read always: the instruction is decoded later, and sixteen register
+    // moves cost little next to the exit.
+    let xmm = core::array::from_fn(|n| cpu.xmm_low(n as u8));
     let vmcs = cpu.vmcs();
     let rsp = vmcs.read(GuestN::Rsp)?;
     let rflags = vmcs.read(GuestN::Rflags)?;
@@ -656,6 +674,7 @@ fn vcpu_state<H: VcpuHardware + ?Sized>(
                 r.r12, r.r13, r.r14, r.r15,
             ],
             rflags,
+            xmm,
         },
         rip_linear,
         paging: PagingContext {
@@ -680,8 +699,8 @@ fn guest_efer<V: VmcsAccess + ?Sized>(vmcs: &V, ia32e: bool) -> u64 {
     }
 }
 
-/// Stores the registers an emulated MMIO instruction changed and moves RIP
-/// past it.
+/// Stores the registers (general, RFLAGS, XMM) an emulated MMIO instruction
+/// changed and moves RIP past it.
 fn apply_write_back<H: VcpuHardware + ?Sized>(
     cpu: &mut H,
     write_back: &WriteBack,
@@ -711,6 +730,11 @@ fn apply_write_back<H: VcpuHardware + ?Sized>(
             if let Some(slot) = slot {
                 *slot = values[n];
             }
+        }
+    }
+    for n in 0..16u8 {
+        if write_back.xmm_loaded & (1 << n) != 0 {
+            cpu.load_xmm_low(n, write_back.registers.xmm[usize::from(n)]);
         }
     }
     let vmcs = cpu.vmcs();

@@ -239,6 +239,7 @@ mod runtime {
         init_logger(log::LevelFilter::Info);
         cpu_tables::init();
         crate::cpu::mask_legacy_pic();
+        crate::cpu::enable_sse_moves();
         if magic != MULTIBOOT2_MAGIC {
             finish(
                 Outcome::Fail,

@@ -44,13 +44,16 @@ pub const RFLAGS_DF: u64 = 1 << 10;
 pub const RFLAGS_OF: u64 = 1 << 11;
 const ARITHMETIC_FLAGS: u64 = RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF;
 
-/// The guest's general-purpose registers (SDM order, see [`Gpr`]) and RFLAGS.
+/// The guest's general-purpose registers (SDM order, see [`Gpr`]), RFLAGS
+/// and the low halves of its XMM registers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Registers {
     /// RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8-R15.
     pub gpr: [u64; 16],
     /// RFLAGS.
     pub rflags: u64,
+    /// Bits 63:0 of XMM0-XMM15 (what MOVQ moves).
+    pub xmm: [u64; 16],
 }
 
 impl Registers {
@@ -89,6 +92,9 @@ pub struct WriteBack {
     pub changed: u16,
     /// RFLAGS changed.
     pub rflags_changed: bool,
+    /// Bit `n` set: XMM register `n` was loaded by MOVQ: bits 63:0 become
+    /// `registers.xmm[n]` and bits 127:64 become zero.
+    pub xmm_loaded: u16,
     /// Bytes to add to RIP (0 when a REP STOS still has iterations left and
     /// the guest re-executes it).
     pub rip_advance: u64,
@@ -200,6 +206,29 @@ fn logic_flags(rflags: u64, value: u64, width: AccessWidth) -> u64 {
     flags
 }
 
+/// Flags after CMP (SUB) of `subtrahend` from `minuend`, both `width`
+/// wide (SDM Vol. 1, 3.4.3.1 and appendix A): CF the borrow out of the top
+/// bit, OF a signed overflow, SF the result's top bit, ZF a zero result,
+/// AF the borrow out of bit 3, PF an even number of ones in the result's low
+/// byte. Other RFLAGS bits are kept.
+fn subtraction_flags(rflags: u64, minuend: u64, subtrahend: u64, width: AccessWidth) -> u64 {
+    let mask = width.mask();
+    let (a, b) = (minuend & mask, subtrahend & mask);
+    let result = a.wrapping_sub(b) & mask;
+    let top = width.bytes() as u32 * 8 - 1;
+    let mut flags = logic_flags(rflags, result, width);
+    if a < b {
+        flags |= RFLAGS_CF;
+    }
+    if ((a ^ b) & (a ^ result)) >> top & 1 != 0 {
+        flags |= RFLAGS_OF;
+    }
+    if (a ^ b ^ result) & 0x10 != 0 {
+        flags |= RFLAGS_AF;
+    }
+    flags
+}
+
 fn extend(value: u64, from: AccessWidth, extension: Extension) -> u64 {
     match extension {
         Extension::Sign => {
@@ -225,6 +254,7 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
         registers: *registers,
         changed: 0,
         rflags_changed: false,
+        xmm_loaded: 0,
         rip_advance: u64::from(instruction.length),
         unclaimed: None,
     };
@@ -317,6 +347,28 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
             out.registers.write(register, width, old);
             out.changed |= 1 << register.number;
         }
+        Operation::Compare {
+            source,
+            register_first,
+        } => {
+            let memory = read(&mut out);
+            let other = source_value(source);
+            let (minuend, subtrahend) = if register_first {
+                (other, memory)
+            } else {
+                (memory, other)
+            };
+            out.registers.rflags = subtraction_flags(registers.rflags, minuend, subtrahend, width);
+            out.rflags_changed = true;
+        }
+        Operation::LoadXmm { register } => {
+            let register = usize::from(register & 15);
+            out.registers.xmm[register] = read(&mut out);
+            out.xmm_loaded |= 1 << register;
+        }
+        Operation::StoreXmm { register } => {
+            store = Some(registers.xmm[usize::from(register & 15)]);
+        }
     }
     if let Some(value) = store {
         match target {
@@ -408,6 +460,8 @@ pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
         instruction.operation,
         Operation::Load { .. }
             | Operation::Test { .. }
+            | Operation::Compare { .. }
+            | Operation::LoadXmm { .. }
             | Operation::Logic {
                 register_destination: true,
                 ..
@@ -474,6 +528,7 @@ mod tests {
             let regs = Registers {
                 gpr: [u64::MAX; 16],
                 rflags: 0x2,
+                ..Registers::default()
             };
             // mov eax, [rdi+0x100]: 32-bit destination zero-extends.
             let wb = run(
@@ -565,6 +620,204 @@ mod tests {
                 wb.registers.gpr[0], 0xa0,
                 "bit 63 of the read is beyond the dword"
             );
+        });
+    }
+
+    /// Device 2: 4 KiB that behave as little-endian memory.
+    struct Window(Vec<u8>);
+
+    impl MmioBus<u8> for Window {
+        fn mmio_read(&mut self, _device: u8, offset: u64, width: AccessWidth) -> u64 {
+            let at = offset as usize;
+            let mut bytes = [0u8; 8];
+            bytes[..width.bytes()].copy_from_slice(&self.0[at..at + width.bytes()]);
+            u64::from_le_bytes(bytes)
+        }
+        fn mmio_write(&mut self, _device: u8, offset: u64, width: AccessWidth, value: u64) {
+            let at = offset as usize;
+            self.0[at..at + width.bytes()].copy_from_slice(&value.to_le_bytes()[..width.bytes()]);
+        }
+    }
+
+    const WINDOW: u64 = 0xff00_0000;
+
+    fn with_window(f: impl FnOnce(&GuestLayout<&[Cell<u8>], u8, 4>, &mut Window)) {
+        let mut layout = GuestLayout::new();
+        layout.add_mmio(WINDOW, 0x1000, 2).unwrap();
+        f(&layout, &mut Window(vec![0; 0x1000]));
+    }
+
+    /// Runs `bytes` (32-bit code) on the window at offset 0 holding `memory`,
+    /// with EAX = `eax` and EBX at the window, and returns the write-back.
+    fn compare32(bytes: &[u8], memory: u64, eax: u64, rflags: u64) -> WriteBack {
+        let mut out = None;
+        with_window(|layout, window| {
+            window.0[..8].copy_from_slice(&memory.to_le_bytes());
+            let mut regs = Registers {
+                rflags,
+                ..Registers::default()
+            };
+            regs.gpr[0] = eax;
+            regs.gpr[3] = WINDOW;
+            let i = decode(bytes, CpuMode::Bits32).unwrap();
+            let wb = emulate(layout, window, WINDOW, &i, &regs).unwrap();
+            assert_eq!(
+                &window.0[..8],
+                &memory.to_le_bytes(),
+                "CMP writes no memory"
+            );
+            assert_eq!(wb.registers.gpr, regs.gpr, "CMP writes no register");
+            assert_eq!((wb.changed, wb.xmm_loaded), (0, 0));
+            assert!(wb.rflags_changed);
+            assert_eq!(wb.rip_advance, bytes.len() as u64);
+            out = Some(wb);
+        });
+        out.unwrap()
+    }
+
+    const CF: u64 = RFLAGS_CF;
+    const PF: u64 = RFLAGS_PF;
+    const AF: u64 = RFLAGS_AF;
+    const ZF: u64 = RFLAGS_ZF;
+    const SF: u64 = RFLAGS_SF;
+    const OF: u64 = RFLAGS_OF;
+
+    #[test]
+    fn cmp_sets_the_flags_of_the_subtraction_per_width() {
+        // Bit 1 (always one), IF and DF are kept; stale CF/OF/SF are not.
+        let kept = 0x2 | (1 << 9) | RFLAGS_DF;
+        let stale = kept | CF | OF | SF | AF;
+        let cases: &[(&[u8], u64, u64, u64)] = &[
+            // cmp byte [ebx], 0x44 with 0x44: equal -> ZF, PF (0 ones).
+            (&[0x80, 0x3b, 0x44], 0x44, 0, ZF | PF),
+            // 0x00 - 0x01 = 0xff: borrow out of bit 7 and bit 3, 8 ones.
+            (&[0x80, 0x3b, 0x01], 0x00, 0, CF | AF | SF | PF),
+            // 0x80 - 0x01 = 0x7f: -128 - 1 overflows; 7 ones (odd).
+            (&[0x80, 0x3b, 0x01], 0x80, 0, OF | AF),
+            // 0x7f - 0xff = 0x80: 127 - (-1) overflows, unsigned borrow.
+            (&[0x80, 0x3b, 0xff], 0x7f, 0, CF | OF | SF),
+            // Only the byte is compared: 0x1144 vs 0x44 is equal.
+            (&[0x80, 0x3b, 0x44], 0x1144, 0, ZF | PF),
+            // cmp word [ebx], 0x8000 with 0: 0 - (-32768) overflows.
+            (&[0x66, 0x81, 0x3b, 0x00, 0x80], 0, 0, CF | OF | SF | PF),
+            // cmp word [ebx+2], 0x1122 (the test kernels' encoding; the
+            // access lands at the violation's address, offset 0 here).
+            (&[0x66, 0x81, 0x7b, 0x02, 0x22, 0x11], 0x1122, 0, ZF | PF),
+            // cmp dword [ebx], 0x11223344, equal.
+            (
+                &[0x81, 0x3b, 0x44, 0x33, 0x22, 0x11],
+                0x1122_3344,
+                0,
+                ZF | PF,
+            ),
+            // cmp dword [ebx], 2 (imm8) with 1: 0xffffffff.
+            (&[0x83, 0x3b, 0x02], 1, 0, CF | AF | SF | PF),
+            // cmp dword [ebx], -1 (imm8 sign-extended to 32 bits): equal.
+            (&[0x83, 0x3b, 0xff], 0xffff_ffff, 0, ZF | PF),
+            // 0x8000_0000 - 1 = 0x7fff_ffff: signed overflow, AF.
+            (&[0x83, 0x3b, 0x01], 0x8000_0000, 0, OF | AF | PF),
+            // cmp [ebx], eax: memory 1 minus EAX 2 borrows.
+            (&[0x39, 0x03], 1, 2, CF | AF | SF | PF),
+            // cmp eax, [ebx]: EAX 2 minus memory 1 = 1 (one bit: odd).
+            (&[0x3b, 0x03], 1, 2, 0),
+            // cmp [ebx], ah: memory 0x30 minus AH 0x10 = 0x20; 0x30 - 0x10
+            // borrows nothing.
+            (&[0x38, 0x23], 0x30, 0x1000, 0),
+            // cmp ah, [ebx]: AH 0x10 minus 0x30 = 0xe0 borrows.
+            (&[0x3a, 0x23], 0x30, 0x1000, CF | SF),
+            // cmp al, [ebx] with AL 0x10, memory 0x01: 0x0f, AF from bit 3.
+            (&[0x3a, 0x03], 0x01, 0x10, AF | PF),
+        ];
+        for &(bytes, memory, eax, flags) in cases {
+            let wb = compare32(bytes, memory, eax, stale);
+            assert_eq!(
+                wb.registers.rflags,
+                kept | flags,
+                "{bytes:02x?} memory {memory:#x} eax {eax:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn cmp_qword_in_64_bit_mode() {
+        with_window(|layout, window| {
+            window.0[..8].copy_from_slice(&0x7fff_ffff_ffff_ffffu64.to_le_bytes());
+            let mut regs = Registers {
+                rflags: 0x2,
+                ..Registers::default()
+            };
+            regs.gpr[7] = WINDOW;
+            // cmp qword [rdi], -1: imm8 sign-extended to 64 bits;
+            // 0x7fff..ff - 0xffff..ff = 0x8000..00.
+            let i = decode(&[0x48, 0x83, 0x3f, 0xff], CpuMode::Bits64).unwrap();
+            let wb = emulate(layout, window, WINDOW, &i, &regs).unwrap();
+            assert_eq!(wb.registers.rflags, 0x2 | CF | OF | SF | PF);
+            // cmp [rdi], r9 with R9 equal.
+            regs.gpr[9] = 0x7fff_ffff_ffff_ffff;
+            let i = decode(&[0x4c, 0x39, 0x0f], CpuMode::Bits64).unwrap();
+            let wb = emulate(layout, window, WINDOW, &i, &regs).unwrap();
+            assert_eq!(wb.registers.rflags, 0x2 | ZF | PF);
+        });
+    }
+
+    #[test]
+    fn movq_moves_the_low_half_of_xmm_registers() {
+        with_window(|layout, window| {
+            let mut regs = Registers::default();
+            regs.gpr[3] = WINDOW;
+            regs.xmm[0] = 0x0123_4567_89ab_cdef;
+            regs.xmm[15] = 0xfedc_ba98_7654_3210;
+            // movq [ebx+8], xmm0
+            let i = decode(&[0x66, 0x0f, 0xd6, 0x43, 0x08], CpuMode::Bits32).unwrap();
+            let wb = emulate(layout, window, WINDOW + 8, &i, &regs).unwrap();
+            assert_eq!(
+                &window.0[8..16],
+                &[0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01]
+            );
+            assert_eq!(
+                (wb.changed, wb.xmm_loaded, wb.rflags_changed),
+                (0, 0, false)
+            );
+            assert_eq!(wb.rip_advance, 5);
+            // movq xmm1, [ebx+16]
+            window.0[16..24].copy_from_slice(&[0x10, 0x32, 0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe]);
+            let i = decode(&[0xf3, 0x0f, 0x7e, 0x4b, 0x10], CpuMode::Bits32).unwrap();
+            let wb = emulate(layout, window, WINDOW + 16, &i, &regs).unwrap();
+            assert_eq!(wb.registers.xmm[1], 0xfedc_ba98_7654_3210);
+            assert_eq!(wb.xmm_loaded, 1 << 1);
+            assert_eq!((wb.changed, wb.rflags_changed), (0, false));
+            assert_eq!(wb.registers.xmm[0], regs.xmm[0]);
+            // 64-bit mode, REX.R: movq [rdi], xmm15 ; movq xmm8, [rdi]
+            regs.gpr[7] = WINDOW + 0x20;
+            let i = decode(&[0x66, 0x44, 0x0f, 0xd6, 0x3f], CpuMode::Bits64).unwrap();
+            emulate(layout, window, WINDOW + 0x20, &i, &regs).unwrap();
+            assert_eq!(&window.0[0x20..0x28], &regs.xmm[15].to_le_bytes());
+            let i = decode(&[0xf3, 0x44, 0x0f, 0x7e, 0x07], CpuMode::Bits64).unwrap();
+            let wb = emulate(layout, window, WINDOW + 0x20, &i, &regs).unwrap();
+            assert_eq!((wb.registers.xmm[8], wb.xmm_loaded), (regs.xmm[15], 1 << 8));
+        });
+    }
+
+    #[test]
+    fn a_write_violation_on_a_reading_cmp_or_movq_load_is_refused() {
+        with_layout(|layout, _| {
+            let paging = map_code(layout);
+            let vcpu = VcpuState {
+                registers: Registers::default(),
+                rip_linear: 0x40_0000,
+                paging,
+                mode: CpuMode::Bits64,
+            };
+            let write = EptViolation::from_exit(0x182, DEV, 0);
+            let mut bus = Bus::default();
+            for bytes in [&[0x80, 0x3f, 0x01][..], &[0xf3, 0x0f, 0x7e, 0x07]] {
+                layout.write(0x5000, bytes).unwrap();
+                assert!(matches!(
+                    handle_ept_violation(layout, &mut bus, &write, &vcpu),
+                    Err(MmioError::DirectionMismatch { .. })
+                ));
+            }
+            assert!(bus.reads.is_empty() && bus.writes.is_empty());
         });
     }
 

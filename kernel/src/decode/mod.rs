@@ -7,8 +7,10 @@
 //! The decoder covers what compilers emit for MMIO accessors: MOV in all its
 //! memory forms (88/89/8A/8B, C6/C7, A0-A3 moffs), MOVZX/MOVSX (0F B6/B7/BE/BF),
 //! XCHG (86/87), TEST (84/85, F6/F7 /0), AND and OR with register or
-//! immediate (20-23, 08-0B, 80/81/83 /1 and /4) and STOS (AA/AB, with REP),
-//! with legacy prefixes, REX, and 16/32/64-bit addressing (ModRM, SIB,
+//! immediate (20-23, 08-0B, 80/81/83 /1 and /4), CMP with register or
+//! immediate (38-3B, 80/81/83 /7), STOS (AA/AB, with REP) and SSE2's MOVQ
+//! between an XMM register and memory (66 0F D6 store, F3 0F 7E load), with
+//! legacy prefixes, REX, and 16/32/64-bit addressing (ModRM, SIB,
 //! displacement, RIP-relative). Anything else is a typed error carrying the
 //! bytes; the decoder never panics and reads at most 15 bytes.
 //! [`mmio`] performs a decoded access on the owning device.
@@ -115,6 +117,26 @@ pub enum Operation {
     Exchange {
         /// The register.
         register: Gpr,
+    },
+    /// CMP: read memory, subtract as SUB does and set CF, OF, SF, ZF, AF
+    /// and PF from the subtraction; nothing else changes.
+    Compare {
+        /// The other operand.
+        source: Source,
+        /// The register is the minuend (`CMP r, r/m`, 3A/3B); otherwise
+        /// memory is (`CMP r/m, r` and `CMP r/m, imm`).
+        register_first: bool,
+    },
+    /// MOVQ xmm, m64 (F3 0F 7E): load 8 bytes into bits 63:0 of an XMM
+    /// register and zero bits 127:64.
+    LoadXmm {
+        /// The XMM register number (0-15).
+        register: u8,
+    },
+    /// MOVQ m64, xmm (66 0F D6): store bits 63:0 of an XMM register.
+    StoreXmm {
+        /// The XMM register number (0-15).
+        register: u8,
     },
 }
 
@@ -251,6 +273,8 @@ struct Prefixes {
     segment: Option<Segment>,
     lock: bool,
     repeat: bool,
+    /// The last of F2/F3 (the one that selects an SSE instruction).
+    last_repeat: Option<u8>,
     rex: u8,
 }
 
@@ -299,7 +323,10 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
             0x64 => p.segment = Some(Segment::Fs),
             0x65 => p.segment = Some(Segment::Gs),
             0xf0 => p.lock = true,
-            0xf2 | 0xf3 => p.repeat = true,
+            0xf2 | 0xf3 => {
+                p.repeat = true;
+                p.last_repeat = Some(b);
+            }
             0x40..=0x4f if mode == CpuMode::Bits64 => {
                 p.rex = b;
                 continue;
@@ -382,8 +409,17 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
             (width, Operation::StoreString { repeat: p.repeat }, memory)
         }
         0x0f => {
-            no_repeat(&p)?;
             let second = r.byte()?;
+            if let Some((width, operation, memory)) = sse_move(r, &p, mode, address_size, second)? {
+                return Ok(Instruction {
+                    length: r.at as u8,
+                    width,
+                    operation,
+                    memory,
+                    lock: p.lock,
+                });
+            }
+            no_repeat(&p)?;
             let (width, extension) = match second {
                 0xb6 => (AccessWidth::Byte, Extension::Zero),
                 0xb7 => (AccessWidth::Word, Extension::Zero),
@@ -423,7 +459,8 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
                 | 0x84
                 | 0x85
                 | 0x20..=0x23
-                | 0x08..=0x0b => {
+                | 0x08..=0x0b
+                | 0x38..=0x3b => {
                     let (reg, memory) = modrm(r, &p, mode, address_size)?;
                     let reg = reg_operand(reg);
                     let operation = match opcode {
@@ -438,6 +475,10 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
                         0x86 | 0x87 => Operation::Exchange { register: reg },
                         0x84 | 0x85 => Operation::Test {
                             source: Source::Register(reg),
+                        },
+                        0x38..=0x3b => Operation::Compare {
+                            source: Source::Register(reg),
+                            register_first: opcode & 2 != 0,
                         },
                         _ => Operation::Logic {
                             op: if opcode >= 0x20 {
@@ -474,6 +515,10 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
                             source,
                             register_destination: false,
                         },
+                        (0x80 | 0x81 | 0x83, 7) => Operation::Compare {
+                            source,
+                            register_first: false,
+                        },
                         _ => return Err(DecodeErrorKind::Unsupported),
                     };
                     (width, operation, memory)
@@ -489,6 +534,32 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
         memory,
         lock: p.lock,
     })
+}
+
+/// The SSE2 MOVQ forms after 0F (`second` is the opcode byte after it):
+/// 66 0F D6 /r stores xmm to m64, F3 0F 7E /r loads m64 into xmm. The
+/// mandatory prefix selects the instruction, so 66 and F3 together (or F2)
+/// name another one and are refused. `None` for any other opcode.
+fn sse_move(
+    r: &mut Reader<'_>,
+    p: &Prefixes,
+    mode: CpuMode,
+    address_size: u8,
+    second: u8,
+) -> Result<Option<(AccessWidth, Operation, MemoryOperand)>, DecodeErrorKind> {
+    let store = match (second, p.operand_size, p.last_repeat) {
+        (0xd6, true, None) => true,
+        (0x7e, false, Some(0xf3)) => false,
+        (0xd6 | 0x7e, _, _) => return Err(DecodeErrorKind::Unsupported),
+        _ => return Ok(None),
+    };
+    let (register, memory) = modrm(r, p, mode, address_size)?;
+    let operation = if store {
+        Operation::StoreXmm { register }
+    } else {
+        Operation::LoadXmm { register }
+    };
+    Ok(Some((AccessWidth::Qword, operation, memory)))
 }
 
 /// Decodes ModRM (and SIB, displacement); returns the reg field (with

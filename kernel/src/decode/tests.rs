@@ -281,6 +281,133 @@ fn movzx_movsx_and_read_modify_write_forms() {
     assert_eq!(i.operation, Operation::StoreString { repeat: true });
 }
 
+fn d32(bytes: &[u8]) -> Instruction {
+    decode(bytes, CpuMode::Bits32).unwrap_or_else(|e| panic!("{bytes:02x?}: {e:?}"))
+}
+
+fn mem32(base: Option<u8>, displacement: i64) -> MemoryOperand {
+    MemoryOperand {
+        address_size: 4,
+        ..mem(base, None, displacement)
+    }
+}
+
+#[test]
+fn cmp_with_immediate_and_register_operands() {
+    let compare = |source, register_first| Operation::Compare {
+        source,
+        register_first,
+    };
+    // 80 /7 ib: cmp byte [ebx+3], 0x11
+    let i = d32(&[0x80, 0x7b, 0x03, 0x11]);
+    assert_eq!((i.length, i.width), (4, AccessWidth::Byte));
+    assert_eq!(i.operation, compare(Source::Immediate(0x11), false));
+    assert_eq!(i.memory, mem32(Some(3), 3));
+    // 66 81 /7 iw: cmp word [ebx+2], 0x1122
+    let i = d32(&[0x66, 0x81, 0x7b, 0x02, 0x22, 0x11]);
+    assert_eq!((i.length, i.width), (6, AccessWidth::Word));
+    assert_eq!(i.operation, compare(Source::Immediate(0x1122), false));
+    // 81 /7 id with disp32: cmp dword [ebx+0xfffc], 0xcafef00d
+    let i = d32(&[0x81, 0xbb, 0xfc, 0xff, 0, 0, 0x0d, 0xf0, 0xfe, 0xca]);
+    assert_eq!((i.length, i.width), (10, AccessWidth::Dword));
+    assert_eq!(i.memory, mem32(Some(3), 0xfffc));
+    // The immediate is sign-extended to 64 bits; emulation masks it to the
+    // access width.
+    assert_eq!(
+        i.operation,
+        compare(Source::Immediate(0xffff_ffff_cafe_f00d), false)
+    );
+    // 83 /7 ib: cmp dword [ebx], -1 (sign-extended imm8)
+    let i = d32(&[0x83, 0x3b, 0xff]);
+    assert_eq!((i.length, i.width), (3, AccessWidth::Dword));
+    assert_eq!(i.operation, compare(Source::Immediate(u64::MAX), false));
+    // REX.W 83 /7: cmp qword [rdi], 1
+    let i = d64(&[0x48, 0x83, 0x3f, 0x01]);
+    assert_eq!((i.length, i.width), (4, AccessWidth::Qword));
+    // 38 /r: cmp [ebx], ah (no REX: reg 4 is AH)
+    let i = d32(&[0x38, 0x23]);
+    let ah = Gpr {
+        number: 0,
+        high_byte: true,
+    };
+    assert_eq!((i.length, i.width), (2, AccessWidth::Byte));
+    assert_eq!(i.operation, compare(Source::Register(ah), false));
+    // 3B /r: cmp eax, [ebx]: the register is the minuend.
+    let i = d32(&[0x3b, 0x03]);
+    assert_eq!(i.width, AccessWidth::Dword);
+    assert_eq!(i.operation, compare(Source::Register(Gpr::new(0)), true));
+    // 3A /r with REX: cmp spl, [rdi]
+    let i = d64(&[0x40, 0x3a, 0x27]);
+    assert_eq!(i.operation, compare(Source::Register(Gpr::new(4)), true));
+    // 4C 39 /r: cmp [rdi], r9
+    let i = d64(&[0x4c, 0x39, 0x0f]);
+    assert_eq!(i.width, AccessWidth::Qword);
+    assert_eq!(i.operation, compare(Source::Register(Gpr::new(9)), false));
+    // 80 /6 is XOR, not decoded; CMP between registers has no memory.
+    assert_eq!(
+        decode(&[0x80, 0x33, 0x01], CpuMode::Bits32)
+            .unwrap_err()
+            .kind,
+        DecodeErrorKind::Unsupported
+    );
+    assert_eq!(
+        decode(&[0x39, 0xc3], CpuMode::Bits32).unwrap_err().kind,
+        DecodeErrorKind::NotMemory
+    );
+}
+
+#[test]
+fn sse2_movq_between_xmm_and_memory() {
+    // 66 0F D6 /r: movq [ebx+8], xmm0
+    let i = d32(&[0x66, 0x0f, 0xd6, 0x43, 0x08]);
+    assert_eq!((i.length, i.width), (5, AccessWidth::Qword));
+    assert_eq!(i.operation, Operation::StoreXmm { register: 0 });
+    assert_eq!(i.memory, mem32(Some(3), 8));
+    // F3 0F 7E /r: movq xmm1, [ebx+16]
+    let i = d32(&[0xf3, 0x0f, 0x7e, 0x4b, 0x10]);
+    assert_eq!((i.length, i.width), (5, AccessWidth::Qword));
+    assert_eq!(i.operation, Operation::LoadXmm { register: 1 });
+    assert_eq!(i.memory, mem32(Some(3), 16));
+    // The 66 operand-size prefix does not make the access 2 bytes.
+    assert_eq!(d64(&[0x66, 0x0f, 0xd6, 0x07]).width, AccessWidth::Qword);
+    // REX.R after the mandatory prefix: xmm15, xmm8; REX.B: [r9].
+    let i = d64(&[0x66, 0x44, 0x0f, 0xd6, 0x3f]);
+    assert_eq!(i.operation, Operation::StoreXmm { register: 15 });
+    let i = d64(&[0xf3, 0x45, 0x0f, 0x7e, 0x01]);
+    assert_eq!(i.operation, Operation::LoadXmm { register: 8 });
+    assert_eq!(i.memory, mem(Some(9), None, 0));
+    // Other mandatory prefixes name other instructions: 0F D6 alone and
+    // F2 0F 7E are undefined, 0F 7E is MMX MOVD, 66 0F 7E is MOVD r/m, xmm.
+    for bytes in [
+        &[0x0f, 0xd6, 0x07][..],
+        &[0xf3, 0x0f, 0xd6, 0x07],
+        &[0xf2, 0x0f, 0x7e, 0x07],
+        &[0x0f, 0x7e, 0x07],
+        &[0x66, 0x0f, 0x7e, 0x07],
+        &[0x66, 0xf3, 0x0f, 0x7e, 0x07],
+    ] {
+        assert_eq!(
+            decode(bytes, CpuMode::Bits64).unwrap_err().kind,
+            DecodeErrorKind::Unsupported,
+            "{bytes:02x?}"
+        );
+    }
+    // Register operands (MOVQ xmm, xmm) do not touch memory.
+    assert_eq!(
+        decode(&[0xf3, 0x0f, 0x7e, 0xc1], CpuMode::Bits32)
+            .unwrap_err()
+            .kind,
+        DecodeErrorKind::NotMemory
+    );
+    // F3 still means REP for ordinary instructions.
+    assert_eq!(
+        decode(&[0xf3, 0x0f, 0xb6, 0x07], CpuMode::Bits64)
+            .unwrap_err()
+            .kind,
+        DecodeErrorKind::UnexpectedRepeat
+    );
+}
+
 #[test]
 fn sixteen_bit_addressing() {
     // mov ax, [bx+2] in a 16-bit code segment

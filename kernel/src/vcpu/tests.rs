@@ -17,6 +17,8 @@ struct ScriptedCpu {
     regs: GuestRegisters,
     tsc: u64,
     last: VmExit,
+    /// XMM0-XMM15 as (bits 63:0, bits 127:64).
+    xmm: [(u64, u64); 16],
 }
 
 #[derive(Clone, Copy)]
@@ -46,6 +48,7 @@ impl ScriptedCpu {
             regs: GuestRegisters::default(),
             tsc: 1_000_000,
             last: VmExit::TripleFault,
+            xmm: [(0, 0); 16],
         }
     }
 
@@ -102,6 +105,14 @@ impl VcpuHardware for ScriptedCpu {
 
     fn host_tsc(&self) -> u64 {
         self.tsc
+    }
+
+    fn xmm_low(&mut self, n: u8) -> u64 {
+        self.xmm[usize::from(n)].0
+    }
+
+    fn load_xmm_low(&mut self, n: u8, value: u64) {
+        self.xmm[usize::from(n)] = (value, 0);
     }
 }
 
@@ -740,6 +751,51 @@ fn mmio_loads_and_stores_reach_the_device_and_rip_moves_by_the_decoded_length() 
     assert_eq!(board.unclaimed.len(), 1);
     assert_eq!(board.unclaimed[0].guest_physical, 0xFED0_0000);
     assert_eq!(cpu.rip(), 0x8011, "6 + 6 + 5 bytes decoded");
+}
+
+#[test]
+fn mmio_movq_and_cmp_reach_xmm_registers_and_flags() {
+    let mut ram = vec![0u8; 0x10000];
+    // movq [ebx+8], xmm0 ; movq xmm1, [ebx+16] ; cmp dword [ebx+0x20], 0x12340020
+    ram[0x8000..0x8005].copy_from_slice(&[0x66, 0x0f, 0xd6, 0x43, 0x08]);
+    ram[0x8005..0x800a].copy_from_slice(&[0xf3, 0x0f, 0x7e, 0x4b, 0x10]);
+    ram[0x800a..0x8011].copy_from_slice(&[0x81, 0x7b, 0x20, 0x20, 0x00, 0x34, 0x12]);
+    let cells = core::cell::Cell::from_mut(&mut ram[..]).as_slice_of_cells();
+    let mut layout = crate::memory::GuestLayout::new();
+    layout.add_ram(0, cells).unwrap();
+    layout.add_mmio(0xFF00_0000, 0x1000, 7).unwrap();
+    let mut board = MmioBoard {
+        layout,
+        writes: Vec::new(),
+        unclaimed: Vec::new(),
+    };
+    let script = vec![
+        (ept_exit(0xFF00_0008, true), 0),
+        (ept_exit(0xFF00_0010, false), 0),
+        (ept_exit(0xFF00_0020, false), 0),
+    ];
+    let mut cpu = ScriptedCpu::new(Mode::Protected, 0x8000, script);
+    cpu.vmcs.write(GuestN::Cr0, 0x11).unwrap();
+    cpu.regs.rbx = 0xFF00_0000;
+    cpu.xmm[0] = (0x0123_4567_89AB_CDEF, 0x5555);
+    cpu.xmm[1] = (0x1111, 0x2222);
+    cpu.xmm[2] = (0x3333, 0x4444);
+    let policy = policy();
+    assert_eq!(
+        Dispatcher::new(&policy, 39).run(&mut cpu, &mut board),
+        Stop::TripleFault
+    );
+    assert_eq!(
+        board.writes,
+        vec![(0x8, AccessWidth::Qword, 0x0123_4567_89AB_CDEF)]
+    );
+    // The device reads 0x1234_0000 | offset; the load zeroes bits 127:64.
+    assert_eq!(cpu.xmm[1], (0x1234_0010, 0));
+    assert_eq!(cpu.xmm[0], (0x0123_4567_89AB_CDEF, 0x5555));
+    assert_eq!(cpu.xmm[2], (0x3333, 0x4444));
+    // The compare was equal: ZF and PF with bit 1.
+    assert_eq!(cpu.vmcs.read(GuestN::Rflags), Ok(0x2 | 1 << 6 | 1 << 2));
+    assert_eq!(cpu.rip(), 0x8011, "5 + 5 + 7 bytes decoded");
 }
 
 #[test]
