@@ -19,7 +19,8 @@
 //!   CPU);
 //! - pc-testdev: scratch ports, the flush-page port, the interrupt-line ports
 //!   0x2000-0x2017 (one per GSI, through the interrupt router), and its 64 KiB
-//!   window at 0xff000000, which behaves as memory;
+//!   window at 0xff000000, which behaves as memory and which the guest
+//!   reaches through MMIO emulation, as QEMU's guests reach its iomem region;
 //! - COM1 (16550A at 0x3f8, IRQ 4), whose output this image prints on its
 //!   own console as it arrives;
 //! - Bochs' port 0x8900 `Shutdown` convention;
@@ -121,6 +122,7 @@ impl RamBacking for Ram<'_> {
 enum Device {
     IoApic,
     LocalApic,
+    TestDevWindow,
 }
 
 type Layout<'r> = GuestLayout<Ram<'r>, Device, 8>;
@@ -152,23 +154,29 @@ impl PolledTimer for PitTimer {
 
 type Irq = PcInterrupts<'static, TscClock, PitTimer, GSIS>;
 
-/// The interrupt controllers' pages, as the MMIO emulation reaches them.
-struct ControllerPages<'a>(&'a mut Irq);
+/// The devices behind MMIO regions (the interrupt controllers' pages and
+/// pc-testdev's window), as the MMIO emulation reaches them.
+struct MmioDevices<'a> {
+    irq: &'a mut Irq,
+    testdev: &'a mut PcTestDev<'static, GuestLine>,
+}
 
-impl MmioBus<Device> for ControllerPages<'_> {
+impl MmioBus<Device> for MmioDevices<'_> {
     fn mmio_read(&mut self, device: Device, offset: u64, width: AccessWidth) -> u64 {
         match device {
-            Device::IoApic => self.0.mmio_read(InterruptMmio::IoApic, offset, width),
+            Device::IoApic => self.irq.mmio_read(InterruptMmio::IoApic, offset, width),
             // The layout holds the xAPIC page where IA32_APIC_BASE puts it.
-            Device::LocalApic => self.0.lapic.mmio_read(offset, width),
+            Device::LocalApic => self.irq.lapic.mmio_read(offset, width),
+            Device::TestDevWindow => self.testdev.mmio_read(offset, width),
         }
     }
     fn mmio_write(&mut self, device: Device, offset: u64, width: AccessWidth, value: u64) {
         match device {
             Device::IoApic => self
-                .0
+                .irq
                 .mmio_write(InterruptMmio::IoApic, offset, width, value),
-            Device::LocalApic => self.0.lapic.mmio_write(offset, width, value),
+            Device::LocalApic => self.irq.lapic.mmio_write(offset, width, value),
+            Device::TestDevWindow => self.testdev.mmio_write(offset, width, value),
         }
     }
 }
@@ -253,8 +261,8 @@ impl Platform for Board<'_> {
     }
     fn stop_request(&mut self) -> Option<StopRequest> {
         if let Some(page) = self.testdev.take_flushed_page() {
-            // The window and RAM are mapped once and never remapped: there
-            // is no stale translation to drop.
+            // RAM is mapped once and never remapped, and the window is not
+            // mapped at all: there is no stale translation to drop.
             log::debug!("pc-testdev flush of page {page:#x}");
         }
         if let Some(request) = self.exit.take_exit_request() {
@@ -271,7 +279,10 @@ impl Platform for Board<'_> {
     ) -> Option<Result<WriteBack, MmioError>> {
         Some(handle_ept_violation(
             &self.layout,
-            &mut ControllerPages(&mut self.irq),
+            &mut MmioDevices {
+                irq: &mut self.irq,
+                testdev: &mut self.testdev,
+            },
             violation,
             vcpu,
         ))
@@ -313,20 +324,20 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let vmx = or_fail!(memory.enable_vmx(), "VMX bring-up");
     let caps = *vmx.caps();
     let ram = or_fail!(memory.ram(ram_size, 2 << 20), "guest RAM");
-    let window = or_fail!(
-        memory.ram(pc_testdev::IOMEM_LEN as u64, 4096),
-        "pc-testdev window"
-    );
     let testdev_registers = or_fail!(memory.bytes(pc_testdev::IOMEM_LEN), "pc-testdev registers");
 
     // RAM from 0 (page 0 and low memory are the guest's, writable), the
     // pc-testdev window, the IOAPIC; the xAPIC page is placed by the board.
-    // The window is QEMU's iomem buffer: it behaves as memory for every
-    // access width and instruction, so the guest reaches it as RAM.
+    // The window is QEMU's iomem region, an MMIO region there: each access
+    // exits and is emulated on the device's buffer.
     let mut fixed_layout = Layout::new();
     or_fail!(fixed_layout.add_ram(0, Ram(&ram)), "layout");
     or_fail!(
-        fixed_layout.add_ram(pc_testdev::IOMEM_BASE, Ram(&window)),
+        fixed_layout.add_mmio(
+            pc_testdev::IOMEM_BASE,
+            pc_testdev::IOMEM_LEN as u64,
+            Device::TestDevWindow
+        ),
         "layout"
     );
     or_fail!(
