@@ -1,15 +1,16 @@
 //! The guest's disk: a VHD image chain opened with ponte-vhd, offered to
 //! the guest as a virtio-blk function on PCI.
 //!
-//! The base image comes from the `disk` boot module. Module memory is
-//! read-only, so it is copied into host memory (with room to grow).
+//! The base image comes from the `disk` boot module, whose memory is
+//! read-only.
 //!
 //! - With a hard disk on the primary IDE channel's slave (the machine's
 //!   CD-ROM is the master) holding a [`DiskFile`], the file is a
-//!   differencing image whose parent is the base: the guest's writes go
-//!   to the hard disk through ponte-ata and survive the run.
-//! - Without one, the base itself is the disk and the guest's writes stay
-//!   in host memory for the run.
+//!   differencing image whose parent is the base, read in place: the
+//!   guest's writes go to the hard disk through ponte-ata and survive the
+//!   run.
+//! - Without one, the base itself is the disk, copied into host memory with
+//!   room to grow, and the guest's writes stay there for the run.
 //!
 //! The appliance flushes the disk at poweroff and reports its state.
 
@@ -42,6 +43,8 @@ type AtaFile = DiskFile<AtaDisk<IdeChannelPorts>>;
 
 /// Where one image of the chain lives.
 pub enum Backing {
+    /// A boot module's bytes, read in place (module memory is read-only).
+    Module(&'static [u8]),
     /// A copy of a boot module in host memory.
     Memory(SliceDevice<'static>),
     /// A file on the IDE hard disk.
@@ -51,30 +54,45 @@ pub enum Backing {
 impl BlockDevice for Backing {
     fn len(&mut self) -> Result<u64, IoError> {
         match self {
+            Self::Module(bytes) => Ok(bytes.len() as u64),
             Self::Memory(d) => d.len(),
             Self::Ata(d) => d.len(),
         }
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         match self {
+            Self::Module(bytes) => {
+                let out_of_bounds = IoError::OutOfBounds {
+                    offset,
+                    len: buf.len() as u64,
+                    device_len: bytes.len() as u64,
+                };
+                let start = usize::try_from(offset).map_err(|_| out_of_bounds)?;
+                let end = start.checked_add(buf.len()).ok_or(out_of_bounds)?;
+                buf.copy_from_slice(bytes.get(start..end).ok_or(out_of_bounds)?);
+                Ok(())
+            }
             Self::Memory(d) => d.read_at(offset, buf),
             Self::Ata(d) => d.read_at(offset, buf),
         }
     }
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         match self {
+            Self::Module(_) => Err(IoError::ReadOnly),
             Self::Memory(d) => d.write_at(offset, buf),
             Self::Ata(d) => d.write_at(offset, buf),
         }
     }
     fn flush(&mut self) -> Result<(), IoError> {
         match self {
+            Self::Module(_) => Ok(()),
             Self::Memory(d) => d.flush(),
             Self::Ata(d) => d.flush(),
         }
     }
     fn set_len(&mut self, len: u64) -> Result<(), IoError> {
         match self {
+            Self::Module(_) => Err(IoError::ReadOnly),
             Self::Memory(d) => d.set_len(len),
             Self::Ata(d) => d.set_len(len),
         }
@@ -83,7 +101,7 @@ impl BlockDevice for Backing {
 
 /// The parent of the hard disk's image: the base from the boot module
 /// (its UUID is checked by ponte-vhd against the child's header).
-struct ModuleParent(Option<SliceDevice<'static>>);
+struct ModuleParent(Option<&'static [u8]>);
 
 impl ParentResolver<Backing> for ModuleParent {
     fn open_parent(
@@ -91,7 +109,7 @@ impl ParentResolver<Backing> for ModuleParent {
         _request: &ParentRequest<'_>,
         _hint: Option<&LocatorHint<'_>>,
     ) -> Option<Backing> {
-        self.0.take().map(Backing::Memory)
+        self.0.take().map(Backing::Module)
     }
 }
 
@@ -176,12 +194,15 @@ pub fn open<'w>(
 ) -> Option<(VhdDisk<'w>, Persistence)> {
     let module = boot.module("disk")?;
     let bytes = module.bytes();
-    let room = ponte_arch::or_fail!(memory.bytes(bytes.len() + GROWTH), "disk buffer");
-    let mut base = SliceDevice::empty(room);
-    ponte_arch::or_fail!(base.write_at(0, bytes), "disk copy");
     let (top, parent, persistence) = match hard_disk_file() {
-        Some(file) => (Backing::Ata(file), Some(base), Persistence::HardDisk),
-        None => (Backing::Memory(base), None, Persistence::Memory),
+        // The base is only read, in place.
+        Some(file) => (Backing::Ata(file), Some(bytes), Persistence::HardDisk),
+        None => {
+            let room = ponte_arch::or_fail!(memory.bytes(bytes.len() + GROWTH), "disk buffer");
+            let mut base = SliceDevice::empty(room);
+            ponte_arch::or_fail!(base.write_at(0, bytes), "disk copy");
+            (Backing::Memory(base), None, Persistence::Memory)
+        }
     };
     let options = OpenOptions {
         writable: true,
