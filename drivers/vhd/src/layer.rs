@@ -742,11 +742,16 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
 
     /// Word offset of the cache slot where bitmap sector `index` of `block`
     /// goes (direct-mapped: each bitmap sector of the image has one slot).
+    /// The sector's number in the image, folded with how many times the
+    /// slots wrapped below it: a cache as large as the image maps one
+    /// sector per slot, and a smaller one spreads strided accesses (every
+    /// other block, say) over all its slots.
     fn slot_at(&self, block: u32, index: u64) -> usize {
         let entries = self.entries();
         let bitmap_sectors = self.sparse.map_or(1, |s| s.bitmap_len / SECTOR_SIZE);
         let key = u64::from(block) * bitmap_sectors + index;
-        let slot = key % self.cache_slots.max(1) as u64;
+        let slots = self.cache_slots.max(1) as u64;
+        let slot = (key ^ (key / slots)) % slots;
         2 * entries as usize + marks_len(entries) + slot as usize * BITMAP_SLOT_WORDS
     }
 
@@ -1184,6 +1189,43 @@ mod tests {
         let mut bitmap = [0u8; 1];
         layer.dev.read_at(empty, &mut bitmap).unwrap();
         assert_eq!(bitmap, [0xFF]);
+    }
+
+    #[test]
+    fn every_other_block_spreads_over_all_slots() {
+        // 64 blocks of 8 sectors, 8 slots: partial writes to blocks 0, 2,
+        // .., 14 each leave a dirty bitmap; none may push out another (that
+        // would cost a sync: two device flushes).
+        let mut mem = std::vec![0u8; 512 << 10];
+        let mut dev = SliceDevice::empty(&mut mem);
+        let mut create = CreateOptions::new(256 << 10, Uuid([4; 16]), 0);
+        create.block_size = 4096;
+        create_dynamic(&mut dev, &create).unwrap();
+        let mut words = std::vec![0u32; table_words(64, 8)];
+        let options = OpenOptions {
+            writable: true,
+            bitmap_cache_slots: 8,
+            ..OpenOptions::default()
+        };
+        let mut layer = Layer::inspect(
+            dev,
+            &options,
+            true,
+            &mut SlicePool::new(&mut words),
+            &mut |_| {},
+            &mut Summary::default(),
+        )
+        .unwrap();
+        for block in (0..16).step_by(2) {
+            layer.allocate(block, false).unwrap();
+            layer.set_bits(block, 1, 2).unwrap();
+        }
+        assert_eq!(layer.dirty_slots, 8);
+        for block in (0..16).step_by(2) {
+            assert_eq!(layer.run(block, 0, 8).unwrap(), (false, 1));
+            assert_eq!(layer.run(block, 1, 8).unwrap(), (true, 2));
+        }
+        assert_eq!(layer.dirty_slots, 8);
     }
 
     #[test]
