@@ -179,9 +179,14 @@ pub fn handle_cr_access<V: VmcsAccess + ?Sized>(
         _ => return Ok(CrOutcome::NotHandled(access)),
     };
     let old_shadow = vmcs.read(shadow)?;
+    let owned = vmcs.read(mask)?;
+    let old_real = vmcs.read(real)?;
+    // What the guest sees: bits outside the mask it changes without exits
+    // (CR0.PG under unrestricted guest), so they come from the register.
+    let old = (old_real & !owned) | (old_shadow & owned);
     let faults = match access.cr {
         0 => {
-            if (value ^ old_shadow) & CR0_PG != 0 && lme {
+            if (value ^ old) & CR0_PG != 0 && lme {
                 return Ok(CrOutcome::NotHandled(access));
             }
             value >> 32 != 0
@@ -189,10 +194,10 @@ pub fn handle_cr_access<V: VmcsAccess + ?Sized>(
                 || (value & CR0_PG != 0 && value & CR0_PE == 0)
         }
         _ => {
-            let pcide_on = value & CR4_PCIDE != 0 && old_shadow & CR4_PCIDE == 0;
+            let pcide_on = value & CR4_PCIDE != 0 && old & CR4_PCIDE == 0;
             value & !cr4.allowed() != 0
                 || (lma && value & CR4_PAE == 0)
-                || (lma && (value ^ old_shadow) & CR4_LA57 != 0)
+                || (lma && (value ^ old) & CR4_LA57 != 0)
                 || (pcide_on && (!lma || vmcs.read(GuestN::Cr3)? & 0xFFF != 0))
         }
     };
@@ -205,7 +210,7 @@ pub fn handle_cr_access<V: VmcsAccess + ?Sized>(
     }
     // Bits the host holds set underneath without the guest seeing them
     // (VMX's fixed bits, CR4.PSE under an identity map) stay set.
-    let held = vmcs.read(real)? & vmcs.read(mask)? & !old_shadow;
+    let held = old_real & owned & !old_shadow;
     vmcs.write(real, (value | held) & (fixed1 | held))?;
     vmcs.write(shadow, value)?;
     skip_instruction(vmcs)?;
@@ -346,6 +351,40 @@ mod tests {
 
     fn gp_injected(v: &MemVmcs) -> bool {
         v.read(Control32::EntryInterruptionInfo).unwrap() == 0x8000_0B0D
+    }
+
+    #[test]
+    fn bits_the_guest_changed_without_an_exit_count_as_they_are() {
+        // Unrestricted guest: PG is not in the mask, so the guest turned
+        // paging on without an exit and the shadow still says off. A write
+        // keeping PG set with EFER.LME set changes no paging mode.
+        let mut v = vmcs(VMXE);
+        v.write(GuestN::Cr0, CR0_PE | NE | CR0_PG | (1 << 4))
+            .unwrap();
+        v.write(Control32::EntryControls, ENTRY_IA32E_MODE).unwrap();
+        let regs = GuestRegisters {
+            rbx: CR0_PE | CR0_PG | (1 << 4) | (1 << 16),
+            ..GuestRegisters::default()
+        };
+        let access = CrAccess {
+            cr: 0,
+            access: CrAccessType::MovTo { gpr: 3 },
+        };
+        let efer = (1 << 8) | (1 << 10);
+        let outcome = handle_cr_access(&mut v, &regs, access, &policy(), fixed(), efer).unwrap();
+        assert_eq!(outcome, CrOutcome::Done);
+        assert_eq!(
+            v.read(GuestN::Cr0).unwrap() & (1 << 16),
+            1 << 16,
+            "WP written"
+        );
+        // Clearing PG from there does switch modes: left to the caller.
+        let clear = GuestRegisters {
+            rbx: CR0_PE | (1 << 4),
+            ..GuestRegisters::default()
+        };
+        let outcome = handle_cr_access(&mut v, &clear, access, &policy(), fixed(), efer).unwrap();
+        assert_eq!(outcome, CrOutcome::NotHandled(access));
     }
 
     #[test]

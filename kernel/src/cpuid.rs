@@ -4,10 +4,13 @@
 //! CPUID exit. It is built from the host's own answers ([`CpuidPolicy::from_host`])
 //! with what the guest must not see removed — VMX, SMX, MONITOR/MWAIT,
 //! performance monitoring, thermal and power management, more than one
-//! logical processor — and what a guest should know added: the hypervisor
-//! bit, its APIC id, and the TSC frequency the hypervisor actually provides
-//! (leaves 0x15/0x16 and the hypervisor timing leaf 0x40000010), so that the
-//! guest does not calibrate against a clock that is not there. Hypervisor
+//! logical processor, and features whose instructions or MSRs the
+//! hypervisor does not emulate (XSAVE, whose XSETBV exits; TSC_ADJUST; TSX;
+//! the speculation-control MSRs) — and what a guest should know added: the
+//! hypervisor bit, its APIC id, and the TSC frequency the hypervisor
+//! actually provides (leaf 0x15 with the LAPIC timer's clock as the crystal,
+//! 0x16, and the hypervisor timing leaf 0x40000010), so that the guest does
+//! not calibrate against a clock that is not there. Hypervisor
 //! interfaces (Hyper-V, Xen) add their own leaves with [`CpuidPolicy::set`].
 
 use heapless::Vec;
@@ -96,6 +99,17 @@ mod bits {
     pub const EDX1_PBE: u32 = 1 << 31;
     pub const EDX1_APIC: u32 = 1 << 9;
     pub const EDX1_HTT: u32 = 1 << 28;
+    pub const ECX1_FMA: u32 = 1 << 12;
+    pub const ECX1_XSAVE: u32 = 1 << 26;
+    pub const ECX1_OSXSAVE: u32 = 1 << 27;
+    pub const ECX1_AVX: u32 = 1 << 28;
+    pub const ECX1_F16C: u32 = 1 << 29;
+    pub const EBX7_TSC_ADJUST: u32 = 1 << 1;
+    pub const EBX7_HLE: u32 = 1 << 4;
+    pub const EBX7_RTM: u32 = 1 << 11;
+    /// MD_CLEAR, IBRS/IBPB, STIBP, L1D_FLUSH, ARCH_CAPABILITIES, SSBD.
+    pub const EDX7_SPECULATION: u32 =
+        (1 << 10) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 29) | (1 << 31);
     pub const EBX7_SGX: u32 = 1 << 2;
     pub const EBX7_INTEL_PT: u32 = 1 << 25;
     pub const ECX7_WAITPKG: u32 = 1 << 5;
@@ -173,6 +187,8 @@ impl<const N: usize> CpuidPolicy<N> {
         let mut leaf1 = self.lookup(1, 0);
         leaf1.ecx &= !(ECX1_MONITOR | ECX1_VMX | ECX1_SMX | ECX1_EST | ECX1_TM2 | ECX1_PDCM);
         leaf1.ecx &= !(ECX1_X2APIC | ECX1_TSC_DEADLINE);
+        // XSETBV exits and is not emulated: no XSAVE and nothing built on it.
+        leaf1.ecx &= !(ECX1_XSAVE | ECX1_OSXSAVE | ECX1_AVX | ECX1_FMA | ECX1_F16C);
         leaf1.ecx |= ECX1_HYPERVISOR;
         if guest.apic && guest.x2apic {
             leaf1.ecx |= ECX1_X2APIC;
@@ -198,8 +214,9 @@ impl<const N: usize> CpuidPolicy<N> {
         }
         if self.find(7, Some(0)).is_some() {
             let mut leaf7 = self.lookup(7, 0);
-            leaf7.ebx &= !(EBX7_SGX | EBX7_INTEL_PT);
+            leaf7.ebx &= !(EBX7_SGX | EBX7_INTEL_PT | EBX7_TSC_ADJUST | EBX7_HLE | EBX7_RTM);
             leaf7.ecx &= !(ECX7_WAITPKG | ECX7_SGX_LC);
+            leaf7.edx &= !EDX7_SPECULATION;
             self.set(7, Some(0), leaf7)?;
         }
         // No thermal/power management, no performance monitoring, no SGX,
@@ -209,7 +226,7 @@ impl<const N: usize> CpuidPolicy<N> {
                 self.set(leaf, None, CpuidResult::default())?;
             }
         }
-        for leaf in [0x12, 0x14] {
+        for leaf in [0xD, 0x12, 0x14] {
             for subleaf in 0..SUBLEAVES_COPIED {
                 if self.find(leaf, Some(subleaf)).is_some() {
                     self.set(leaf, Some(subleaf), CpuidResult::default())?;
@@ -252,34 +269,35 @@ impl<const N: usize> CpuidPolicy<N> {
             }
         }
         if let Some(tsc_khz) = guest.tsc_khz {
-            // Leaf 0x15: TSC Hz = ECX (crystal Hz) * EBX / EAX: a 1 kHz
-            // crystal multiplied by the TSC frequency in kHz.
-            if self.find(0x15, None).is_some() {
-                self.set(
-                    0x15,
-                    None,
-                    CpuidResult {
-                        eax: 1,
-                        ebx: tsc_khz,
-                        ecx: 1000,
-                        edx: 0,
-                    },
-                )?;
+            // Leaf 0x15: TSC Hz = ECX (crystal Hz) * EBX / EAX. Guests that
+            // find it (Linux on Intel) also clock the LAPIC timer from the
+            // crystal, so the crystal is the LAPIC timer's clock when known
+            // (1 kHz otherwise). Leaf 0 must reach 0x16 for it to be read.
+            let crystal_khz = guest.apic_timer_khz.filter(|&k| k != 0).unwrap_or(1);
+            let mut leaf0 = self.lookup(0, 0);
+            if leaf0.eax < 0x16 {
+                leaf0.eax = 0x16;
+                self.set(0, None, leaf0)?;
             }
-            if self.find(0x16, None).is_some() {
-                let mhz = tsc_khz / 1000;
-                let bus_mhz = guest.apic_timer_khz.map_or(0, |k| k / 1000);
-                self.set(
-                    0x16,
-                    None,
-                    CpuidResult {
-                        eax: mhz,
-                        ebx: mhz,
-                        ecx: bus_mhz,
-                        edx: 0,
-                    },
-                )?;
-            }
+            let crystal = CpuidResult {
+                eax: crystal_khz,
+                ebx: tsc_khz,
+                ecx: crystal_khz.saturating_mul(1000),
+                edx: 0,
+            };
+            self.set(0x15, None, crystal)?;
+            let mhz = tsc_khz / 1000;
+            let bus_mhz = guest.apic_timer_khz.map_or(0, |k| k / 1000);
+            self.set(
+                0x16,
+                None,
+                CpuidResult {
+                    eax: mhz,
+                    ebx: mhz,
+                    ecx: bus_mhz,
+                    edx: 0,
+                },
+            )?;
             let timing = CpuidResult {
                 eax: tsc_khz,
                 ebx: guest.apic_timer_khz.unwrap_or(0),
@@ -458,6 +476,9 @@ mod tests {
             "no perfmon"
         );
         assert_eq!(policy().lookup(7, 0).ebx & bits::EBX7_SGX, 0);
+        assert_eq!(leaf1.ecx & bits::ECX1_XSAVE, 0, "XSETBV is not emulated");
+        assert_eq!(policy().lookup(7, 0).ebx & bits::EBX7_RTM, 0);
+        assert_eq!(policy().lookup(0xD, 0), CpuidResult::default());
     }
 
     #[test]
@@ -488,6 +509,10 @@ mod tests {
         assert_eq!(
             u64::from(l15.ecx) * u64::from(l15.ebx) / u64::from(l15.eax),
             50_000_000
+        );
+        assert_eq!(
+            l15.ecx, 1_000_000,
+            "the crystal is the LAPIC timer's 1 MHz clock"
         );
         assert_eq!(p.lookup(0x16, 0).eax, 50);
         assert_eq!(

@@ -34,14 +34,10 @@ use ponte_arch::{
     ept::{EptTables, MemoryType, UniformHostMemory},
     memory::HostMemory,
     println,
-    vmx::{
-        controls::PinControl,
-        vmcs::{ControlN, Guest64, GuestN},
-        GuestState, MsrBitmap, Vcpu, VmExit, VmcsError, VmcsExt,
-    },
+    vmx::{controls::PinControl, vmcs::GuestN, GuestState, MsrBitmap, Vcpu, VmcsExt},
 };
 use ponte_kernel::{
-    cpu_state::{handle_cr_access, Cr4Policy, CrOutcome},
+    cpu_state::Cr4Policy,
     cpuid::{CpuidPolicy, CpuidResult, GuestCpu, TIMING_LEAF},
     loader::{
         linux::{self, BootArea, LinuxConfig, LinuxEntry, MemoryRegion, MemoryType as E820},
@@ -200,7 +196,6 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     // CR4 writes of bits the guest's CPUID does not offer exit and get #GP;
     // the run loop performs the CR0/CR4 writes the masks catch.
     let cr4_policy = Cr4Policy::from_cpuid(&cpuid);
-    let loop_cr4_policy = cr4_policy;
     or_fail!(cr4_policy.install(vcpu.vmcs()), "CR4 guest/host mask");
     let clock = TscClock::new(tsc_hz);
     let mut function = disk.as_ref().map(|disk| {
@@ -227,48 +222,21 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             rate: caps.misc.preemption_timer_rate,
             tsc_hz,
         })
-        .with_control_registers(loop_cr4_policy, [caps.cr0, caps.cr4]);
+        .with_control_registers(cr4_policy, [caps.cr0, caps.cr4]);
     vcpu.set_accounting(boot.has_argument("stats"));
     let start_tsc = ponte_arch::cpu::tsc();
     board.set_start_tsc(start_tsc);
-    let reason = loop {
-        match dispatch.run(&mut vcpu, &mut board) {
-            Stop::Requested(StopRequest::PowerOff) => break "powered off",
-            Stop::Requested(StopRequest::Reset) => break "reset",
-            // The run loop compares the written CR0 with the read shadow,
-            // whose PG is stale under unrestricted guest (PG is not in the
-            // guest/host mask, so the guest set it without an exit): the
-            // shadow's unmasked bits are refreshed from the real CR0 and
-            // the write performed again by the same code.
-            Stop::Unhandled(VmExit::CrAccess(access)) if access.cr == 0 => {
-                let efer = or_fail!(vcpu.vmcs().read(Guest64::Efer), "guest EFER");
-                or_fail!(refresh_cr0_shadow(&mut vcpu), "CR0 read shadow");
-                let registers = *vcpu.regs();
-                match handle_cr_access(
-                    vcpu.vmcs(),
-                    &registers,
-                    access,
-                    &cr4_policy,
-                    [caps.cr0, caps.cr4],
-                    efer,
-                ) {
-                    Ok(CrOutcome::NotHandled(access)) => finish(
-                        Outcome::Fail,
-                        format_args!("CR access the run loop does not perform: {access:?}"),
-                    ),
-                    Ok(_) => {}
-                    Err(e) => finish(Outcome::Fail, format_args!("CR access {access:?}: {e:?}")),
-                }
-            }
-            other => {
-                let rip = vcpu.vmcs().read(GuestN::Rip).unwrap_or(0);
-                println!("{}", vcpu.stats());
-                board.report();
-                finish(
-                    Outcome::Fail,
-                    format_args!("guest stopped at RIP {rip:#x}: {other:?}"),
-                )
-            }
+    let reason = match dispatch.run(&mut vcpu, &mut board) {
+        Stop::Requested(StopRequest::PowerOff) => "powered off",
+        Stop::Requested(StopRequest::Reset) => "reset",
+        other => {
+            let rip = vcpu.vmcs().read(GuestN::Rip).unwrap_or(0);
+            println!("{}", vcpu.stats());
+            board.report();
+            finish(
+                Outcome::Fail,
+                format_args!("guest stopped at RIP {rip:#x}: {other:?}"),
+            )
         }
     };
     if boot.has_argument("stats") {
@@ -413,16 +381,10 @@ pub fn load_kernel(
 
 /// What CPUID tells Linux.
 ///
-/// The host's leaves, minus what this board does not emulate: XSAVE
-/// (XSETBV exits and is not answered; without it Linux uses FXSAVE and
-/// drops AVX and its dependents), IA32_TSC_ADJUST, speculation-control
-/// MSRs, and TSX.
-///
-/// Time: Linux 6.1's `native_calibrate_tsc` takes the TSC frequency from
-/// leaf 0x15 (crystal in ECX, TSC/crystal ratio EBX/EAX) on Intel CPUs,
-/// marks it known (no refined calibration) and sets the LAPIC timer period
-/// from the crystal: so 0x15 names the LAPIC timer's clock as the crystal
-/// and the TSC rate the hypervisor measured. Leaf 0x40000000 carries
+/// The kernel's policy for this processor (what ponte does not emulate
+/// hidden; leaf 0x15 naming the LAPIC timer's clock as the crystal and the
+/// TSC rate the hypervisor measured, which Linux 6.1's `native_calibrate_tsc`
+/// takes as known, so it calibrates nothing). Leaf 0x40000000 carries
 /// ponte's own signature with the timing leaf 0x40000010 (TSC and LAPIC
 /// kHz) for guests that read it. Not KVM's "KVMKVMKVM": Linux would then
 /// look for kvmclock and other paravirtual features through KVM MSRs this
@@ -441,53 +403,6 @@ fn cpuid_policy(tsc_hz: u64) -> Result<CpuidPolicy<128>, ponte_kernel::cpuid::Cp
         apic_timer_khz: Some(crystal_khz),
     };
     let mut cpuid: CpuidPolicy<128> = CpuidPolicy::for_this_cpu(&guest_cpu)?;
-    const ECX1_XSAVE: u32 = 1 << 26;
-    const ECX1_OSXSAVE: u32 = 1 << 27;
-    const ECX1_AVX: u32 = 1 << 28;
-    const ECX1_FMA: u32 = 1 << 12;
-    const ECX1_F16C: u32 = 1 << 29;
-    // Machine checks (MCE, MCA) stay: the board answers the global MCA
-    // MSRs with no reporting banks (see `board`).
-    let mut leaf1 = cpuid.lookup(1, 0);
-    leaf1.ecx &= !(ECX1_XSAVE | ECX1_OSXSAVE | ECX1_AVX | ECX1_FMA | ECX1_F16C);
-    cpuid.set(1, None, leaf1)?;
-    // Leaf 7: no IA32_TSC_ADJUST (EBX bit 1), no TSX (HLE bit 4, RTM bit
-    // 11), no speculation-control MSRs
-    // (EDX 26 IBRS/IBPB, 27 STIBP, 28 L1D_FLUSH, 29 ARCH_CAPABILITIES,
-    // 31 SSBD), no MD_CLEAR (EDX 10) promise.
-    let mut leaf7 = cpuid.lookup(7, 0);
-    leaf7.ebx &= !((1 << 1) | (1 << 4) | (1 << 11));
-    leaf7.edx &= !((1 << 10) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 29) | (1 << 31));
-    cpuid.set(7, Some(0), leaf7)?;
-    for subleaf in 0..4 {
-        cpuid.set(0xd, Some(subleaf), CpuidResult::default())?;
-    }
-    // Leaf 0x15 as described above; make sure leaf 0 reaches it.
-    let mut leaf0 = cpuid.lookup(0, 0);
-    if leaf0.eax < 0x16 {
-        leaf0.eax = 0x16;
-        cpuid.set(0, None, leaf0)?;
-    }
-    cpuid.set(
-        0x15,
-        None,
-        CpuidResult {
-            eax: crystal_khz,
-            ebx: tsc_khz,
-            ecx: CRYSTAL_HZ as u32,
-            edx: 0,
-        },
-    )?;
-    cpuid.set(
-        0x16,
-        None,
-        CpuidResult {
-            eax: tsc_khz / 1000,
-            ebx: tsc_khz / 1000,
-            ecx: crystal_khz / 1000,
-            edx: 0,
-        },
-    )?;
     // "ponte-linux!" with the timing leaf as the highest.
     cpuid.set(
         0x4000_0000,
@@ -500,15 +415,4 @@ fn cpuid_policy(tsc_hz: u64) -> Result<CpuidPolicy<128>, ponte_kernel::cpuid::Cp
         },
     )?;
     Ok(cpuid)
-}
-
-/// Makes the CR0 read shadow's bits outside the guest/host mask (which the
-/// guest changes without exits) equal to the real CR0's, as the guest sees
-/// them; the masked bits keep the guest's last written values.
-fn refresh_cr0_shadow(vcpu: &mut Vcpu) -> Result<(), VmcsError> {
-    let vmcs = vcpu.vmcs();
-    let mask = vmcs.read(ControlN::Cr0GuestHostMask)?;
-    let real = vmcs.read(GuestN::Cr0)?;
-    let shadow = vmcs.read(ControlN::Cr0ReadShadow)?;
-    vmcs.write(ControlN::Cr0ReadShadow, (real & !mask) | (shadow & mask))
 }
