@@ -25,9 +25,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ponte_vhd::create::{create_differencing, create_dynamic, CreateOptions, ParentLink};
+use ponte_vhd::create::{create_differencing, create_dynamic, CreateOptions};
 use ponte_vhd::{
-    BlockDevice, Disk, FileDevice, FileResolver, NoParents, OpenOptions, Uuid, VecStorage,
+    BlockDevice, Disk, FileDevice, FileResolver, NoParents, OpenOptions, ParentPaths, Uuid,
+    VecStorage,
 };
 
 use crate::{run_quiet, target_dir};
@@ -411,26 +412,9 @@ fn create_base(path: &Path, identity: &str) -> Result<(), String> {
 /// it), the parent located by absolute and relative path.
 pub fn fresh_child(base: &Path, child: &Path) -> Result<(), String> {
     let _ = fs::remove_file(child);
-    let base_abs = base
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", base.display()))?;
-    let child_dir = child
-        .parent()
-        .ok_or(format!("{} has no directory", child.display()))?
-        .canonicalize()
-        .map_err(|e| e.to_string())?;
-    let relative = relative_path(&child_dir, &base_abs);
-    let absolute = base_abs.to_string_lossy().into_owned();
-    let name = base_abs
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let link = ParentLink {
-        relative_path: &relative,
-        absolute_path: Some(&absolute),
-        name: &name,
-    };
-    let mut parent = FileDevice::open(&base_abs, false).map_err(|e| e.to_string())?;
+    let paths = ParentPaths::new(child, base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let link = paths.link();
+    let mut parent = FileDevice::open(base, false).map_err(|e| e.to_string())?;
     let mut dev = FileDevice::create(child).map_err(|e| format!("{}: {e}", child.display()))?;
     let uuid = uuid_from(&format!("{} {:?}", child.display(), Instant::now()));
     create_differencing(&mut dev, &mut parent, &link, BLOCK_SIZE, uuid, 0)
@@ -438,20 +422,6 @@ pub fn fresh_child(base: &Path, child: &Path) -> Result<(), String> {
     dev.flush()
         .map_err(|e| format!("{}: {e:?}", child.display()))?;
     Ok(())
-}
-
-/// `to` relative to the directory `from` (both absolute and canonical).
-fn relative_path(from: &Path, to: &Path) -> String {
-    let a: Vec<_> = from.components().collect();
-    let b: Vec<_> = to.components().collect();
-    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut parts = vec!["..".to_string(); a.len() - common];
-    parts.extend(
-        b[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts.join("/")
 }
 
 /// Opens an image with its parents, found next to it.

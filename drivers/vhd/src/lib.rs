@@ -86,7 +86,7 @@ pub use error::{Error, IoError, Problem, Region, Structure};
 pub use format::{DiskType, Footer, Geometry, Uuid};
 pub use layer::{OpenOptions, Summary, DEFAULT_BITMAP_CACHE_SLOTS, MAX_LOCATOR_LEN};
 #[cfg(feature = "std")]
-pub use resolve::FileResolver;
+pub use resolve::{FileResolver, ParentPaths};
 pub use resolve::{LocatorHint, NoParents, ParentRequest, ParentResolver};
 #[cfg(feature = "alloc")]
 pub use storage::VecStorage;

@@ -126,7 +126,7 @@ pub fn decode_locator<'o>(code: LocatorCode, raw: &[u8], out: &'o mut [u8]) -> O
 }
 
 #[cfg(feature = "std")]
-pub use file_resolver::FileResolver;
+pub use file_resolver::{FileResolver, ParentPaths};
 
 #[cfg(feature = "std")]
 mod file_resolver {
@@ -206,10 +206,89 @@ mod file_resolver {
             FileDevice::open(&path, self.writable).ok()
         }
     }
+
+    /// The paths a differencing child records for its parent file, so that
+    /// [`FileResolver`] finds it again: relative to the child's folder (the
+    /// hint tried first), absolute, and the parent's file name.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct ParentPaths {
+        /// The parent's path relative to the child's folder, `/`-separated.
+        pub relative: std::string::String,
+        /// The parent's absolute path.
+        pub absolute: std::string::String,
+        /// The parent's file name.
+        pub name: std::string::String,
+    }
+
+    impl ParentPaths {
+        /// The paths for a child to be made at `child` over the file
+        /// `parent`. The parent and the child's folder must exist (both are
+        /// resolved to canonical paths).
+        pub fn new(child: &Path, parent: &Path) -> std::io::Result<Self> {
+            let parent = parent.canonicalize()?;
+            let child_dir = match child.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+            .canonicalize()?;
+            Ok(Self {
+                relative: relative_path(&child_dir, &parent),
+                absolute: parent.to_string_lossy().into_owned(),
+                name: parent
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            })
+        }
+
+        /// The link [`crate::create::create_differencing`] records.
+        pub fn link(&self) -> crate::create::ParentLink<'_> {
+            crate::create::ParentLink {
+                relative_path: &self.relative,
+                absolute_path: Some(&self.absolute),
+                name: &self.name,
+            }
+        }
+    }
+
+    /// The path from the folder `from` to `to`, both absolute, as
+    /// `/`-separated components with `..` for each folder left.
+    pub(super) fn relative_path(from: &Path, to: &Path) -> std::string::String {
+        use std::{string::ToString, vec, vec::Vec};
+        let from: Vec<_> = from.components().collect();
+        let to: Vec<_> = to.components().collect();
+        let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+        let mut parts = vec!["..".to_string(); from.len() - common];
+        parts.extend(
+            to[common..]
+                .iter()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+        );
+        parts.join("/")
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "std")]
+    #[test]
+    fn relative_paths_climb_then_descend() {
+        use super::file_resolver::relative_path;
+        use std::path::Path;
+        assert_eq!(
+            relative_path(Path::new("/a/b"), Path::new("/a/d/p.vhd")),
+            "../d/p.vhd"
+        );
+        assert_eq!(
+            relative_path(Path::new("/a/b"), Path::new("/a/b/p.vhd")),
+            "p.vhd"
+        );
+        assert_eq!(
+            relative_path(Path::new("/x/y/z"), Path::new("/p.vhd")),
+            "../../../p.vhd"
+        );
+    }
+
     use super::*;
 
     fn utf16le(s: &str) -> std::vec::Vec<u8> {

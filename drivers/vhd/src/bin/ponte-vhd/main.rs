@@ -12,16 +12,17 @@ mod json;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use args::{parse_size, Args};
 use ponte_vhd::create::{
-    create_differencing, create_dynamic, create_fixed, CreateOptions, ParentLink, SizeMode,
+    create_differencing, create_dynamic, create_fixed, CreateOptions, SizeMode,
 };
 use ponte_vhd::format::{vhd_timestamp_from_unix, DEFAULT_BLOCK_SIZE, SECTOR_SIZE};
 use ponte_vhd::{
-    check, DiskType, Error, FileDevice, FileResolver, Info, IoError, OpenOptions, Uuid, VecStorage,
+    check, DiskType, Error, FileDevice, FileResolver, Info, IoError, OpenOptions, ParentPaths,
+    Uuid, VecStorage,
 };
 
 /// Longest chain of differencing images the tool opens.
@@ -326,42 +327,13 @@ fn cmd_create(raw: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `to` relative to the directory `from` (both absolute and normalised).
-fn relative_path(from: &Path, to: &Path) -> String {
-    let a: Vec<Component> = from.components().collect();
-    let b: Vec<Component> = to.components().collect();
-    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut parts: Vec<String> = vec!["..".to_string(); a.len() - common];
-    parts.extend(
-        b[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts.join("/")
-}
-
 fn create_child(parent: &Path, out: &Path, block_size: Option<u32>) -> Result<(), String> {
     // The parent must open (with its own parents) before a child is made.
     let parent_disk = open_disk(parent, false, false)?;
     let parent_info = parent_disk.info();
     drop(parent_disk);
-    let parent_abs = parent.canonicalize().map_err(|e| io_at(parent, &e))?;
-    let out_dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let out_dir = out_dir.canonicalize().map_err(|e| io_at(&out_dir, &e))?;
-    let relative = relative_path(&out_dir, &parent_abs);
-    let absolute = parent_abs.to_string_lossy().into_owned();
-    let name = parent_abs
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let link = ParentLink {
-        relative_path: &relative,
-        absolute_path: Some(&absolute),
-        name: &name,
-    };
+    let paths = ParentPaths::new(out, parent).map_err(|e| io_at(parent, &e))?;
+    let link = paths.link();
     let block_size = block_size
         .or(parent_info.block_size)
         .unwrap_or(DEFAULT_BLOCK_SIZE);
@@ -384,7 +356,7 @@ fn create_child(parent: &Path, out: &Path, block_size: Option<u32>) -> Result<()
     println!(
         "created {} (differencing image over {}, {} bytes)",
         out.display(),
-        relative,
+        paths.relative,
         disk.size()
     );
     Ok(())
