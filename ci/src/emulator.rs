@@ -231,11 +231,45 @@ pub struct Supervised {
     pub elapsed: Duration,
 }
 
+/// What Bochs prints when every display port it may listen on (5900-5949)
+/// is taken by other emulators: it stops before running anything.
+const BOCHS_NO_DISPLAY_PORT: &str = "RFB could not bind any port";
+/// How often an emulator that could not start for lack of a display port is
+/// started again.
+const START_ATTEMPTS: u32 = 5;
+
 /// Runs the emulator `command` (called `name` in errors) with standard input
 /// closed and its own output in `log`, follows the guest's serial output in
 /// the file `serial` (emptied first), copying it to standard output as it
 /// arrives when `stream` is set, and kills the process after `timeout`.
+///
+/// An emulator that stopped before the guest ran because other emulators on
+/// the machine hold every display port is started again a few times: that is
+/// the machine's state, not the image's result.
 pub fn supervise(
+    command: &mut Command,
+    name: &str,
+    serial: &Path,
+    log: &Path,
+    timeout: Duration,
+    stream: bool,
+) -> Result<Supervised, String> {
+    let mut attempt = 1;
+    loop {
+        let run = supervise_once(command, name, serial, log, timeout, stream)?;
+        let no_port = fs::read_to_string(log).is_ok_and(|l| l.contains(BOCHS_NO_DISPLAY_PORT));
+        if !(no_port && run.console.is_empty()) || attempt == START_ATTEMPTS {
+            return Ok(run);
+        }
+        eprintln!(
+            "{name} found no free display port; starting it again ({attempt}/{START_ATTEMPTS})"
+        );
+        thread::sleep(Duration::from_secs(u64::from(attempt) * 2));
+        attempt += 1;
+    }
+}
+
+fn supervise_once(
     command: &mut Command,
     name: &str,
     serial: &Path,
