@@ -37,6 +37,8 @@ use crate::memory::{GuestMemory, MemoryError};
 use core::fmt;
 
 pub mod elf;
+#[cfg(test)]
+mod fake_memory;
 pub mod linux;
 pub mod multiboot;
 pub mod multiboot2;

@@ -2,86 +2,13 @@
 //! checked by reading guest memory back.
 
 use super::*;
-use core::cell::RefCell;
-use std::string::String;
+use crate::loader::fake_memory::{FakeMemory, FILL};
 use std::vec;
 use std::vec::Vec;
 
 const LOW: RamRange = RamRange::new(0, 0xa_0000);
 const HIGH: RamRange = RamRange::new(0x10_0000, 0x30_0000); // 1 MiB .. 4 MiB
 const RAM: [RamRange; 2] = [LOW, HIGH];
-/// Fill pattern of fresh guest memory, so zeroing is observable.
-const FILL: u8 = 0xcc;
-
-/// Guest memory over ordinary buffers, one per RAM range.
-struct FakeMemory {
-    ranges: Vec<(RamRange, RefCell<Vec<u8>>)>,
-}
-
-impl FakeMemory {
-    fn new(ram: &[RamRange]) -> Self {
-        Self {
-            ranges: ram
-                .iter()
-                .map(|r| (*r, RefCell::new(vec![FILL; r.len as usize])))
-                .collect(),
-        }
-    }
-
-    fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
-        let mut buf = vec![0; len];
-        self.read(addr, &mut buf).unwrap();
-        buf
-    }
-
-    fn u32_at(&self, addr: u64) -> u32 {
-        u32::from_le_bytes(self.bytes(addr, 4).try_into().unwrap())
-    }
-
-    fn u64_at(&self, addr: u64) -> u64 {
-        u64::from_le_bytes(self.bytes(addr, 8).try_into().unwrap())
-    }
-
-    fn cstr(&self, addr: u64) -> String {
-        let mut out = Vec::new();
-        let mut a = addr;
-        loop {
-            let b = self.bytes(a, 1)[0];
-            if b == 0 {
-                break;
-            }
-            out.push(b);
-            a += 1;
-        }
-        String::from_utf8(out).unwrap()
-    }
-}
-
-impl GuestMemory for FakeMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let len = buf.len() as u64;
-        for (r, data) in &self.ranges {
-            if r.contains(addr, len) {
-                let off = (addr - r.start) as usize;
-                buf.copy_from_slice(&data.borrow()[off..off + buf.len()]);
-                return Ok(());
-            }
-        }
-        Err(MemoryError::NotRam { addr, len })
-    }
-
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let len = data.len() as u64;
-        for (r, buf) in &self.ranges {
-            if r.contains(addr, len) {
-                let off = (addr - r.start) as usize;
-                buf.borrow_mut()[off..off + data.len()].copy_from_slice(data);
-                return Ok(());
-            }
-        }
-        Err(MemoryError::NotRam { addr, len })
-    }
-}
 
 fn put32(buf: &mut [u8], at: usize, v: u32) {
     buf[at..at + 4].copy_from_slice(&v.to_le_bytes());

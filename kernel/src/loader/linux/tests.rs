@@ -3,7 +3,7 @@
 //! and Xen's `hvm_start_info` layout by reading guest memory back.
 
 use super::*;
-use core::cell::RefCell;
+use crate::loader::fake_memory::FakeMemory;
 use std::vec;
 use std::vec::Vec as StdVec;
 
@@ -15,74 +15,6 @@ const ACPI: MemoryRegion = MemoryRegion::new(0x1ff_0000, 0x1_0000, MemoryType::A
 const IOAPIC: MemoryRegion = MemoryRegion::new(0xfec0_0000, 0x1000, MemoryType::Reserved);
 const LAPIC: MemoryRegion = MemoryRegion::new(0xfee0_0000, 0x1000, MemoryType::Reserved);
 const RESERVED: [MemoryRegion; 3] = [ACPI, IOAPIC, LAPIC];
-const FILL: u8 = 0xcc;
-
-/// Guest memory over ordinary buffers, one per RAM range.
-struct FakeMemory {
-    ranges: StdVec<(RamRange, RefCell<StdVec<u8>>)>,
-}
-
-impl FakeMemory {
-    fn new(ram: &[RamRange]) -> Self {
-        Self {
-            ranges: ram
-                .iter()
-                .map(|r| (*r, RefCell::new(vec![FILL; r.len as usize])))
-                .collect(),
-        }
-    }
-    fn bytes(&self, addr: u64, len: usize) -> StdVec<u8> {
-        let mut buf = vec![0; len];
-        self.read(addr, &mut buf).unwrap();
-        buf
-    }
-    fn u8_at(&self, addr: u64) -> u8 {
-        self.bytes(addr, 1)[0]
-    }
-    fn u16_at(&self, addr: u64) -> u16 {
-        u16::from_le_bytes(self.bytes(addr, 2).try_into().unwrap())
-    }
-    fn u32_at(&self, addr: u64) -> u32 {
-        u32::from_le_bytes(self.bytes(addr, 4).try_into().unwrap())
-    }
-    fn u64_at(&self, addr: u64) -> u64 {
-        u64::from_le_bytes(self.bytes(addr, 8).try_into().unwrap())
-    }
-    fn cstr(&self, addr: u64) -> StdVec<u8> {
-        let mut out = StdVec::new();
-        let mut a = addr;
-        while self.u8_at(a) != 0 {
-            out.push(self.u8_at(a));
-            a += 1;
-        }
-        out
-    }
-}
-
-impl GuestMemory for FakeMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let len = buf.len() as u64;
-        for (r, data) in &self.ranges {
-            if r.contains(addr, len) {
-                let off = (addr - r.start) as usize;
-                buf.copy_from_slice(&data.borrow()[off..off + buf.len()]);
-                return Ok(());
-            }
-        }
-        Err(MemoryError::NotRam { addr, len })
-    }
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let len = data.len() as u64;
-        for (r, buf) in &self.ranges {
-            if r.contains(addr, len) {
-                let off = (addr - r.start) as usize;
-                buf.borrow_mut()[off..off + data.len()].copy_from_slice(data);
-                return Ok(());
-            }
-        }
-        Err(MemoryError::NotRam { addr, len })
-    }
-}
 
 fn config<'a>(kernel: &'a [u8], initrd: Option<Module<'a>>) -> LinuxConfig<'a> {
     LinuxConfig {
@@ -201,7 +133,7 @@ fn bzimage_zero_page_fields_sit_at_the_documented_offsets() {
     assert_eq!(mem.u32_at(zp + 0xc8), 0);
     assert_eq!(
         mem.cstr(0x2_0000),
-        b"console=ttyS0,115200 rdinit=/init panic=-1"
+        "console=ttyS0,115200 rdinit=/init panic=-1"
     );
     // ramdisk_image/size and their ext_ halves.
     let placed = loaded.initrd.unwrap();
@@ -733,7 +665,7 @@ fn pvh_load_fills_hvm_start_info() {
     let cmdline = mem.u64_at(si + 24);
     assert_eq!(
         mem.cstr(cmdline),
-        b"console=ttyS0,115200 rdinit=/init panic=-1"
+        "console=ttyS0,115200 rdinit=/init panic=-1"
     );
     assert_eq!(mem.u64_at(si + 32), 0x1ff_0000, "rsdp_paddr");
     // Module 0: the initramfs (hvm_modlist_entry: paddr, size, cmdline).
@@ -741,7 +673,7 @@ fn pvh_load_fills_hvm_start_info() {
     let placed = loaded.initrd.unwrap();
     assert_eq!(mem.u64_at(modlist), placed.start);
     assert_eq!(mem.u64_at(modlist + 8), initrd.len() as u64);
-    assert_eq!(mem.cstr(mem.u64_at(modlist + 16)), b"initrd.cpio");
+    assert_eq!(mem.cstr(mem.u64_at(modlist + 16)), "initrd.cpio");
     assert_eq!(mem.bytes(placed.start, initrd.len()), initrd);
     assert!(placed.start >= loaded.kernel_end && placed.start.is_multiple_of(4096));
     // The memory map (hvm_memmap_table_entry: addr, size, type, reserved).
