@@ -189,6 +189,12 @@ impl<'a, const N: usize> PciBus<'a, N> {
             .position(|s| s.as_ref().is_some_and(|s| s.address == address))
     }
 
+    /// Whether a function (the host bridge or an attached one) answers at
+    /// `address`.
+    pub fn has_function(&self, address: PciAddress) -> bool {
+        address == Self::host_bridge_address() || self.slot_index(address).is_some()
+    }
+
     fn has_other_functions(&self, device: u8) -> bool {
         self.slots
             .iter()

@@ -10,6 +10,8 @@
 //!   `0xCFC..=0xCFF`) as a [`ponte_kernel::device::PortIo`] device, routing
 //!   of memory and I/O accesses to the BARs wherever the guest placed them,
 //!   and a firmware-style BAR assignment.
+//! - [`ecam`]: the same configuration spaces as a memory window (ECAM),
+//!   which guests find through an ACPI MCFG table.
 //! - [`host_bridge`]: the host bridge itself at 00:00.0.
 //! - [`intx`]: legacy INTx pins and the routing the integrator describes to
 //!   the guest.
@@ -23,12 +25,14 @@
 extern crate std;
 
 pub mod bus;
+pub mod ecam;
 pub mod function;
 pub mod header;
 pub mod host_bridge;
 pub mod intx;
 
 pub use bus::{BusError, PciBus, CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT};
+pub use ecam::ECAM_BUS_SIZE;
 pub use function::{PciAddress, PciFunction};
 pub use header::{BarKind, BarRegion, ConfigHeader, HeaderError, PciIds};
 pub use host_bridge::HostBridge;

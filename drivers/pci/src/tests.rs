@@ -697,3 +697,76 @@ fn random_port_traffic_never_panics() {
         0x1237_8086
     );
 }
+
+/// The ECAM offset of `register` in `bus:device.function`.
+fn ecam(bus: u64, device: u64, function: u64, register: u64) -> u64 {
+    bus << 20 | device << 15 | function << 12 | register
+}
+
+#[test]
+fn ecam_reaches_the_same_registers_as_mechanism_one() {
+    let mut t = TestFunction::new(0x42);
+    t.header
+        .set_bar(
+            1,
+            BarKind::Memory32 {
+                prefetchable: false,
+            },
+            0x4000,
+        )
+        .unwrap();
+    let mut bus: PciBus<'_, 1> = PciBus::new();
+    bus.attach(3, 0, &mut t).unwrap();
+    assert_eq!(
+        bus.ecam_read(ecam(0, 0, 0, 0), AccessWidth::Dword),
+        0x1237_8086
+    );
+    assert_eq!(
+        bus.ecam_read(ecam(0, 3, 0, 0), AccessWidth::Dword),
+        0x0042_1234
+    );
+    assert_eq!(bus.ecam_read(ecam(0, 3, 0, 2), AccessWidth::Word), 0x0042);
+    assert_eq!(bus.ecam_read(ecam(0, 3, 0, 0x0B), AccessWidth::Byte), 0x01);
+    // A BAR programmed through ECAM reads back through mechanism #1.
+    bus.ecam_write(ecam(0, 3, 0, 0x14), AccessWidth::Dword, 0xFE00_0000);
+    assert_eq!(
+        read_config(&mut bus, 3, 0, 0x14, AccessWidth::Dword),
+        0xFE00_0000
+    );
+    // A quadword is two dwords: vendor/device, then command/status.
+    let qword = bus.ecam_read(ecam(0, 3, 0, 0), AccessWidth::Qword);
+    assert_eq!(qword & 0xFFFF_FFFF, 0x0042_1234);
+    assert_eq!(
+        qword >> 32,
+        u64::from(read_config(&mut bus, 3, 0, 4, AccessWidth::Dword))
+    );
+}
+
+#[test]
+fn ecam_extended_space_is_empty_and_absent_functions_read_ones() {
+    let mut t = TestFunction::new(1);
+    let mut bus: PciBus<'_, 1> = PciBus::new();
+    bus.attach(3, 0, &mut t).unwrap();
+    // No extended capabilities: the header at 0x100 is zero, and writes
+    // there change nothing.
+    bus.ecam_write(ecam(0, 3, 0, 0x100), AccessWidth::Dword, 0xDEAD_BEEF);
+    assert_eq!(bus.ecam_read(ecam(0, 3, 0, 0x100), AccessWidth::Dword), 0);
+    assert_eq!(bus.ecam_read(ecam(0, 3, 0, 0xFFC), AccessWidth::Dword), 0);
+    assert_eq!(bus.ecam_read(ecam(0, 0, 0, 0x100), AccessWidth::Dword), 0);
+    // Nobody at 00:04.0, 00:03.1, or on bus 1.
+    assert_eq!(
+        bus.ecam_read(ecam(0, 4, 0, 0), AccessWidth::Dword),
+        0xFFFF_FFFF
+    );
+    assert_eq!(
+        bus.ecam_read(ecam(0, 3, 1, 0x100), AccessWidth::Word),
+        0xFFFF
+    );
+    assert_eq!(bus.ecam_read(ecam(1, 3, 0, 0), AccessWidth::Byte), 0xFF);
+    // Offsets past 256 buses name no bus at all.
+    assert_eq!(
+        bus.ecam_read(ecam(256, 0, 0, 0), AccessWidth::Dword),
+        0xFFFF_FFFF
+    );
+    assert_eq!(bus.ecam_read(u64::MAX - 3, AccessWidth::Qword), u64::MAX);
+}
