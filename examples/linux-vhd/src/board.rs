@@ -42,6 +42,8 @@ pub enum Dev {
     Lapic,
     /// The PCI memory window (BARs).
     Pci,
+    /// The PCI configuration spaces as an ECAM window.
+    Ecam,
 }
 
 /// IA32_MCG_CAP: bank count in bits 7:0, MCG_CTL present in bit 8.
@@ -269,6 +271,7 @@ impl MmioBus<Dev> for MmioDevices<'_, '_> {
             Dev::IoApic => self.ioapic.mmio_read(offset, width),
             Dev::Lapic => self.lapic.mmio_read(offset, width),
             Dev::Pci => Mmio::mmio_read(self.pci, offset, width),
+            Dev::Ecam => self.pci.ecam_read(offset, width),
         }
     }
     fn mmio_write(&mut self, device: Dev, offset: u64, width: AccessWidth, value: u64) {
@@ -276,6 +279,7 @@ impl MmioBus<Dev> for MmioDevices<'_, '_> {
             Dev::IoApic => self.ioapic.mmio_write(offset, width, value),
             Dev::Lapic => self.lapic.mmio_write(offset, width, value),
             Dev::Pci => Mmio::mmio_write(self.pci, offset, width, value),
+            Dev::Ecam => self.pci.ecam_write(offset, width, value),
         }
     }
 }

@@ -26,8 +26,8 @@ mod pm;
 
 use ponte_acpi::tables::{BOOT_ARCH_LEGACY_DEVICES, BOOT_ARCH_VGA_NOT_PRESENT};
 use ponte_acpi::{
-    AcpiConfig, DsdtConfig, FadtConfig, InterruptOverride, IoWindow, MadtConfig, MmioWindow,
-    OemInfo, PciIrqRoute, PciRoot,
+    AcpiConfig, DsdtConfig, FadtConfig, InterruptOverride, IoWindow, MadtConfig, McfgConfig,
+    MmioWindow, OemInfo, PciIrqRoute, PciRoot,
 };
 use ponte_arch::{
     boot::{finish, BootInfo, Outcome},
@@ -67,6 +67,8 @@ pub const LAPIC_BASE: u64 = 0xfee0_0000;
 pub const PCI_MMIO_BASE: u64 = 0xfe00_0000;
 /// Size of the PCI memory window.
 pub const PCI_MMIO_SIZE: u64 = 0x80_0000;
+/// The ECAM window (bus 0 only), described by the MCFG table.
+pub const ECAM_BASE: u64 = 0xe000_0000;
 /// First port of the PCI I/O window.
 pub const PCI_IO_BASE: u16 = 0xc000;
 /// Ports in the PCI I/O window.
@@ -127,6 +129,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     or_fail!(layout.add_mmio(LAPIC_BASE, 0x1000, Dev::Lapic), "layout");
     or_fail!(
         layout.add_mmio(PCI_MMIO_BASE, PCI_MMIO_SIZE, Dev::Pci),
+        "layout"
+    );
+    or_fail!(
+        layout.add_mmio(ECAM_BASE, ponte_pci::ECAM_BUS_SIZE, Dev::Ecam),
         "layout"
     );
 
@@ -323,7 +329,12 @@ fn write_acpi(mem: &impl ponte_kernel::memory::GuestMemory) -> Result<u64, ponte
             boot_arch: BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_VGA_NOT_PRESENT,
         },
         hpet: None,
-        mcfg: None,
+        mcfg: Some(McfgConfig {
+            base: ECAM_BASE,
+            segment: 0,
+            bus_start: 0,
+            bus_end: 0,
+        }),
         dsdt: DsdtConfig {
             pci: Some(PciRoot {
                 segment: 0,
@@ -355,6 +366,8 @@ pub fn load_kernel(
         MemoryRegion::new(ACPI_BASE, ACPI_SIZE, E820::Acpi),
         MemoryRegion::new(IOAPIC_BASE, 0x1000, E820::Reserved),
         MemoryRegion::new(LAPIC_BASE, 0x1000, E820::Reserved),
+        // Linux uses an MCFG window only if the memory map reserves it.
+        MemoryRegion::new(ECAM_BASE, ponte_pci::ECAM_BUS_SIZE, E820::Reserved),
     ];
     let mut cmdline: heapless::String<512> = heapless::String::new();
     let _ = cmdline.push_str(CMDLINE);
