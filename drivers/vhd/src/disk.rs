@@ -7,7 +7,7 @@ use crate::error::{Error, Problem};
 use crate::format::{
     DiskType, Footer, Geometry, Uuid, BAT_UNALLOCATED, FOOTER_SIZE, PARENT_NAME_UNITS, SECTOR_SIZE,
 };
-use crate::layer::{Layer, OpenOptions, Summary, MAX_LOCATOR_LEN, ZEROS};
+use crate::layer::{Layer, OpenOptions, Summary, MAX_LOCATOR_LEN};
 use crate::resolve::{decode_locator, hint_rank, LocatorHint, ParentRequest, ParentResolver};
 use crate::storage::TableStorage;
 
@@ -334,10 +334,13 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                     top.allocate(block, true)?;
                 }
                 _ => {
+                    // Zeros from the stack: a constant buffer would take
+                    // its size in every image's file.
+                    let zeros = [0u8; 512];
                     let mut done = 0;
                     while done < n {
-                        let m = (n - done).min(ZEROS.len() as u64);
-                        write_chain(&mut self.layers, pos + done, &ZEROS[..m as usize])?;
+                        let m = (n - done).min(zeros.len() as u64);
+                        write_chain(&mut self.layers, pos + done, &zeros[..m as usize])?;
                         done += m;
                     }
                 }

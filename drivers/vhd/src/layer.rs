@@ -74,8 +74,6 @@ const SLOT_EMPTY: u32 = u32::MAX;
 const SLOT_DIRTY: u32 = 1 << 31;
 /// Sectors covered by one bitmap sector.
 pub(crate) const BITS_PER_BITMAP_SECTOR: u64 = SECTOR_SIZE * 8;
-/// All-zero buffer used to write zeros.
-pub(crate) static ZEROS: [u8; 4096] = [0; 4096];
 
 /// Options for opening an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
