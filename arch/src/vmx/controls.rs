@@ -160,8 +160,11 @@ impl ControlRequest {
     ///
     /// Adds the implied controls (activate secondary controls for any secondary
     /// control; EPT for unrestricted guest; the preemption timer for saving
-    /// it), sets every must-be-one bit, and drops optional controls whose
-    /// prerequisite was dropped.
+    /// it; external-interrupt exiting for virtual-interrupt delivery), sets
+    /// every must-be-one bit, and drops optional controls whose prerequisite
+    /// was dropped (the APIC-virtualization controls without use TPR shadow)
+    /// or that conflict (an optional virtualize x2APIC mode next to
+    /// virtualize APIC accesses).
     pub fn reconcile(&self, caps: &VmxCapabilities) -> Result<ControlSettings, MissingControls> {
         let (mut req, mut opt) = (self.required, self.optional);
         let ug = Proc2Control::UnrestrictedGuest.bit();
@@ -174,6 +177,9 @@ impl ControlRequest {
             }
             if set[EXIT] & save_timer != 0 {
                 set[PIN] |= timer;
+            }
+            if set[PROC2] & Proc2Control::VirtualInterruptDelivery.bit() != 0 {
+                set[PIN] |= PinControl::ExternalInterruptExiting.bit();
             }
             if set[PROC2] != 0 {
                 set[PROC] |= ProcControl::ActivateSecondaryControls.bit();
@@ -229,6 +235,19 @@ impl ControlRequest {
                 save_timer,
                 ExitControl::SavePreemptionTimer.into(),
             );
+        }
+        if values[PROC] & ProcControl::UseTprShadow.bit() == 0 {
+            for c in [
+                Proc2Control::VirtualizeX2apicMode,
+                Proc2Control::ApicRegisterVirtualization,
+                Proc2Control::VirtualInterruptDelivery,
+            ] {
+                drop_dependent(&mut values, PROC2, c.bit(), c.into());
+            }
+        }
+        if values[PROC2] & Proc2Control::VirtualizeApicAccesses.bit() != 0 {
+            let x2apic = Proc2Control::VirtualizeX2apicMode;
+            drop_dependent(&mut values, PROC2, x2apic.bit(), x2apic.into());
         }
         if values[PROC] & ProcControl::ActivateSecondaryControls.bit() == 0 {
             values[PROC2] = 0;

@@ -312,6 +312,11 @@ pub struct ApicAccess {
 }
 
 impl ApicAccess {
+    /// Access type 0: a linear read during instruction execution.
+    pub const LINEAR_READ: u8 = 0;
+    /// Access type 1: a linear write during instruction execution.
+    pub const LINEAR_WRITE: u8 = 1;
+
     /// Decodes the exit qualification.
     pub const fn decode(q: u64) -> Self {
         ApicAccess {
@@ -319,6 +324,14 @@ impl ApicAccess {
             access_type: ((q >> 12) & 0xf) as u8,
             asynchronous: q & (1 << 16) != 0,
         }
+    }
+
+    /// Whether the access was a data read or write by an instruction (types
+    /// 0 and 1): the instruction has not executed and can be emulated on the
+    /// APIC's registers at [`ApicAccess::offset`]. The other types (fetches,
+    /// accesses during event delivery, guest-physical accesses) cannot.
+    pub const fn is_instruction_data_access(self) -> bool {
+        self.access_type == Self::LINEAR_READ || self.access_type == Self::LINEAR_WRITE
     }
 }
 
@@ -375,8 +388,23 @@ pub enum VmExit {
         /// EDX:EAX.
         value: u64,
     },
-    /// APIC access (reason 44).
+    /// TPR below threshold (reason 43, trap-like: after a write that lowered
+    /// the virtual TPR below the TPR threshold).
+    TprBelowThreshold,
+    /// APIC access (reason 44, fault-like: the access has not happened).
     ApicAccess(ApicAccess),
+    /// Virtualized EOI (reason 45, trap-like): the guest's EOI of `vector`,
+    /// set in the EOI-exit bitmap, was performed on the virtual-APIC page.
+    VirtualizedEoi {
+        /// The vector whose EOI was virtualized (qualification bits 7:0).
+        vector: u8,
+    },
+    /// APIC write (reason 56, trap-like): the guest wrote the register at
+    /// `offset` of the virtual-APIC page; the value is there.
+    ApicWrite {
+        /// Page offset of the register written (qualification bits 11:0).
+        offset: u16,
+    },
     /// EPT violation (reason 48).
     EptViolation {
         /// Qualification.
@@ -553,6 +581,12 @@ mod tests {
                 asynchronous: true
             }
         );
+        // SDM table 28-6: type 0 linear read, 1 linear write, 3 during event
+        // delivery, 15 guest-physical fetch.
+        assert!(ApicAccess::decode(0x0_0080).is_instruction_data_access());
+        assert!(ApicAccess::decode(0x0_1300).is_instruction_data_access());
+        assert!(!ApicAccess::decode(0x0_3080).is_instruction_data_access());
+        assert!(!ApicAccess::decode(0x0_f000).is_instruction_data_access());
     }
 
     #[test]

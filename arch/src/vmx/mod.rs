@@ -12,6 +12,7 @@
 //! - [`bitmap`]: MSR and I/O bitmaps, VPIDs, the preemption timer.
 //! - [`check`]: the VM-entry pre-flight checker ([`check_vm_entry`]).
 //! - [`broken`]: broken configurations naming the rule they violate.
+//! - [`apic`]: the virtual-APIC page of APIC virtualization.
 //!
 //! # Example
 //!
@@ -68,6 +69,7 @@
 //! }
 //! ```
 
+pub mod apic;
 pub mod bitmap;
 pub mod broken;
 pub mod caps;
@@ -79,6 +81,7 @@ pub mod state;
 pub mod vcpu;
 pub mod vmcs;
 
+pub use apic::VirtualApicPage;
 pub use bitmap::{
     arm_preemption_timer, assign_vpid, preemption_timer_value, IoBitmap, MsrBitmap, VpidAllocator,
 };

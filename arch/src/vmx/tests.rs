@@ -649,3 +649,115 @@ fn exit_stats_print_seen_reasons() {
     let text = std::format!("{s}");
     assert_eq!(text, "Cpuid: 2 exits, 300 ticks, 150 per exit\n");
 }
+
+/// The APIC-virtualization controls each recorded model offers (IA32_VMX_PROCBASED_CTLS2
+/// allowed-1 bits 0, 4, 8 and 9), as `(virtualize APIC accesses, virtualize
+/// x2APIC mode, APIC-register virtualization, virtual-interrupt delivery)`.
+fn apic_virtualization_offered(model: &str) -> (bool, bool, bool, bool) {
+    match model {
+        "corei7_skylake_x"
+        | "corei7_haswell_4770"
+        | "broadwell_ult"
+        | "corei7_icelake_u"
+        | "tigerlake" => (true, true, true, true),
+        "corei7_sandy_bridge_2600k"
+        | "corei7_ivy_bridge_3770k"
+        | "corei5_arrandale_m520"
+        | "corei5_lynnfield_750"
+        | "corei3_cnl" => (true, true, false, false),
+        "core2_penryn_t9600" => (true, false, false, false),
+        other => panic!("no expectation for {other}"),
+    }
+}
+
+#[test]
+fn apic_virtualization_passes_the_checker_on_every_model() {
+    for (m, _) in MODELS {
+        let c = caps(m);
+        let (accesses, x2apic, registers, delivery) = apic_virtualization_offered(m);
+        assert!(
+            c.proc.effective().allows(ProcControl::UseTprShadow.bit()),
+            "{m}"
+        );
+        assert_eq!(
+            (
+                c.proc2_allows(Proc2Control::VirtualizeApicAccesses.bit()),
+                c.proc2_allows(Proc2Control::VirtualizeX2apicMode.bit()),
+                c.proc2_allows(Proc2Control::ApicRegisterVirtualization.bit()),
+                c.proc2_allows(Proc2Control::VirtualInterruptDelivery.bit()),
+            ),
+            (accesses, x2apic, registers, delivery),
+            "{m}"
+        );
+        // Everything wanted, x2APIC mode too: reconciliation keeps what the
+        // model has and drops the x2APIC mode next to APIC accesses.
+        let s = broken::baseline_request()
+            .prefer(ProcControl::UseTprShadow)
+            .prefer(Proc2Control::VirtualizeApicAccesses)
+            .prefer(Proc2Control::VirtualizeX2apicMode)
+            .prefer(Proc2Control::ApicRegisterVirtualization)
+            .prefer(Proc2Control::VirtualInterruptDelivery)
+            .reconcile(&c)
+            .unwrap();
+        assert!(s.has(ProcControl::UseTprShadow), "{m}");
+        assert_eq!(s.has(Proc2Control::VirtualizeApicAccesses), accesses, "{m}");
+        assert!(!s.has(Proc2Control::VirtualizeX2apicMode), "{m}");
+        assert_eq!(
+            s.has(Proc2Control::VirtualInterruptDelivery),
+            delivery,
+            "{m}"
+        );
+        // SDM 27.2.1.1: virtual-interrupt delivery needs external-interrupt exiting.
+        assert!(
+            !delivery || s.has(PinControl::ExternalInterruptExiting),
+            "{m}"
+        );
+        let mut v = MemVmcs::for_cpu(&c);
+        setup_vmcs(&mut v, &c, &s, &host(), &long_mode()).unwrap();
+        v.write(vmcs::Control64::MsrBitmap, 0x20_0000).unwrap();
+        if s.has(Proc2Control::EnableEpt) {
+            v.write(vmcs::Control64::EptPointer, 0x30_0000 | 3 << 3 | 6)
+                .unwrap();
+        }
+        if s.has(Proc2Control::EnableVpid) {
+            assign_vpid(&mut v, 1).unwrap();
+        }
+        v.write(vmcs::Control64::VirtualApicAddress, 0x40_0000)
+            .unwrap();
+        v.write(vmcs::Control64::ApicAccessAddress, 0x41_0000)
+            .unwrap();
+        v.write(vmcs::Control32::TprThreshold, 0x5).unwrap();
+        if delivery {
+            v.write(vmcs::Guest16::InterruptStatus, 0x6050).unwrap();
+            v.write(vmcs::Control64::EoiExitBitmap1, 1).unwrap();
+        }
+        let report = check_vm_entry(&v, &c);
+        assert!(report.is_clean(), "{m}: {:?}", report.violations);
+        // Without virtual-interrupt delivery the threshold's bits 31:4 matter.
+        v.write(vmcs::Control32::TprThreshold, 0x15).unwrap();
+        assert_eq!(
+            check_vm_entry(&v, &c).has(Rule::TprThreshold),
+            !delivery,
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn apic_virtualization_without_tpr_shadow_is_dropped() {
+    // Without use TPR shadow, the SDM forbids the other three controls:
+    // reconciliation drops them rather than produce an invalid VMCS.
+    let c = caps("corei7_skylake_x");
+    let s = broken::baseline_request()
+        .prefer(Proc2Control::VirtualizeApicAccesses)
+        .prefer(Proc2Control::ApicRegisterVirtualization)
+        .prefer(Proc2Control::VirtualInterruptDelivery)
+        .reconcile(&c)
+        .unwrap();
+    assert!(s.has(Proc2Control::VirtualizeApicAccesses));
+    assert!(!s.has(Proc2Control::ApicRegisterVirtualization));
+    assert!(!s.has(Proc2Control::VirtualInterruptDelivery));
+    assert!(s
+        .dropped
+        .contains(&Proc2Control::VirtualInterruptDelivery.into()));
+}

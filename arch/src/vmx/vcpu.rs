@@ -724,7 +724,14 @@ impl Vcpu {
             9 => VmExit::TaskSwitch(TaskSwitch::decode(v.read(ReadOnlyN::ExitQualification)?)),
             28 => VmExit::CrAccess(CrAccess::decode(v.read(ReadOnlyN::ExitQualification)?)),
             29 => VmExit::MovDr(MovDr::decode(v.read(ReadOnlyN::ExitQualification)?)),
+            43 => VmExit::TprBelowThreshold,
             44 => VmExit::ApicAccess(ApicAccess::decode(v.read(ReadOnlyN::ExitQualification)?)),
+            45 => VmExit::VirtualizedEoi {
+                vector: v.read(ReadOnlyN::ExitQualification)? as u8,
+            },
+            56 => VmExit::ApicWrite {
+                offset: (v.read(ReadOnlyN::ExitQualification)? & 0xfff) as u16,
+            },
             52 => VmExit::PreemptionTimer,
             n => VmExit::Other {
                 reason: BasicExitReason::from_number(n),
