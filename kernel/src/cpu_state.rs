@@ -217,7 +217,9 @@ pub fn handle_cr_access<V: VmcsAccess + ?Sized>(
     Ok(CrOutcome::Done)
 }
 
-fn read_gpr<V: VmcsAccess + ?Sized>(
+/// The general register `gpr` of an exit qualification (0 RAX .. 15 R15;
+/// RSP lives in the VMCS).
+pub(crate) fn read_gpr<V: VmcsAccess + ?Sized>(
     vmcs: &V,
     r: &GuestRegisters,
     gpr: u8,
@@ -240,6 +242,35 @@ fn read_gpr<V: VmcsAccess + ?Sized>(
         14 => r.r14,
         _ => r.r15,
     })
+}
+
+/// Sets the general register `gpr` of an exit qualification to `value`.
+pub(crate) fn write_gpr<V: VmcsAccess + ?Sized>(
+    vmcs: &mut V,
+    r: &mut GuestRegisters,
+    gpr: u8,
+    value: u64,
+) -> Result<(), VmcsError> {
+    let slot = match gpr & 15 {
+        0 => &mut r.rax,
+        1 => &mut r.rcx,
+        2 => &mut r.rdx,
+        3 => &mut r.rbx,
+        4 => return vmcs.write(GuestN::Rsp, value),
+        5 => &mut r.rbp,
+        6 => &mut r.rsi,
+        7 => &mut r.rdi,
+        8 => &mut r.r8,
+        9 => &mut r.r9,
+        10 => &mut r.r10,
+        11 => &mut r.r11,
+        12 => &mut r.r12,
+        13 => &mut r.r13,
+        14 => &mut r.r14,
+        _ => &mut r.r15,
+    };
+    *slot = value;
+    Ok(())
 }
 
 /// Makes CPUID leaf 1 show the local APIC as `IA32_APIC_BASE` has it:

@@ -10,6 +10,15 @@
 //! Everything it does not answer ends the loop with a [`Stop`] that says why,
 //! so the integrator decides (HLT without an interrupt source, unhandled
 //! exits, requests from devices such as a debug-exit port).
+//!
+//! With [`Dispatcher::with_virtual_apic`] the processor virtualizes the
+//! local APIC (see [`apicv`]): the dispatch keeps the virtual-APIC page and
+//! the LAPIC model in step around every exit and entry, performs APIC-access
+//! exits as accesses to the xAPIC page and APIC-write exits on the model.
+//! MOV to and from CR8 (the TPR's bits 7:4) is performed on the model when
+//! it exits.
+
+pub mod apicv;
 
 use ponte_arch::vmx::{
     controls::ProcControl,
@@ -22,15 +31,19 @@ use ponte_arch::ept::EptViolation;
 
 use ponte_arch::vmx::caps::FixedBits;
 
+use ponte_arch::vmx::exit::{ApicAccess, CrAccess, CrAccessType};
+
 use crate::{
-    cpu_state::{handle_cr_access, Cr4Policy, CrOutcome},
+    cpu_state::{handle_cr_access, read_gpr, write_gpr, Cr4Policy, CrOutcome},
     cpuid::{CpuidPolicy, CpuidResult},
     decode::{
         mmio::{MmioError, Registers, UnclaimedAccess, VcpuState, WriteBack},
         CpuMode,
     },
     device::AccessWidth,
-    irq::inject::{interruptibility, ActivityState, Decision, EventInjection, GuestEventState},
+    irq::inject::{
+        interruptibility, ActivityState, Decision, EntryDecision, EventInjection, GuestEventState,
+    },
     memory::translate::PagingContext,
     msr::{GeneralProtection, MsrWrite, VirtualMsrs},
 };
@@ -117,6 +130,11 @@ pub trait Interrupts {
     fn next_deadline_ns(&self) -> Option<u64>;
     /// The current time in nanoseconds.
     fn now_ns(&self) -> u64;
+    /// The vCPU's local APIC model, for APIC virtualization and CR8 (the
+    /// default: none; CR8 exits then end the run loop as unhandled).
+    fn local_apic(&mut self) -> Option<&mut dyn apicv::ApicModel> {
+        None
+    }
 }
 
 /// The appliance's board as the dispatch sees it.
@@ -258,6 +276,10 @@ pub struct Dispatcher<'p, const CPUID: usize> {
     windows: u32,
     preemption: Option<ScaledTimer>,
     control_registers: Option<ControlRegisters>,
+    virtual_apic: Option<apicv::VirtualApic<'p>>,
+    /// External interrupts the run loop injected (not counting events it
+    /// delivered again).
+    injected: u64,
 }
 
 /// What MOV to CR0/CR4 emulation needs: the CR4 bits the guest may set and
@@ -330,7 +352,31 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             windows: 0,
             preemption: None,
             control_registers: None,
+            virtual_apic: None,
+            injected: 0,
         }
+    }
+
+    /// How many external interrupts the run loop injected through the
+    /// VM-entry interruption-information field (re-deliveries of
+    /// interrupted events not counted); with virtual-interrupt delivery the
+    /// LAPIC's vectors are not among them.
+    pub fn injected_interrupts(&self) -> u64 {
+        self.injected
+    }
+
+    /// Runs the guest with APIC virtualization (see [`apicv`]): `apic`'s
+    /// VMCS fields written ([`apicv::VirtualApic::configure`]), its controls
+    /// set and its APIC-access page mapped. The platform's interrupt system
+    /// must give the LAPIC model ([`Interrupts::local_apic`]).
+    pub fn with_virtual_apic(mut self, apic: apicv::VirtualApic<'p>) -> Self {
+        self.virtual_apic = Some(apic);
+        self
+    }
+
+    /// The APIC virtualization in use, with its statistics.
+    pub fn virtual_apic(&self) -> Option<&apicv::VirtualApic<'p>> {
+        self.virtual_apic.as_ref()
     }
 
     /// Performs MOV to CR0 and CR4 exits as the processor would
@@ -373,6 +419,11 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
                 Ok(raw) => raw,
                 Err(e) => return Stop::EntryFailed(EntryFailure::Instruction(e)),
             };
+            if let Some(virtual_apic) = self.virtual_apic.as_mut() {
+                if let Some(apic) = platform.interrupts().and_then(|i| i.local_apic()) {
+                    virtual_apic.after_exit(apic);
+                }
+            }
             // CPUID is the exit guests take most (it serializes, and guests
             // probe with it): answered before the general decoding. An
             // instruction's own exit never interrupts event delivery, so
@@ -430,6 +481,15 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             }
             return Ok(None);
         };
+        let delivers = self
+            .virtual_apic
+            .as_ref()
+            .is_some_and(|v| v.delivers_interrupts());
+        if delivers {
+            if let Some(apic) = interrupts.local_apic() {
+                apic.set_processor_delivery(true);
+            }
+        }
         let guest = GuestEventState {
             interrupts_enabled: vmcs.read(GuestN::Rflags)? & RFLAGS_IF != 0,
             interruptibility: vmcs.read(Guest32::InterruptibilityState)?,
@@ -441,10 +501,35 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             idt_vectoring: pending,
         };
         loop {
-            let wait_until = match interrupts.decide(&guest) {
+            let mut decision = interrupts.decide(&guest);
+            // With virtual-interrupt delivery the decision never sees the
+            // LAPIC's vectors: a halted vCPU wakes for one the processor
+            // will deliver as soon as it runs (IF=1, above the PPR).
+            if delivers && self.halted && guest.interrupts_enabled {
+                let deliverable = interrupts
+                    .local_apic()
+                    .is_some_and(|apic| apic.deliverable_vector().is_some());
+                decision = match decision {
+                    Decision::Enter(entry) if deliverable => Decision::Enter(EntryDecision {
+                        wake: true,
+                        ..entry
+                    }),
+                    Decision::Sleep { .. } if deliverable => Decision::Enter(EntryDecision {
+                        wake: true,
+                        ..EntryDecision::default()
+                    }),
+                    other => other,
+                };
+            }
+            let wait_until = match decision {
                 Decision::Enter(entry) if !self.halted || entry.wake => {
                     if let Some(event) = entry.inject {
                         write_event(vmcs, event)?;
+                        if guest.idt_vectoring.is_none()
+                            && event.kind == crate::irq::inject::EventKind::ExternalInterrupt
+                        {
+                            self.injected += 1;
+                        }
                     }
                     if entry.wake {
                         self.halted = false;
@@ -458,6 +543,13 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
                         vmcs.update32(Control32::ProcBasedControls, windows, clear)?;
                         self.windows = windows;
                     }
+                    if let Some(virtual_apic) = self.virtual_apic.as_mut() {
+                        if let Some(apic) = interrupts.local_apic() {
+                            virtual_apic.before_entry(vmcs, apic)?;
+                        }
+                    }
+                    // Last: the timer counts from the entry, so the time
+                    // is read as close to it as possible.
                     if let Some(timer) = self.preemption {
                         let now = interrupts.now_ns();
                         let value = interrupts.next_deadline_ns().map_or(u32::MAX, |deadline| {
@@ -549,6 +641,9 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
                 }
             }
             VmExit::Wrmsr { msr, value } => {
+                if let Some(virtual_apic) = self.virtual_apic.as_mut() {
+                    virtual_apic.registers_changed();
+                }
                 let result = match platform.msr_write(msr, value) {
                     Some(result) => result,
                     None => match self.msrs.write(msr, value) {
@@ -590,29 +685,27 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
                 gla,
             } => {
                 let violation = EptViolation::from_exit(qualification.0, gpa, gla.unwrap_or(0));
-                let state = vcpu_state(cpu, self.physical_address_bits)?;
-                let outcome = platform.ept_violation(&violation, &state);
-                if !matches!(outcome, Some(Ok(_))) && violation.nmi_unblocking {
-                    // The instruction will run again: an IRET that unblocked
-                    // NMIs before faulting must find them blocked (SDM 28.2.3).
-                    cpu.vmcs().update32(
-                        Guest32::InterruptibilityState,
-                        interruptibility::NMI,
-                        0,
-                    )?;
+                if let Some(virtual_apic) = self.virtual_apic.as_mut() {
+                    virtual_apic.registers_changed();
                 }
-                match outcome {
-                    None | Some(Err(MmioError::Ram { .. })) => {
-                        return Ok(Handled::Stop(Stop::Unhandled(exit)))
-                    }
-                    Some(Err(e)) => return Ok(Handled::Stop(Stop::Mmio(e))),
-                    Some(Ok(write_back)) => {
-                        if let Some(access) = write_back.unclaimed {
-                            platform.unclaimed_access(access);
-                        }
-                        apply_write_back(cpu, &write_back)?;
-                    }
-                }
+                return self.emulate_mmio(&violation, exit, cpu, platform);
+            }
+            VmExit::ApicAccess(access) => return self.apic_access(access, exit, cpu, platform),
+            VmExit::ApicWrite { offset } => {
+                let Some(virtual_apic) = self.virtual_apic.as_mut() else {
+                    return Ok(Handled::Stop(Stop::Unhandled(exit)));
+                };
+                let Some(apic) = platform.interrupts().and_then(|i| i.local_apic()) else {
+                    return Ok(Handled::Stop(Stop::Unhandled(exit)));
+                };
+                virtual_apic.apic_write(offset, apic);
+            }
+            // Trap-like: the TPR or the in-service vectors changed on the
+            // page, which the model took over right after the exit.
+            VmExit::TprBelowThreshold | VmExit::VirtualizedEoi { .. }
+                if self.virtual_apic.is_some() => {}
+            VmExit::CrAccess(CrAccess { cr: 8, access }) => {
+                return self.cr8_access(access, exit, cpu, platform)
             }
             VmExit::CrAccess(access) => {
                 let Some(control) = self.control_registers else {
@@ -635,6 +728,99 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             }
             other => return Ok(Handled::Stop(Stop::Unhandled(other))),
         }
+        Ok(Handled::Continue)
+    }
+
+    /// Performs the instruction behind an EPT violation (or an APIC access
+    /// made to look like one) on the platform's MMIO devices.
+    fn emulate_mmio<H: VcpuHardware + ?Sized, P: Platform + ?Sized>(
+        &mut self,
+        violation: &EptViolation,
+        exit: VmExit,
+        cpu: &mut H,
+        platform: &mut P,
+    ) -> Result<Handled, VmcsError> {
+        let state = vcpu_state(cpu, self.physical_address_bits)?;
+        let outcome = platform.ept_violation(violation, &state);
+        if !matches!(outcome, Some(Ok(_))) && violation.nmi_unblocking {
+            // The instruction will run again: an IRET that unblocked
+            // NMIs before faulting must find them blocked (SDM 28.2.3).
+            cpu.vmcs()
+                .update32(Guest32::InterruptibilityState, interruptibility::NMI, 0)?;
+        }
+        match outcome {
+            None | Some(Err(MmioError::Ram { .. })) => Ok(Handled::Stop(Stop::Unhandled(exit))),
+            Some(Err(e)) => Ok(Handled::Stop(Stop::Mmio(e))),
+            Some(Ok(write_back)) => {
+                if let Some(access) = write_back.unclaimed {
+                    platform.unclaimed_access(access);
+                }
+                apply_write_back(cpu, &write_back)?;
+                Ok(Handled::Continue)
+            }
+        }
+    }
+
+    /// An APIC-access exit: a read or write of the xAPIC page the processor
+    /// does not virtualize. It has not happened; it is performed like an
+    /// access to the page's MMIO region, by the same device.
+    fn apic_access<H: VcpuHardware + ?Sized, P: Platform + ?Sized>(
+        &mut self,
+        access: ApicAccess,
+        exit: VmExit,
+        cpu: &mut H,
+        platform: &mut P,
+    ) -> Result<Handled, VmcsError> {
+        let Some(virtual_apic) = self.virtual_apic.as_mut() else {
+            return Ok(Handled::Stop(Stop::Unhandled(exit)));
+        };
+        if !access.is_instruction_data_access() {
+            return Ok(Handled::Stop(Stop::Unhandled(exit)));
+        }
+        virtual_apic.apic_access_performed();
+        let address = virtual_apic.guest_base() | u64::from(access.offset & 0xFFF);
+        let qualification = if access.access_type == ApicAccess::LINEAR_WRITE {
+            2
+        } else {
+            1
+        };
+        let violation = EptViolation::from_exit(qualification, address, 0);
+        self.emulate_mmio(&violation, exit, cpu, platform)
+    }
+
+    /// MOV to or from CR8, on the LAPIC model's TPR (CR8[3:0] = TPR[7:4]).
+    /// A value with bits 63:4 set raises #GP.
+    fn cr8_access<H: VcpuHardware + ?Sized, P: Platform + ?Sized>(
+        &mut self,
+        access: CrAccessType,
+        exit: VmExit,
+        cpu: &mut H,
+        platform: &mut P,
+    ) -> Result<Handled, VmcsError> {
+        let Some(apic) = platform.interrupts().and_then(|i| i.local_apic()) else {
+            return Ok(Handled::Stop(Stop::Unhandled(exit)));
+        };
+        let mut registers = *cpu.registers();
+        match access {
+            CrAccessType::MovTo { gpr } => {
+                let value = read_gpr(cpu.vmcs(), &registers, gpr)?;
+                if value >> 4 != 0 {
+                    inject_gp(cpu.vmcs())?;
+                    return Ok(Handled::Continue);
+                }
+                apic.set_tpr((value as u8) << 4);
+            }
+            CrAccessType::MovFrom { gpr } => {
+                let value = u64::from(apic.tpr() >> 4);
+                write_gpr(cpu.vmcs(), &mut registers, gpr, value)?;
+                *cpu.registers() = registers;
+            }
+            _ => return Ok(Handled::Stop(Stop::Unhandled(exit))),
+        }
+        if let Some(virtual_apic) = self.virtual_apic.as_mut() {
+            virtual_apic.registers_changed();
+        }
+        skip_instruction(cpu.vmcs())?;
         Ok(Handled::Continue)
     }
 }

@@ -26,7 +26,7 @@ use super::router::{Chips, IrqRouter};
 use crate::device::{AccessWidth, Mmio, PortIo};
 use crate::msr::GeneralProtection;
 use crate::time::Clock;
-use crate::vcpu::Interrupts;
+use crate::vcpu::{apicv::ApicModel, Interrupts};
 
 /// A timer that raises its interrupt lines when polled past a deadline.
 pub trait PolledTimer {
@@ -309,6 +309,10 @@ impl<C: Clock + Clone, T: PolledTimer, const GSIS: usize> Interrupts
 
     fn now_ns(&self) -> u64 {
         self.clock.now_ns()
+    }
+
+    fn local_apic(&mut self) -> Option<&mut dyn ApicModel> {
+        Some(&mut self.lapic)
     }
 }
 

@@ -35,19 +35,13 @@
 //!
 //! # With APIC virtualization
 //!
-//! When the processor offers the TPR shadow, the run loop points the
-//! virtual-APIC page at a page mirroring the TPR and writes
-//! [`super::lapic::LocalApic::tpr_threshold`] to the TPR threshold, so CR8
-//! writes exit only when they unmask a request; on such an exit it copies
-//! the page's TPR back with `set_tpr`. With virtual-interrupt delivery, the
-//! LAPIC's IRR is mirrored into the virtual-APIC page and
-//! [`super::lapic::LocalApic::guest_interrupt_status`] (RVI/SVI) is written
-//! instead of injecting: the processor then evaluates PPR and RFLAGS.IF
-//! itself. [`super::lapic::LocalApic::eoi_exit_bitmap`] makes EOIs of
-//! level-triggered vectors exit so they still reach the IOAPIC. NMIs, ExtINT
-//! from the 8259A and re-injection keep using [`decide`]. The values are
-//! provided and tested here; the page mirroring belongs to the VMX layer and
-//! is not implemented yet.
+//! With the TPR shadow ([`crate::vcpu::apicv`]) the decision is the same:
+//! the run loop first copies the guest's virtual TPR into the LAPIC, so
+//! [`decide`] sees the TPR the guest set without exits. With virtual-
+//! interrupt delivery the processor delivers the LAPIC's fixed vectors from
+//! RVI itself: the LAPIC then hides them from the source
+//! ([`super::lapic::LocalApic::set_processor_delivery`]) and [`decide`] only
+//! handles re-injection, NMIs and the 8259A's ExtINT.
 
 /// What the interrupt controllers offer the vCPU.
 pub trait InterruptSource {

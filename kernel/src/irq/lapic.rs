@@ -377,6 +377,7 @@ pub struct LocalApic<C: Clock> {
     level_eois: VectorSet,
     remote: Option<RemoteIpi>,
     ignored_messages: u64,
+    processor_delivers: bool,
 }
 
 impl<C: Clock> LocalApic<C> {
@@ -406,6 +407,7 @@ impl<C: Clock> LocalApic<C> {
             level_eois: VectorSet::new(),
             remote: None,
             ignored_messages: 0,
+            processor_delivers: false,
         };
         apic.reset_registers();
         apic
@@ -644,7 +646,7 @@ impl<C: Clock> LocalApic<C> {
 
     /// Reads the register at xAPIC `offset` (16-byte aligned); `None` if
     /// there is none.
-    fn read_register(&mut self, offset: u32) -> Option<u32> {
+    fn read_register(&self, offset: u32) -> Option<u32> {
         let x2 = self.mode == ApicMode::X2Apic;
         Some(match offset {
             reg::ID => {
@@ -902,14 +904,34 @@ impl<C: Clock> LocalApic<C> {
         }
     }
 
-    /// The vector the APIC would present to the processor now: the highest
-    /// IRR vector whose class is above the PPR's class.
+    /// The vector the APIC would present to the processor now for the
+    /// software injection path: the highest IRR vector whose class is above
+    /// the PPR's class. `None` while the processor delivers the fixed vectors
+    /// itself ([`LocalApic::set_processor_delivery`]).
     pub fn pending_vector(&self) -> Option<u8> {
+        if self.processor_delivers {
+            return None;
+        }
+        self.deliverable_vector()
+    }
+
+    /// The highest IRR vector whose class is above the PPR's class, whoever
+    /// delivers it.
+    pub fn deliverable_vector(&self) -> Option<u8> {
         if !self.is_enabled() {
             return None;
         }
         let v = self.irr.highest()?;
         (v & 0xF0 > self.ppr() & 0xF0).then_some(v)
+    }
+
+    /// Whether the processor delivers the fixed vectors itself (virtual-
+    /// interrupt delivery from the IRR this model keeps, see
+    /// [`crate::vcpu::apicv`]); the software injection path then leaves them
+    /// alone ([`LocalApic::pending_vector`] answers `None`). NMIs, INIT and
+    /// start-up IPIs are not affected.
+    pub fn set_processor_delivery(&mut self, on: bool) {
+        self.processor_delivers = on;
     }
 
     /// The processor takes the pending vector: it moves from the IRR to the
@@ -921,17 +943,45 @@ impl<C: Clock> LocalApic<C> {
         Some(v)
     }
 
-    /// End of interrupt: clears the highest ISR bit. A level-triggered
-    /// vector (TMR set) is queued for the IOAPIC unless EOI broadcast is
-    /// suppressed (SVR bit 12).
-    pub fn eoi(&mut self) {
-        let Some(v) = self.isr.highest() else {
-            return;
-        };
-        self.isr.remove(v);
-        if self.tmr.contains(v) && self.svr & SVR_SUPPRESS_EOI_BROADCAST == 0 {
-            self.level_eois.insert(v);
+    /// The processor delivered `vector` itself (virtual-interrupt delivery):
+    /// it moves from the IRR to the ISR. A vector not requested is left
+    /// alone.
+    pub fn accept_delivered(&mut self, vector: u8) {
+        if self.irr.contains(vector) {
+            self.irr.remove(vector);
+            self.isr.insert(vector);
         }
+    }
+
+    /// End of interrupt: clears the highest ISR bit (see
+    /// [`LocalApic::end_of_interrupt`]).
+    pub fn eoi(&mut self) {
+        if let Some(v) = self.isr.highest() {
+            self.end_of_interrupt(v);
+        }
+    }
+
+    /// Ends the service of `vector` (an EOI the processor virtualized, for
+    /// the highest in-service vector at the time): clears its ISR bit; a
+    /// level-triggered vector (TMR set) is queued for the IOAPIC unless EOI
+    /// broadcast is suppressed (SVR bit 12). A vector not in service is left
+    /// alone.
+    pub fn end_of_interrupt(&mut self, vector: u8) {
+        if !self.isr.contains(vector) {
+            return;
+        }
+        self.isr.remove(vector);
+        if self.tmr.contains(vector) && self.svr & SVR_SUPPRESS_EOI_BROADCAST == 0 {
+            self.level_eois.insert(vector);
+        }
+    }
+
+    /// The value of the register at xAPIC page `offset` (16-byte aligned) as
+    /// a read would return it in the current mode, without side effects;
+    /// `None` where there is no register. What APIC-register
+    /// virtualization mirrors into the virtual-APIC page.
+    pub fn register_value(&self, offset: u32) -> Option<u32> {
+        self.read_register(offset)
     }
 
     /// Takes one vector whose level-triggered EOI must be broadcast to the

@@ -1,0 +1,542 @@
+//! APIC virtualization (Intel SDM Vol. 3C, "APIC Virtualization and Virtual
+//! Interrupts") on top of the software local APIC.
+//!
+//! [`ApicVirtualization`] is the tier a VM runs with, chosen from the
+//! processor's capabilities and capped by the integrator:
+//!
+//! - [`ApicVirtualization::VirtualInterruptDelivery`]: "use TPR shadow",
+//!   "virtualize APIC accesses", "APIC-register virtualization" and
+//!   "virtual-interrupt delivery". The processor delivers the LAPIC's fixed
+//!   vectors itself from RVI (no interrupt-window exits), virtualizes EOIs
+//!   (exiting only for the vectors of the EOI-exit bitmap: the level-
+//!   triggered ones, whose EOI the IOAPIC must see) and serves reads of the
+//!   xAPIC registers from the virtual-APIC page.
+//! - [`ApicVirtualization::TprShadow`]: "use TPR shadow" and "virtualize APIC
+//!   accesses": MOV CR8 and xAPIC TPR accesses stay in the guest, with the
+//!   TPR threshold set so that lowering the TPR below a masked request
+//!   exits; interrupts are injected by the software path.
+//! - [`ApicVirtualization::Software`]: every LAPIC access exits (CR8 through
+//!   CR8-load/store exiting), as without APIC virtualization.
+//!
+//! The LAPIC model ([`crate::irq::lapic::LocalApic`], seen through
+//! [`ApicModel`]) stays the only source of truth: [`VirtualApic`] copies
+//! what the processor did on the page into the model after every exit
+//! ([`VirtualApic::after_exit`]: VTPR to TPR, vectors the processor
+//! delivered from VIRR to VISR, vectors whose EOI it virtualized, self-IPIs
+//! it raised), and the model's state into the page and the VMCS before every
+//! entry ([`VirtualApic::before_entry`]: VTPR, VIRR, VISR, VTMR, VPPR, RVI
+//! and SVI, the EOI-exit bitmap, the TPR threshold, and the registers
+//! APIC-register virtualization lets the guest read). Register accesses the
+//! processor does not virtualize exit as APIC accesses (performed like the
+//! MMIO accesses of the xAPIC page, by the same model) or APIC writes
+//! ([`VirtualApic::apic_write`]). NMIs and the 8259A's ExtINT keep the
+//! event-injection path in every tier.
+//!
+//! The APIC-access page is mapped (read/write, uncacheable, never
+//! executable) at the guest-physical base of the xAPIC page the board
+//! declares; its contents are never read. While the guest has its LAPIC in
+//! x2APIC mode, disabled, or moved elsewhere, accesses at that base are
+//! still virtualized: the register slots then read all ones, as the model's
+//! absent page does, except VTPR, VPPR, VISR, VIRR (the processor's own),
+//! and the x2APIC MSRs keep exiting to the model.
+
+use ponte_arch::{
+    ept::{EptError, EptTables, FrameAllocator, MappingAttributes},
+    vmx::{
+        apic::offset,
+        controls::{Proc2Control, ProcControl},
+        vmcs::{Control32, Control64, Guest16},
+        ControlRequest, ControlSettings, Page4K, VirtualApicPage, VmcsAccess, VmcsError, VmcsExt,
+        VmxCapabilities,
+    },
+};
+
+use crate::device::{AccessWidth, Mmio};
+use crate::irq::lapic::{reg, LocalApic};
+use crate::irq::msi::TriggerMode;
+use crate::time::Clock;
+
+/// How much of the local APIC the processor virtualizes; ordered from
+/// least to most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ApicVirtualization {
+    /// None: every LAPIC access exits, interrupts are injected.
+    Software,
+    /// TPR shadow and virtualized APIC accesses.
+    TprShadow,
+    /// TPR shadow, virtualized APIC accesses, APIC-register virtualization
+    /// and virtual-interrupt delivery.
+    VirtualInterruptDelivery,
+}
+
+impl ApicVirtualization {
+    /// Every tier, least first.
+    pub const ALL: [Self; 3] = [
+        Self::Software,
+        Self::TprShadow,
+        Self::VirtualInterruptDelivery,
+    ];
+
+    /// The highest tier the processor offers (IA32_VMX_PROCBASED_CTLS and
+    /// _CTLS2 allowed-1 bits).
+    pub fn best(caps: &VmxCapabilities) -> Self {
+        let proc = caps.proc.effective();
+        let tpr_shadow = proc.allows(ProcControl::UseTprShadow.bit())
+            && proc.allows(ProcControl::ActivateSecondaryControls.bit());
+        let proc2 = |c: Proc2Control| caps.proc2_allows(c.bit());
+        if !tpr_shadow || !proc2(Proc2Control::VirtualizeApicAccesses) {
+            Self::Software
+        } else if proc2(Proc2Control::ApicRegisterVirtualization)
+            && proc2(Proc2Control::VirtualInterruptDelivery)
+            && caps
+                .pin
+                .effective()
+                .allows(ponte_arch::vmx::PinControl::ExternalInterruptExiting.bit())
+        {
+            Self::VirtualInterruptDelivery
+        } else {
+            Self::TprShadow
+        }
+    }
+
+    /// This tier, or `limit` if that is lower (an integrator forcing the
+    /// software path passes [`ApicVirtualization::Software`]).
+    pub fn at_most(self, limit: Self) -> Self {
+        self.min(limit)
+    }
+
+    /// `request` with the controls of this tier required (choose the tier
+    /// with [`ApicVirtualization::best`], so that they are present). The
+    /// software tier makes MOV to and from CR8 exit, so that the guest's
+    /// task priority reaches the model and never the host's APIC.
+    pub fn require_controls(self, request: ControlRequest) -> ControlRequest {
+        match self {
+            Self::Software => request
+                .require(ProcControl::Cr8LoadExiting)
+                .require(ProcControl::Cr8StoreExiting),
+            Self::TprShadow => request
+                .require(ProcControl::UseTprShadow)
+                .require(Proc2Control::VirtualizeApicAccesses),
+            Self::VirtualInterruptDelivery => request
+                .require(ProcControl::UseTprShadow)
+                .require(Proc2Control::VirtualizeApicAccesses)
+                .require(Proc2Control::ApicRegisterVirtualization)
+                .require(Proc2Control::VirtualInterruptDelivery),
+        }
+    }
+
+    /// The tier reconciled controls give.
+    pub fn from_settings(settings: &ControlSettings) -> Self {
+        let shadow = settings.has(ProcControl::UseTprShadow)
+            && settings.has(Proc2Control::VirtualizeApicAccesses);
+        if !shadow {
+            Self::Software
+        } else if settings.has(Proc2Control::ApicRegisterVirtualization)
+            && settings.has(Proc2Control::VirtualInterruptDelivery)
+        {
+            Self::VirtualInterruptDelivery
+        } else {
+            Self::TprShadow
+        }
+    }
+
+    /// A short name: `software`, `tpr-shadow`, `virtual-interrupts`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Software => "software",
+            Self::TprShadow => "tpr-shadow",
+            Self::VirtualInterruptDelivery => "virtual-interrupts",
+        }
+    }
+
+    /// The tier named `name` ([`ApicVirtualization::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// What APIC virtualization needs of the local APIC model; implemented by
+/// [`LocalApic`]. The run loop reaches it through
+/// [`super::Interrupts::local_apic`].
+pub trait ApicModel {
+    /// Task priority (bits 7:0).
+    fn tpr(&self) -> u8;
+    /// Sets the task priority.
+    fn set_tpr(&mut self, tpr: u8);
+    /// Processor priority.
+    fn ppr(&self) -> u8;
+    /// Word `index` (vectors `32 * index` ..) of the IRR, ISR and TMR.
+    fn vector_words(&self, index: usize) -> (u32, u32, u32);
+    /// A vector requested by the guest's own self-IPI, which the processor
+    /// virtualized (edge-triggered).
+    fn request_self_ipi(&mut self, vector: u8);
+    /// The processor delivered `vector` (IRR to ISR).
+    fn accept_delivered(&mut self, vector: u8);
+    /// The processor virtualized the EOI of `vector`.
+    fn end_of_interrupt(&mut self, vector: u8);
+    /// The highest vector the processor may deliver now, above the PPR.
+    fn deliverable_vector(&self) -> Option<u8>;
+    /// Whether the processor delivers the fixed vectors itself.
+    fn set_processor_delivery(&mut self, on: bool);
+    /// The register at xAPIC `offset` as a read returns it; `None` if none.
+    fn register_value(&self, offset: u32) -> Option<u32>;
+    /// The guest-physical base of the xAPIC page while in xAPIC mode.
+    fn mmio_base(&self) -> Option<u64>;
+    /// A 32-bit write of `value` to the register at xAPIC `offset`, as
+    /// through the xAPIC page.
+    fn write_register(&mut self, offset: u32, value: u32);
+    /// The TPR threshold (see [`LocalApic::tpr_threshold`]).
+    fn tpr_threshold(&self) -> u8;
+    /// RVI and SVI (see [`LocalApic::guest_interrupt_status`]).
+    fn guest_interrupt_status(&self) -> u16;
+    /// The EOI-exit bitmap (see [`LocalApic::eoi_exit_bitmap`]).
+    fn eoi_exit_bitmap(&self) -> [u64; 4];
+}
+
+impl<C: Clock> ApicModel for LocalApic<C> {
+    fn tpr(&self) -> u8 {
+        LocalApic::tpr(self)
+    }
+    fn set_tpr(&mut self, tpr: u8) {
+        LocalApic::set_tpr(self, tpr)
+    }
+    fn ppr(&self) -> u8 {
+        LocalApic::ppr(self)
+    }
+    fn vector_words(&self, index: usize) -> (u32, u32, u32) {
+        (
+            self.irr().word(index),
+            self.isr().word(index),
+            self.tmr().word(index),
+        )
+    }
+    fn request_self_ipi(&mut self, vector: u8) {
+        self.request_vector(vector, TriggerMode::Edge)
+    }
+    fn accept_delivered(&mut self, vector: u8) {
+        LocalApic::accept_delivered(self, vector)
+    }
+    fn end_of_interrupt(&mut self, vector: u8) {
+        LocalApic::end_of_interrupt(self, vector)
+    }
+    fn deliverable_vector(&self) -> Option<u8> {
+        LocalApic::deliverable_vector(self)
+    }
+    fn set_processor_delivery(&mut self, on: bool) {
+        LocalApic::set_processor_delivery(self, on)
+    }
+    fn register_value(&self, offset: u32) -> Option<u32> {
+        LocalApic::register_value(self, offset)
+    }
+    fn mmio_base(&self) -> Option<u64> {
+        LocalApic::mmio_base(self)
+    }
+    fn write_register(&mut self, offset: u32, value: u32) {
+        self.mmio_write(u64::from(offset), AccessWidth::Dword, u64::from(value))
+    }
+    fn tpr_threshold(&self) -> u8 {
+        LocalApic::tpr_threshold(self)
+    }
+    fn guest_interrupt_status(&self) -> u16 {
+        LocalApic::guest_interrupt_status(self)
+    }
+    fn eoi_exit_bitmap(&self) -> [u64; 4] {
+        LocalApic::eoi_exit_bitmap(self)
+    }
+}
+
+/// What APIC virtualization did, for integrators and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApicVirtualizationStats {
+    /// Interrupts the processor delivered from RVI (seen at the next exit).
+    pub virtual_deliveries: u64,
+    /// EOIs the processor virtualized (seen at the next exit).
+    pub virtual_eois: u64,
+    /// Self-IPIs the processor virtualized.
+    pub virtual_self_ipis: u64,
+    /// Changes of the TPR made without an exit (MOV CR8, xAPIC TPR writes).
+    pub tpr_changes: u64,
+    /// APIC-access exits performed on the model.
+    pub apic_accesses: u64,
+    /// APIC-write exits performed on the model.
+    pub apic_writes: u64,
+}
+
+/// The register slots APIC-register virtualization lets the guest read
+/// from the page, besides the ones the processor maintains itself.
+const MIRRORED: [u32; 20] = [
+    reg::ID,
+    reg::VERSION,
+    reg::EOI,
+    reg::LDR,
+    reg::DFR,
+    reg::SVR,
+    reg::ESR,
+    reg::ICR_LOW,
+    reg::ICR_HIGH,
+    reg::LVT_CMCI,
+    reg::LVT_TIMER,
+    reg::LVT_THERMAL,
+    reg::LVT_PERF,
+    reg::LVT_LINT0,
+    reg::LVT_LINT1,
+    reg::LVT_ERROR,
+    reg::TIMER_INITIAL,
+    reg::TIMER_DIVIDE,
+    reg::APR,
+    reg::RRD,
+];
+
+/// The APIC virtualization of one vCPU: its virtual-APIC page, the APIC-
+/// access page and the page/model synchronization (see the module
+/// documentation).
+#[derive(Debug)]
+pub struct VirtualApic<'a> {
+    tier: ApicVirtualization,
+    page: VirtualApicPage<'a>,
+    access_page: u64,
+    guest_base: u64,
+    /// The EOI-exit bitmap and TPR threshold as last written.
+    eoi_exit: Option<[u64; 4]>,
+    threshold: Option<u8>,
+    /// The mirrored registers must be copied again before the next entry.
+    mirror_stale: bool,
+    stats: ApicVirtualizationStats,
+}
+
+impl<'a> VirtualApic<'a> {
+    /// APIC virtualization of `tier` with `virtual_apic` as the virtual-APIC
+    /// page and `access_page` as the APIC-access page, to be mapped at
+    /// `guest_base` (the board's xAPIC page, usually
+    /// [`crate::irq::lapic::DEFAULT_APIC_BASE`]). `None` for the software
+    /// tier, which needs neither.
+    pub fn new(
+        tier: ApicVirtualization,
+        virtual_apic: &'a mut Page4K,
+        access_page: &'a mut Page4K,
+        guest_base: u64,
+    ) -> Option<Self> {
+        if tier == ApicVirtualization::Software {
+            return None;
+        }
+        Some(Self {
+            tier,
+            page: VirtualApicPage::new(virtual_apic),
+            access_page: access_page.phys_addr(),
+            guest_base: guest_base & !0xFFF,
+            eoi_exit: None,
+            threshold: None,
+            mirror_stale: true,
+            stats: ApicVirtualizationStats::default(),
+        })
+    }
+
+    /// The tier.
+    pub fn tier(&self) -> ApicVirtualization {
+        self.tier
+    }
+
+    /// What the virtualization did so far.
+    pub fn stats(&self) -> &ApicVirtualizationStats {
+        &self.stats
+    }
+
+    /// The guest-physical address of the virtualized xAPIC page.
+    pub fn guest_base(&self) -> u64 {
+        self.guest_base
+    }
+
+    /// The virtual-APIC page (what the processor sees).
+    pub fn page(&self) -> &VirtualApicPage<'a> {
+        &self.page
+    }
+
+    /// Maps the APIC-access page at the guest base in `ept` (read and write,
+    /// uncacheable; the processor virtualizes every access to it).
+    pub fn map_access_page<A: FrameAllocator>(
+        &self,
+        ept: &mut EptTables<A>,
+    ) -> Result<(), EptError> {
+        ept.map(
+            self.guest_base,
+            self.access_page,
+            0x1000,
+            MappingAttributes::DEVICE,
+        )
+    }
+
+    /// Writes the VMCS fields of APIC virtualization: the virtual-APIC and
+    /// APIC-access addresses, a zero TPR threshold and, with virtual-
+    /// interrupt delivery, an empty EOI-exit bitmap and guest interrupt
+    /// status. The controls come from
+    /// [`ApicVirtualization::require_controls`].
+    pub fn configure<V: VmcsAccess + ?Sized>(&mut self, vmcs: &mut V) -> Result<(), VmcsError> {
+        vmcs.write(Control64::VirtualApicAddress, self.page.address())?;
+        vmcs.write(Control64::ApicAccessAddress, self.access_page)?;
+        vmcs.write(Control32::TprThreshold, 0)?;
+        self.threshold = Some(0);
+        if self.tier == ApicVirtualization::VirtualInterruptDelivery {
+            self.write_eoi_exit(vmcs, [0; 4])?;
+            vmcs.write(Guest16::InterruptStatus, 0)?;
+        }
+        self.mirror_stale = true;
+        Ok(())
+    }
+
+    /// Whether the processor delivers the LAPIC's fixed vectors.
+    pub fn delivers_interrupts(&self) -> bool {
+        self.tier == ApicVirtualization::VirtualInterruptDelivery
+    }
+
+    /// The model's registers changed outside the interrupt flow (a register
+    /// write by any path): copy them to the page again before the next
+    /// entry.
+    pub fn registers_changed(&mut self) {
+        self.mirror_stale = true;
+    }
+
+    /// Brings the model up to what the processor did on the page while the
+    /// guest ran: the TPR, and with virtual-interrupt delivery the vectors
+    /// it delivered, the EOIs it virtualized and the self-IPIs it raised.
+    /// Call after every exit, before anything else looks at the model.
+    pub fn after_exit(&mut self, apic: &mut dyn ApicModel) {
+        let vtpr = self.page.read(offset::VTPR) as u8;
+        if vtpr != apic.tpr() {
+            apic.set_tpr(vtpr);
+            self.stats.tpr_changes += 1;
+        }
+        if !self.delivers_interrupts() {
+            return;
+        }
+        let virr = self.page.read_vectors(offset::VIRR);
+        let visr = self.page.read_vectors(offset::VISR);
+        for index in 0..8 {
+            let (irr, isr, _) = apic.vector_words(index);
+            let base = 32 * index as u8;
+            // Requested by a virtualized self-IPI: pending, or already
+            // delivered (in service without having been requested).
+            let raised = (virr[index] & !irr) | (visr[index] & !isr & !irr);
+            for bit in bits(raised) {
+                apic.request_self_ipi(base + bit);
+                self.stats.virtual_self_ipis += 1;
+            }
+            // Delivered: requested, and no longer in VIRR.
+            let delivered = (irr | raised) & !virr[index];
+            for bit in bits(delivered) {
+                apic.accept_delivered(base + bit);
+                self.stats.virtual_deliveries += 1;
+            }
+            // Ended: in service for the model, not on the page.
+            let (_, isr, _) = apic.vector_words(index);
+            for bit in bits(isr & !visr[index]) {
+                apic.end_of_interrupt(base + bit);
+                self.stats.virtual_eois += 1;
+            }
+        }
+    }
+
+    /// Writes the model's state to the page and the VMCS for the next entry
+    /// (see the module documentation).
+    pub fn before_entry<V: VmcsAccess + ?Sized>(
+        &mut self,
+        vmcs: &mut V,
+        apic: &mut dyn ApicModel,
+    ) -> Result<(), VmcsError> {
+        self.page.write(offset::VTPR, u32::from(apic.tpr()));
+        if !self.delivers_interrupts() {
+            let threshold = apic.tpr_threshold();
+            if self.threshold != Some(threshold) {
+                vmcs.write(Control32::TprThreshold, u32::from(threshold))?;
+                self.threshold = Some(threshold);
+            }
+            return Ok(());
+        }
+        apic.set_processor_delivery(true);
+        for index in 0..8 {
+            let (irr, isr, _) = apic.vector_words(index);
+            self.page.write(offset::VIRR + 16 * index as u32, irr);
+            self.page.write(offset::VISR + 16 * index as u32, isr);
+        }
+        self.page.write(offset::VPPR, u32::from(apic.ppr()));
+        vmcs.write(Guest16::InterruptStatus, apic.guest_interrupt_status())?;
+        let eoi_exit = apic.eoi_exit_bitmap();
+        if self.eoi_exit != Some(eoi_exit) {
+            self.write_eoi_exit(vmcs, eoi_exit)?;
+            self.mirror_stale = true;
+        }
+        if self.mirror_stale {
+            self.mirror(apic);
+        }
+        Ok(())
+    }
+
+    /// An APIC-write exit: the guest wrote the register at `offset` of the
+    /// page; performs that write on the model.
+    pub fn apic_write(&mut self, offset: u16, apic: &mut dyn ApicModel) {
+        let offset = u32::from(offset) & 0xFF0;
+        let value = self.page.read(offset);
+        apic.write_register(offset, value);
+        self.stats.apic_writes += 1;
+        self.mirror_stale = true;
+    }
+
+    /// Counts an APIC-access exit the run loop performed on the model.
+    pub fn apic_access_performed(&mut self) {
+        self.stats.apic_accesses += 1;
+        self.mirror_stale = true;
+    }
+
+    fn write_eoi_exit<V: VmcsAccess + ?Sized>(
+        &mut self,
+        vmcs: &mut V,
+        bitmap: [u64; 4],
+    ) -> Result<(), VmcsError> {
+        let fields = [
+            Control64::EoiExitBitmap0,
+            Control64::EoiExitBitmap1,
+            Control64::EoiExitBitmap2,
+            Control64::EoiExitBitmap3,
+        ];
+        for (field, value) in fields.into_iter().zip(bitmap) {
+            vmcs.write(field, value)?;
+        }
+        self.eoi_exit = Some(bitmap);
+        Ok(())
+    }
+
+    /// Copies the registers APIC-register virtualization serves from the
+    /// page: the model's values while it is in xAPIC mode at the guest base,
+    /// all ones otherwise (the page is then absent for the model).
+    fn mirror(&mut self, apic: &dyn ApicModel) {
+        let present = apic.mmio_base() == Some(self.guest_base);
+        let value = |offset: u32| {
+            if present {
+                apic.register_value(offset).unwrap_or(0)
+            } else {
+                u32::MAX
+            }
+        };
+        for slot in MIRRORED {
+            self.page.write(slot, value(slot));
+        }
+        for index in 0..8 {
+            let slot = offset::VTMR + 16 * index;
+            self.page.write(slot, value(slot));
+        }
+        self.mirror_stale = false;
+    }
+}
+
+/// The indexes of the set bits of `mask`, lowest first.
+fn bits(mut mask: u32) -> impl Iterator<Item = u8> {
+    core::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let bit = mask.trailing_zeros() as u8;
+            mask &= mask - 1;
+            bit
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests;
