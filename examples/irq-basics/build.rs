@@ -1,4 +1,5 @@
-//! Assembles the interrupt test guests (`guests/*.S`) into flat binaries loaded at 0x8000.
+//! Assembles the interrupt test guests (`guests/*.S`) into flat binaries loaded at 0x8000
+//! (the 32-bit ones and the 64-bit `apic_virt`).
 
 fn main() {
     ponte_guest_build::assemble(
@@ -15,4 +16,5 @@ fn main() {
             "inject_bench",
         ],
     );
+    ponte_guest_build::assemble(ponte_guest_build::Bits::Bits64, 0x8000, &["apic_virt"]);
 }

@@ -5,10 +5,18 @@
 //! guest runs without exits.
 //!
 //! Scenarios (see `guests/`): `pic-pit`, `ioapic-level`, `lapic-timer`,
-//! `x2apic`, `nmi`, `hlt-wake`, `if-held`, and `bench` (line-to-handler
-//! injection latency). Each guest checks what it receives and reports
-//! through isa-debug-exit: status 1 is a pass, `(N << 1) | 1` names the
-//! failed check N; the values it measured are printed from its report area.
+//! `x2apic`, `nmi`, `hlt-wake`, `if-held`, `apic-virt` (a 64-bit guest:
+//! self-IPIs, the TPR through CR8 and the xAPIC page, priority order, a
+//! timer waking HLT, a level-triggered IOAPIC line), and `bench`
+//! (line-to-handler injection latency). Each guest checks what it receives
+//! and reports through isa-debug-exit: status 1 is a pass, `(N << 1) | 1`
+//! names the failed check N; the values it measured are printed from its
+//! report area.
+//!
+//! The local APIC is virtualized as far as the processor allows
+//! ([`ApicVirtualization::best`]); `apic=tpr-shadow` or `apic=software` on
+//! the command line caps it. The run prints what the virtualization did and
+//! the exits it saved (`apic-virtualization: ...`).
 #![no_std]
 #![no_main]
 
@@ -17,7 +25,7 @@ use ponte_arch::{
     ept::{HostRam, MemoryType, UniformHostMemory},
     memory::HostMemory,
     or_fail, println,
-    vmx::controls::PinControl,
+    vmx::{controls::PinControl, BasicExitReason, ExitStats, GuestState},
 };
 use ponte_kernel::{
     bus::PortBus,
@@ -30,10 +38,14 @@ use ponte_kernel::{
         lapic::{LapicConfig, DEFAULT_APIC_BASE},
         lines::{Line, LineSet},
     },
+    loader::paging::identity_map,
     memory::{GuestLayout, GuestMemory},
     msr::GeneralProtection,
     time::TscClock,
-    vcpu::{Dispatcher, Interrupts, Platform, PreemptionTimer, Stop, StopRequest},
+    vcpu::{
+        apicv::{ApicVirtualization, VirtualApic},
+        Dispatcher, Interrupts, Platform, PreemptionTimer, Stop, StopRequest,
+    },
     vm::{
         appliance_controls, build_vcpu, needs_identity_paging, protected_mode_paging_off, BuiltVcpu,
     },
@@ -55,6 +67,32 @@ const BENCH_COUNT: usize = 1000;
 const APIC_TIMER_HZ: u64 = 1_000_000_000;
 /// The check number of an unexpected vector; the vector is in report slot 15.
 const UNEXPECTED_CHECK: u64 = 0x7F;
+/// Where the 64-bit guest's identity map goes (six pages for 4 GiB).
+const PAGE_TABLES: u64 = 0x30_0000;
+
+/// The 64-bit guest of APIC virtualization, entered in long mode.
+const APIC_VIRT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/apic_virt.bin"));
+
+/// The interrupts the `apic-virt` guest takes: six LAPIC vectors and three
+/// deliveries of its level-triggered line.
+const APIC_VIRT_INTERRUPTS: u64 = 9;
+/// Of those, the ones that pass through the LAPIC model even when the
+/// processor virtualizes self-IPIs: the timer's and the line's.
+const APIC_VIRT_MODEL_REQUESTS: u64 = 4;
+/// The guest's MOV to and from CR8.
+const APIC_VIRT_CR8_ACCESSES: u64 = 4;
+/// The level-triggered line's deliveries, each ended by an EOI.
+const APIC_VIRT_LEVEL_EOIS: u64 = 3;
+
+/// Caps on the APIC virtualization, from the command line.
+const APIC_CAPS: [(&str, ApicVirtualization); 3] = [
+    ("apic=software", ApicVirtualization::Software),
+    ("apic=tpr-shadow", ApicVirtualization::TprShadow),
+    (
+        "apic=virtual-interrupts",
+        ApicVirtualization::VirtualInterruptDelivery,
+    ),
+];
 
 const GUESTS: [(&str, &[u8]); 8] = [
     (
@@ -187,10 +225,16 @@ impl Platform for Board {
 }
 
 fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
-    let Some(&(scenario, program)) = GUESTS.iter().find(|(name, _)| boot.has_argument(name)) else {
+    let long_mode = boot.has_argument("apic-virt");
+    let Some((scenario, program)) = GUESTS
+        .iter()
+        .copied()
+        .find(|(name, _)| boot.has_argument(name))
+        .or(long_mode.then_some(("apic-virt", APIC_VIRT)))
+    else {
         finish(
             Outcome::Fail,
-            format_args!("name a guest on the command line: pic-pit, ioapic-level, lapic-timer, x2apic, nmi, hlt-wake, if-held or bench"),
+            format_args!("name a guest on the command line: pic-pit, ioapic-level, lapic-timer, x2apic, nmi, hlt-wake, if-held, apic-virt or bench"),
         );
     };
     let vmx = or_fail!(memory.enable_vmx(), "VMX bring-up");
@@ -232,12 +276,35 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             format_args!("the guests need unrestricted guest to run with paging off"),
         );
     }
-    let guest = protected_mode_paging_off(&caps, ENTRY, STACK, 0);
+    let guest = if long_mode {
+        let cr3 = or_fail!(
+            identity_map(&layout, PAGE_TABLES, 4 << 30),
+            "guest page tables"
+        );
+        GuestState::long_mode(cr3, u64::from(ENTRY), u64::from(STACK))
+    } else {
+        protected_mode_paging_off(&caps, ENTRY, STACK, 0)
+    };
+    let cap = APIC_CAPS
+        .iter()
+        .find(|(word, _)| boot.has_argument(word))
+        .map_or(ApicVirtualization::VirtualInterruptDelivery, |&(_, cap)| {
+            cap
+        });
+    let apic_tier = ApicVirtualization::best(&caps).at_most(cap);
     let settings = or_fail!(
-        appliance_controls(false, false)
-            .prefer(PinControl::PreemptionTimer)
+        apic_tier
+            .require_controls(appliance_controls(false, false).prefer(PinControl::PreemptionTimer))
             .reconcile(&caps),
         "VMX controls"
+    );
+    // The virtual-APIC and APIC-access pages, before the EPT tables take
+    // the rest of host memory.
+    let mut virtual_apic = VirtualApic::new(
+        apic_tier,
+        or_fail!(memory.page(), "virtual-APIC page"),
+        or_fail!(memory.page(), "APIC-access page"),
+        DEFAULT_APIC_BASE,
     );
     if !settings.has(PinControl::PreemptionTimer) {
         finish(
@@ -246,8 +313,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         );
     }
     println!(
-        "irq-basics: {scenario} guest, TSC {tsc_hz} Hz, preemption timer rate 2^{}",
-        caps.misc.preemption_timer_rate
+        "irq-basics: {scenario} guest, TSC {tsc_hz} Hz, preemption timer rate 2^{}, APIC virtualization {} (best offered: {})",
+        caps.misc.preemption_timer_rate,
+        apic_tier.name(),
+        ApicVirtualization::best(&caps).name()
     );
     // `_tables` lives as long as `main`: the processor walks them.
     let BuiltVcpu {
@@ -256,10 +325,17 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         ..
     } = or_fail!(
         build_vcpu(&vmx, &mut memory, &settings, &guest, |ept| {
-            Ok(layout.map_ram_into(ept, &UniformHostMemory(MemoryType::WriteBack))?)
+            layout.map_ram_into(ept, &UniformHostMemory(MemoryType::WriteBack))?;
+            if let Some(apic) = &virtual_apic {
+                apic.map_access_page(ept)?;
+            }
+            Ok(())
         }),
         "vCPU"
     );
+    if let Some(apic) = virtual_apic.as_mut() {
+        or_fail!(apic.configure(vcpu.vmcs()), "APIC virtualization");
+    }
 
     let cpuid = cpuid_policy(tsc_hz);
     let lines = core::array::from_fn(|gsi| LINES.line(gsi));
@@ -288,9 +364,13 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             rate: caps.misc.preemption_timer_rate,
             tsc_hz,
         });
+    if let Some(apic) = virtual_apic {
+        dispatch = dispatch.with_virtual_apic(apic);
+    }
     vcpu.set_accounting(boot.has_argument("stats"));
     let stop = dispatch.run(&mut vcpu, &mut board);
     println!("{}", vcpu.stats());
+    let evidence = apic_evidence(apic_tier, &dispatch, vcpu.stats());
     let report = read_report(&board.layout);
     let Stop::Requested(StopRequest::ExitStatus(status)) = stop else {
         finish(
@@ -311,7 +391,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             format_args!("{scenario} guest failed check {check}, report {report:?}"),
         );
     }
-    describe(scenario, &report, &board.layout);
+    describe(scenario, &report, &board.layout, apic_tier);
+    if long_mode {
+        evidence.require_for_apic_virt();
+    }
     finish(
         Outcome::Pass,
         format_args!("{scenario} guest passed every check"),
@@ -357,8 +440,114 @@ fn read_report(ram: &impl GuestMemory) -> [u32; 16] {
     })
 }
 
+/// What APIC virtualization did in a run, from the dispatcher's and the
+/// vCPU's counts.
+struct ApicEvidence {
+    tier: ApicVirtualization,
+    virtual_deliveries: u64,
+    virtual_eois: u64,
+    tpr_changes: u64,
+    interrupt_windows: u64,
+    cr8_exits: u64,
+    tpr_threshold_exits: u64,
+    apic_access_exits: u64,
+    apic_write_exits: u64,
+    eoi_exits: u64,
+    injected_by_software: u64,
+}
+
+fn exits(stats: &ExitStats, reason: BasicExitReason) -> u64 {
+    stats.count[reason as usize]
+}
+
+/// Prints the counts and returns them.
+fn apic_evidence(
+    tier: ApicVirtualization,
+    dispatch: &Dispatcher<'_, 96>,
+    stats: &ExitStats,
+) -> ApicEvidence {
+    let apic = dispatch
+        .virtual_apic()
+        .map(|v| *v.stats())
+        .unwrap_or_default();
+    let evidence = ApicEvidence {
+        tier,
+        virtual_deliveries: apic.virtual_deliveries,
+        virtual_eois: apic.virtual_eois,
+        tpr_changes: apic.tpr_changes,
+        interrupt_windows: exits(stats, BasicExitReason::InterruptWindow),
+        cr8_exits: exits(stats, BasicExitReason::CrAccess),
+        tpr_threshold_exits: exits(stats, BasicExitReason::TprBelowThreshold),
+        apic_access_exits: exits(stats, BasicExitReason::ApicAccess),
+        apic_write_exits: exits(stats, BasicExitReason::ApicWrite),
+        eoi_exits: exits(stats, BasicExitReason::VirtualizedEoi),
+        injected_by_software: dispatch.injected_interrupts(),
+    };
+    let e = &evidence;
+    println!(
+        "apic-virtualization: {}; {} of the model's requests delivered by the processor from RVI; {} injected by the run loop; {} interrupt-window exits; {} EOIs virtualized, {} EOI-induced exits; {} TPR changes without an exit; {} CR8 exits; {} TPR-below-threshold exits; {} APIC-access exits; {} APIC-write exits",
+        e.tier.name(),
+        e.virtual_deliveries,
+        e.injected_by_software,
+        e.interrupt_windows,
+        e.virtual_eois,
+        e.eoi_exits,
+        e.tpr_changes,
+        e.cr8_exits,
+        e.tpr_threshold_exits,
+        e.apic_access_exits,
+        e.apic_write_exits,
+    );
+    evidence
+}
+
+impl ApicEvidence {
+    /// Fails the run unless the counts show the tier at work for the
+    /// `apic-virt` guest, whose checks passed: with virtual-interrupt
+    /// delivery the processor delivered the model's requests from RVI and
+    /// the self-IPIs on its own, nothing was injected or waited for in an
+    /// interrupt window, CR8 never exited and only the level-triggered EOIs
+    /// did; with the TPR shadow MOV CR8 never exited and the TPR changes
+    /// reached the model, and the run loop injected every interrupt; in
+    /// software, CR8 exited and the run loop injected every interrupt.
+    fn require_for_apic_virt(&self) {
+        let holds = match self.tier {
+            ApicVirtualization::VirtualInterruptDelivery => {
+                self.virtual_deliveries >= APIC_VIRT_MODEL_REQUESTS
+                    && self.injected_by_software == 0
+                    && self.interrupt_windows == 0
+                    && self.cr8_exits == 0
+                    && self.eoi_exits == APIC_VIRT_LEVEL_EOIS
+            }
+            ApicVirtualization::TprShadow => {
+                self.cr8_exits == 0
+                    && self.tpr_changes > 0
+                    && self.injected_by_software == APIC_VIRT_INTERRUPTS
+            }
+            ApicVirtualization::Software => {
+                self.cr8_exits == APIC_VIRT_CR8_ACCESSES
+                    && self.apic_access_exits == 0
+                    && self.injected_by_software == APIC_VIRT_INTERRUPTS
+            }
+        };
+        if !holds {
+            finish(
+                Outcome::Fail,
+                format_args!(
+                    "apic-virt passed its checks, but the counts do not show APIC virtualization {} at work",
+                    self.tier.name()
+                ),
+            );
+        }
+        println!(
+            "apic-virt: APIC virtualization {} shown at work",
+            self.tier.name()
+        );
+    }
+}
+
 /// Prints what the passing guest measured.
-fn describe(scenario: &str, r: &[u32; 16], ram: &impl GuestMemory) {
+fn describe(scenario: &str, r: &[u32; 16], ram: &impl GuestMemory, tier: ApicVirtualization) {
     match scenario {
         "pic-pit" => println!(
             "pic-pit: {} IRQ0 ticks of PIT mode 2 (count 1193) through the 8259A and virtual wire took {} TSC ticks, expected {} at {} kHz (within 0.1%); CPUID 0x15: {} kHz",
@@ -388,10 +577,19 @@ fn describe(scenario: &str, r: &[u32; 16], ram: &impl GuestMemory) {
             "if-held: a line raised and a timer expired during CLI waited in the IRR; after STI {} line and {} timer interrupt arrived after the STI shadow",
             r[0], r[1]
         ),
+        "apic-virt" => println!(
+            "apic-virt: {} LAPIC interrupts in order (self-IPIs through the ICR, TPR through CR8 and the xAPIC page, priority order after STI, the LAPIC timer waking HLT); GSI 20 (level, active-low) delivered {} times, {} of them again after an EOI",
+            r[0], r[1], r[2]
+        ),
         "bench" => {
             let (least, median, most) = latency_spread(ram);
-            println!("irq inject latency over {BENCH_COUNT} line raises: least {least}, median {median}, most {most} TSC ticks from the raising OUT to the handler's first instruction");
-            println!("bench irq.inject_latency {median} tsc");
+            println!("irq inject latency over {BENCH_COUNT} line raises ({}): least {least}, median {median}, most {most} TSC ticks from the raising OUT to the handler's first instruction", tier.name());
+            let name = match tier {
+                ApicVirtualization::Software => "irq.inject_latency_software",
+                ApicVirtualization::TprShadow => "irq.inject_latency_tpr_shadow",
+                ApicVirtualization::VirtualInterruptDelivery => "irq.inject_latency",
+            };
+            println!("bench {name} {median} tsc");
         }
         _ => println!("{scenario}: report {r:?}"),
     }
