@@ -96,7 +96,8 @@ pub fn prepare() -> Result<LinuxAssets, String> {
 
     let initramfs = dir.join("initramfs.cpio");
     let modules_dir = kernel_tree.join(format!("lib/modules/{release}"));
-    let archive = build_initramfs(&busybox_tree.join("bin/busybox"), &modules_dir)?;
+    let init = assemble_init(&dir)?;
+    let archive = build_initramfs(&busybox_tree.join("bin/busybox"), &modules_dir, &init)?;
     write_if_changed(&initramfs, &archive)?;
 
     let base_vhd = dir.join("base.vhd");
@@ -321,10 +322,35 @@ fn read_module(modules_dir: &Path, name: &str) -> Result<Vec<u8>, String> {
     Ok(output.stdout)
 }
 
+/// Assembles and links `/init` ([`guest::INIT_SOURCE`]) in `dir` with the
+/// host's binutils: a static x86-64 executable, stripped, without a build
+/// id, so the same source gives the same bytes.
+pub fn assemble_init(dir: &Path) -> Result<Vec<u8>, String> {
+    let source = dir.join("init.S");
+    let object = dir.join("init.o");
+    let program = dir.join("init");
+    fs::write(&source, guest::INIT_SOURCE).map_err(|e| format!("{}: {e}", source.display()))?;
+    run_quiet(
+        Command::new("as")
+            .arg("--64")
+            .arg("-o")
+            .arg(&object)
+            .arg(&source),
+    )?;
+    run_quiet(
+        Command::new("ld")
+            .args(["-m", "elf_x86_64", "-static", "--build-id=none", "-s"])
+            .arg("-o")
+            .arg(&program)
+            .arg(&object),
+    )?;
+    fs::read(&program).map_err(|e| format!("{}: {e}", program.display()))
+}
+
 /// The initramfs: busybox and its applet links, device nodes, the virtio
-/// modules (checked to be listed after their dependencies), the scripts and
-/// the payload.
-fn build_initramfs(busybox: &Path, modules_dir: &Path) -> Result<Vec<u8>, String> {
+/// modules (checked to be listed after their dependencies), `/init` (the
+/// program `init`), the scripts and the payload.
+fn build_initramfs(busybox: &Path, modules_dir: &Path, init: &[u8]) -> Result<Vec<u8>, String> {
     let mut archive = cpio::CpioWriter::new();
     for dir in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
         archive.directory(dir, 0o755);
@@ -347,7 +373,8 @@ fn build_initramfs(busybox: &Path, modules_dir: &Path) -> Result<Vec<u8>, String
         }
         archive.file(&format!("lib/modules/{name}.ko"), 0o644, &module);
     }
-    archive.file("init", 0o755, guest::init_script().as_bytes());
+    archive.file("init", 0o755, init);
+    archive.file("init.sh", 0o755, guest::init_script().as_bytes());
     archive.file("disk-check", 0o755, guest::disk_check_script().as_bytes());
     archive.file("payload", 0o644, &guest::payload());
     Ok(archive.finish())

@@ -98,10 +98,11 @@ pub fn run(machine: &Machine, dir: &Path, command_line: &str) -> Result<RunRepor
     )
 }
 
-/// One boot without streaming, for the benchmarks: the `bench` lines
-/// its console printed (boot to userspace, hypervisor memory overhead) and
-/// the image's stripped size as `image.linux_appliance`.
-pub fn bench(dir: &Path) -> Result<Vec<String>, String> {
+/// One boot without streaming, for the benchmarks: boot to userspace in
+/// emulated instructions (see [`guest::boot_to_userspace`]), the `bench`
+/// lines its console printed (hypervisor memory overhead) and the image's
+/// stripped size as `image.linux_appliance`.
+pub fn bench(dir: &Path) -> Result<(u64, Vec<String>), String> {
     let prepared = prepare(dir, "")?;
     let report = emulator::boot_with_disk(
         &machine(),
@@ -119,6 +120,18 @@ pub fn bench(dir: &Path) -> Result<Vec<String>, String> {
             dir.display()
         ));
     }
+    if !report.console.contains("guest tsc offset 0") {
+        return Err(format!(
+            "{EXAMPLE}: the guest's TSC was not the host's (no `guest tsc offset 0`; logs in {})",
+            dir.display()
+        ));
+    }
+    let ticks = guest::boot_to_userspace(&report.console).ok_or(format!(
+        "{EXAMPLE}: no `{}` and `{}` lines (logs in {})",
+        guest::KERNEL_ENTRY_TSC,
+        guest::INIT_TSC,
+        dir.display()
+    ))?;
     let mut lines: Vec<String> = report
         .console
         .lines()
@@ -128,7 +141,51 @@ pub fn bench(dir: &Path) -> Result<Vec<String>, String> {
         .collect();
     let size = image::stripped_size(&image::build(EXAMPLE)?)?;
     lines.push(format!("bench image.linux_appliance {size} bytes"));
-    Ok(lines)
+    Ok((ticks, lines))
+}
+
+/// The bare-machine counterpart of the appliance: the same kernel and
+/// initramfs entered the same way, without VMX.
+pub const NATIVE_EXAMPLE: &str = "linux-native";
+
+/// linux-native's boot modules: the `vmlinux` and `initramfs` the
+/// appliance boots.
+pub fn native_modules(_dir: &Path) -> Result<Vec<Module>, String> {
+    let assets = linux_assets::prepare()?;
+    Ok(vec![
+        Module {
+            path: assets.vmlinux,
+            name: "vmlinux".into(),
+        },
+        Module {
+            path: assets.initramfs,
+            name: "initramfs".into(),
+        },
+    ])
+}
+
+/// One boot of linux-native on the appliance's machine: emulated
+/// instructions from the jump into the kernel to init's first instruction,
+/// counted as for the appliance. The run must end with the guest's result
+/// line ([`guest::BARE_MACHINE_PASS`]).
+pub fn native_bench(dir: &Path) -> Result<u64, String> {
+    let elf = image::build(NATIVE_EXAMPLE)?;
+    let modules = native_modules(dir)?;
+    let iso = image::iso(dir, &elf, "", &modules)?;
+    let report = emulator::boot(&machine(), &iso, dir, false)?;
+    if report.verdict() != Verdict::Pass || !report.console.contains(guest::BARE_MACHINE_PASS) {
+        return Err(format!(
+            "{NATIVE_EXAMPLE}: {} (logs in {})",
+            report.summary(),
+            dir.display()
+        ));
+    }
+    guest::boot_to_userspace(&report.console).ok_or(format!(
+        "{NATIVE_EXAMPLE}: no `{}` and `{}` lines (logs in {})",
+        guest::KERNEL_ENTRY_TSC,
+        guest::INIT_TSC,
+        dir.display()
+    ))
 }
 
 /// The scenario: two boots, then the checks on the child. Returns whether

@@ -405,6 +405,20 @@ pub const SCENARIOS: &[Scenario] = &[
         boots: Boot::LinuxVhd,
         ..DEFAULT
     },
+    // The same kernel and initramfs on the bare machine: the image jumps to
+    // the PVH entry, so the result line comes from the guest's init.
+    Scenario {
+        name: "linux-native",
+        example: crate::linux_vhd::NATIVE_EXAMPLE,
+        timeout_secs: 900,
+        console_contains: &[
+            crate::linux_assets::guest::KERNEL_ENTRY_TSC,
+            crate::linux_assets::guest::INIT_TSC,
+            crate::linux_assets::guest::BARE_MACHINE_PASS,
+        ],
+        modules: Some(crate::linux_vhd::native_modules),
+        ..DEFAULT
+    },
 ];
 
 /// Scenarios of the VT-x core: guests in each mode, and a processor without

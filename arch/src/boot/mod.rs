@@ -7,6 +7,9 @@
 //! memory map, command line and modules into a [`BootInfo`] and calls the
 //! image's `main`, named with [`entry!`](crate::entry).
 //!
+//! An image that hands the machine to a kernel instead leaves long mode
+//! with [`enter_pvh32`].
+//!
 //! A run ends with [`finish`]: a `PONTE-RESULT: PASS|FAIL <reason>` line on
 //! the console, then the exit conventions of both emulators (QEMU's
 //! isa-debug-exit at port 0xf4, Bochs' "Shutdown" string at port 0x8900).
@@ -15,12 +18,18 @@
 mod console;
 #[cfg(target_os = "none")]
 mod cpu_tables;
+mod handoff;
 #[cfg(target_os = "none")]
 mod start;
 
-use core::{fmt, ops::Range};
+use core::{
+    fmt,
+    ops::Range,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 pub use console::{init_logger, Console};
+pub use handoff::enter_pvh32;
 use heapless::Vec;
 
 /// How many memory-map entries [`BootInfo`] keeps.
@@ -57,26 +66,117 @@ pub struct MemoryRegion {
 
 /// A file the loader placed in memory next to the image. Only the boot
 /// runtime makes modules (the type is non-exhaustive), so `range` is always
-/// memory the loader filled and the runtime keeps reserved.
+/// memory the loader filled and the runtime keeps reserved, until the image
+/// moves the module ([`HostMemory::move_module`](crate::memory::HostMemory::move_module)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BootModule {
-    /// Physical addresses of its bytes (end exclusive).
+    /// Physical addresses of its bytes as the loader placed them (end
+    /// exclusive).
     pub range: Range<u64>,
     /// The module's command line as given to the loader (by convention its
     /// name followed by arguments).
     pub name: &'static str,
+    /// Its entry in [`MODULE_SLOTS`].
+    pub(crate) slot: usize,
 }
 
+/// Where a module's bytes are, shared by every copy of its [`BootModule`]:
+/// the loader's range, whether it was borrowed, and where it was moved.
+struct ModuleSlot {
+    start: AtomicU64,
+    len: AtomicU64,
+    /// [`UNTOUCHED`], [`BORROWED`], or the address of the moved copy.
+    state: AtomicU64,
+}
+
+/// Neither borrowed nor moved.
+const UNTOUCHED: u64 = 0;
+/// Its bytes were borrowed where the loader put them.
+const BORROWED: u64 = 1;
+
+#[allow(clippy::declare_interior_mutable_const)] // Only to initialise the array.
+const EMPTY_SLOT: ModuleSlot = ModuleSlot {
+    start: AtomicU64::new(0),
+    len: AtomicU64::new(0),
+    state: AtomicU64::new(UNTOUCHED),
+};
+/// The modules' locations, filled once by the runtime before `main`.
+static MODULE_SLOTS: [ModuleSlot; MAX_MODULES] = [EMPTY_SLOT; MAX_MODULES];
+
 impl BootModule {
-    /// The module's bytes.
+    /// Records a module the loader placed at `range` in slot `slot`.
+    #[cfg_attr(not(target_os = "none"), allow(dead_code))]
+    fn register(slot: usize, range: Range<u64>, name: &'static str) -> Option<Self> {
+        let entry = MODULE_SLOTS.get(slot)?;
+        entry.start.store(range.start, Ordering::SeqCst);
+        entry
+            .len
+            .store(range.end.saturating_sub(range.start), Ordering::SeqCst);
+        entry.state.store(UNTOUCHED, Ordering::SeqCst);
+        Some(Self { range, name, slot })
+    }
+
+    fn entry(&self) -> Option<&'static ModuleSlot> {
+        MODULE_SLOTS.get(self.slot)
+    }
+
+    /// The module's bytes: where the loader put them, or where they were
+    /// moved to.
     pub fn bytes(&self) -> &'static [u8] {
-        let len = self.range.end.saturating_sub(self.range.start) as usize;
-        // SAFETY: modules are made only by the runtime (non-exhaustive), from
-        // the loader's module tags; their memory is identity-mapped, a
-        // reserved range no allocator hands out and nothing writes, so a
-        // shared slice of it is valid for the whole run.
-        unsafe { core::slice::from_raw_parts(self.range.start as *const u8, len) }
+        if let Some(moved) = self.moved_bytes() {
+            return moved;
+        }
+        let Some(entry) = self.entry() else {
+            return &[];
+        };
+        // Once borrowed, the loader's copy is never given up (see
+        // `record_move`). A failed exchange means borrowed or moved.
+        let _ =
+            entry
+                .state
+                .compare_exchange(UNTOUCHED, BORROWED, Ordering::SeqCst, Ordering::SeqCst);
+        if let Some(moved) = self.moved_bytes() {
+            return moved;
+        }
+        let start = entry.start.load(Ordering::SeqCst);
+        let len = entry.len.load(Ordering::SeqCst) as usize;
+        // SAFETY: slots are filled only by the runtime, from the loader's
+        // module tags; that memory is identity-mapped, a reserved range no
+        // allocator hands out and nothing writes, and it stays so: the state
+        // is now BORROWED, so `move_module` never gives it up.
+        unsafe { core::slice::from_raw_parts(start as *const u8, len) }
+    }
+
+    /// The moved copy's bytes, if the module was moved.
+    pub(crate) fn moved_bytes(&self) -> Option<&'static [u8]> {
+        let entry = self.entry()?;
+        let at = entry.state.load(Ordering::SeqCst);
+        if at == UNTOUCHED || at == BORROWED {
+            return None;
+        }
+        let len = entry.len.load(Ordering::SeqCst) as usize;
+        // SAFETY: `record_move` stored the address of a copy of `len`
+        // bytes allocated for the module for the rest of the run and never
+        // written again.
+        Some(unsafe { core::slice::from_raw_parts(at as *const u8, len) })
+    }
+
+    /// Whether the bytes were borrowed where the loader put them.
+    pub(crate) fn is_borrowed(&self) -> bool {
+        self.entry()
+            .is_some_and(|e| e.state.load(Ordering::SeqCst) == BORROWED)
+    }
+
+    /// Records that the module now lives at `to` (a copy of its bytes);
+    /// false if its bytes were borrowed first (or it has no slot).
+    pub(crate) fn record_move(&self, to: u64) -> bool {
+        self.entry().is_some_and(|e| {
+            to > BORROWED
+                && e.state
+                    .compare_exchange(UNTOUCHED, to, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+        })
     }
 
     /// The module's arguments: its command line after the first word.
@@ -220,7 +320,7 @@ macro_rules! entry {
 #[cfg(target_os = "none")]
 mod runtime {
     use super::*;
-    use crate::memory::{HostMemory, PhysicalFrames};
+    use crate::memory::HostMemory;
 
     const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
@@ -247,15 +347,12 @@ mod runtime {
             );
         }
         let boot = read_multiboot2(info);
-        let frames = match PhysicalFrames::new(boot.usable_memory(), boot.reserved_ranges()) {
-            Ok(frames) => frames,
-            Err(e) => finish(Outcome::Fail, format_args!("memory map unusable: {e:?}")),
-        };
-        // SAFETY: the boot page tables identity-map the first 4 GiB, and the
-        // free ranges exclude firmware, the image (with its stacks and
-        // tables), the loader's information and the modules; this is the
-        // only HostMemory.
-        let memory = match unsafe { HostMemory::new(frames) } {
+        // SAFETY: the boot page tables identity-map the first 4 GiB; the
+        // firmware's usable ranges are RAM, and the reserved ranges of
+        // `boot` name everything else in use: firmware, the image (with its
+        // stacks and tables), the loader's information and the modules;
+        // this is the only HostMemory.
+        let memory = match unsafe { HostMemory::new(&boot) } {
             Ok(memory) => memory,
             Err(e) => finish(Outcome::Fail, format_args!("memory map unusable: {e:?}")),
         };
@@ -317,7 +414,8 @@ mod runtime {
         for module in mbi.module_tags() {
             let name = module.cmdline().unwrap_or("");
             let range = u64::from(module.start_address())..u64::from(module.end_address());
-            if boot.modules.push(BootModule { range, name }).is_err() {
+            let registered = BootModule::register(boot.modules.len(), range, name);
+            if registered.and_then(|m| boot.modules.push(m).ok()).is_none() {
                 log::warn!("more than {MAX_MODULES} boot modules; the rest is ignored");
                 break;
             }

@@ -133,8 +133,10 @@ ponte_boot_pdpt:
 ponte_boot_pd:
     .skip 4096 * 4
     .global ponte_boot_stack_top
+    /* 128 KiB: appliances keep their boards, memory maps and loader
+       structures on the stack, several KiB per frame. */
 ponte_boot_stack:
-    .skip 65536
+    .skip 131072
 ponte_boot_stack_top:
 "#
 );

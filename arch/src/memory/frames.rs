@@ -103,6 +103,66 @@ impl<const N: usize> PhysicalFrames<N> {
         self.remove(range)
     }
 
+    /// Allocates `size` bytes aligned to `align` that do not overlap
+    /// `avoid`; returns the first address. Otherwise as [`allocate`](Self::allocate).
+    pub fn allocate_outside(
+        &mut self,
+        size: u64,
+        align: u64,
+        avoid: Range<u64>,
+    ) -> Result<u64, FrameError> {
+        if size == 0
+            || !size.is_multiple_of(FRAME_SIZE)
+            || !align.is_power_of_two()
+            || align < FRAME_SIZE
+        {
+            return Err(FrameError::BadRequest { size, align });
+        }
+        let found = self.free.iter().find_map(|r| {
+            // The lowest aligned start in `r`, moved past `avoid` if the
+            // block would overlap it.
+            let mut start = align_up(r.start, align)?;
+            let mut end = start.checked_add(size)?;
+            if start < avoid.end && avoid.start < end {
+                start = align_up(avoid.end.max(r.start), align)?;
+                end = start.checked_add(size)?;
+            }
+            (end <= r.end).then_some(start)
+        });
+        let start = found.ok_or(FrameError::OutOfMemory { size, align })?;
+        self.remove(start..start + size)?;
+        Ok(start)
+    }
+
+    /// The first address of `range` that is not free, if any.
+    pub fn first_unavailable(&self, range: Range<u64>) -> Option<u64> {
+        let mut at = range.start;
+        // Free ranges are sorted and disjoint: walk those that cover `at`.
+        for r in &self.free {
+            if at >= range.end {
+                return None;
+            }
+            if r.end <= at {
+                continue;
+            }
+            if r.start > at {
+                return Some(at);
+            }
+            at = r.end;
+        }
+        (at < range.end).then_some(at)
+    }
+
+    /// Takes `range`, which must be wholly free, out of the free memory;
+    /// on failure nothing changes and the first address that is not free is
+    /// returned.
+    pub fn take(&mut self, range: Range<u64>) -> Result<(), u64> {
+        if let Some(at) = self.first_unavailable(range.clone()) {
+            return Err(at);
+        }
+        self.remove(range).map_err(|_| 0)
+    }
+
     /// Allocates one frame.
     pub fn allocate_frame(&mut self) -> Result<u64, FrameError> {
         self.allocate(FRAME_SIZE, FRAME_SIZE)
@@ -281,6 +341,56 @@ mod tests {
         // Adjacent frees still merge within capacity.
         frames.free(all[1], FRAME_SIZE).unwrap();
         assert_eq!(frames.free_bytes(), 3 * FRAME_SIZE);
+    }
+
+    #[test]
+    fn allocation_outside_a_range_skips_it_and_stays_aligned() {
+        let mut frames = PhysicalFrames::<8>::new([MIB..16 * MIB], []).unwrap();
+        let at = frames
+            .allocate_outside(2 * MIB, 2 * MIB, 0..5 * MIB)
+            .unwrap();
+        assert_eq!(at, 6 * MIB, "first 2 MiB boundary at or after 5 MiB");
+        // Below the avoided range when it fits there.
+        let low = frames
+            .allocate_outside(MIB, FRAME_SIZE, 3 * MIB..4 * MIB)
+            .unwrap();
+        assert_eq!(low, MIB);
+        // A block that would straddle the end of a free range is not taken.
+        assert_eq!(
+            frames.allocate_outside(10 * MIB, FRAME_SIZE, 0..9 * MIB),
+            Err(FrameError::OutOfMemory {
+                size: 10 * MIB,
+                align: FRAME_SIZE
+            })
+        );
+        let rest = frames
+            .allocate_outside(8 * MIB, FRAME_SIZE, 0..8 * MIB)
+            .unwrap();
+        assert_eq!(rest, 8 * MIB);
+        assert!(frames
+            .free_ranges()
+            .iter()
+            .all(|r| r.end <= 6 * MIB || r.start >= 16 * MIB));
+    }
+
+    #[test]
+    fn taking_a_range_needs_all_of_it_free() {
+        let mut frames =
+            PhysicalFrames::<8>::new([MIB..4 * MIB, 5 * MIB..8 * MIB], [2 * MIB..2 * MIB + 4096])
+                .unwrap();
+        // Crosses the reserved frame: refused, naming it, nothing taken.
+        assert_eq!(frames.take(MIB..3 * MIB), Err(2 * MIB));
+        // Crosses the hole between the usable ranges.
+        assert_eq!(frames.take(3 * MIB..6 * MIB), Err(4 * MIB));
+        // Starts before all RAM.
+        assert_eq!(frames.take(0..MIB + 4096), Err(0));
+        let before = frames.free_bytes();
+        frames.take(5 * MIB..6 * MIB).unwrap();
+        assert_eq!(frames.free_bytes(), before - MIB);
+        // Taken means no longer free: a second take and allocations avoid it.
+        assert_eq!(frames.take(5 * MIB..5 * MIB + 4096), Err(5 * MIB));
+        assert_eq!(frames.first_unavailable(6 * MIB..8 * MIB), None);
+        assert_eq!(frames.first_unavailable(7 * MIB..9 * MIB), Some(8 * MIB));
     }
 
     #[test]

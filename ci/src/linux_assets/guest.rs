@@ -1,6 +1,15 @@
-//! What the Linux guest does with its disk: the raw test layout the base
-//! image holds, and the `/init` and `/disk-check` scripts that verify it
-//! and record each boot.
+//! What the Linux guest does: `/init`, a small program that reads the TSC
+//! first thing in userspace and prints it ([`INIT_SOURCE`]), then
+//! `/init.sh`, which on ponte checks the disk (the raw test layout the base
+//! image holds, verified and recorded by `/disk-check`) and on the bare
+//! machine reports that Linux reached init.
+//!
+//! Boot time is counted from inside both runs the same way: the image
+//! prints `kernel entry tsc N` (the TSC just before it enters the kernel:
+//! the first VM entry under ponte, the jump on the bare machine), init
+//! prints `PONTE-GUEST: init tsc N`; [`boot_to_userspace`] subtracts. Under
+//! Bochs the TSC counts emulated instructions, ponte's own exit handling
+//! included, and ponte gives the guest the host's TSC (offset 0).
 //!
 //! Layout of the virtual disk (512-byte sectors, 2 MiB VHD blocks):
 //! - sector [`HEADER_SECTOR`] (block 0): the text [`HEADER_TEXT`];
@@ -58,8 +67,42 @@ const _: () = assert!((BOOT_RECORD_SECTOR + 1) * 512 <= DISK_SIZE);
 /// Busybox applets the scripts call, linked to `/bin/busybox`.
 pub const APPLETS: &[&str] = &[
     "sh", "mount", "insmod", "dd", "cmp", "tr", "head", "sleep", "sync", "poweroff", "cat", "ls",
-    "mkdir", "uname",
+    "mkdir", "uname", "grep",
 ];
+
+/// GNU assembler source of `/init` (x86-64 Linux, static).
+pub const INIT_SOURCE: &str = include_str!("init.S");
+/// What `/init` prints before the TSC value.
+pub const INIT_TSC: &str = "PONTE-GUEST: init tsc ";
+/// What the images print before the TSC value at the kernel's entry.
+pub const KERNEL_ENTRY_TSC: &str = "kernel entry tsc ";
+/// The result line init prints on the bare machine, where no image is left
+/// to print one.
+pub const BARE_MACHINE_PASS: &str = "PONTE-RESULT: PASS Linux reached init on the bare machine";
+
+/// The `grep` pattern of `/proc/cpuinfo`'s line saying the CPU runs under a
+/// hypervisor.
+pub const HYPERVISOR_FLAG: &str = "^flags.* hypervisor";
+
+/// The number after the first `marker` on a line of `console`.
+fn value_after(console: &str, marker: &str) -> Option<u64> {
+    console.lines().find_map(|line| {
+        let rest = line.split_once(marker)?.1;
+        let digits: &str = &rest[..rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len())];
+        digits.parse().ok()
+    })
+}
+
+/// TSC ticks from the kernel's entry to init's first instruction, from the
+/// two lines a run printed; `None` if either is missing or init's is not
+/// later.
+pub fn boot_to_userspace(console: &str) -> Option<u64> {
+    let entry = value_after(console, KERNEL_ENTRY_TSC)?;
+    let init = value_after(console, INIT_TSC)?;
+    init.checked_sub(entry).filter(|&t| t > 0)
+}
 
 /// The line a successful boot prints, having found `generation`.
 pub fn pass_line(generation: u64) -> String {
@@ -145,8 +188,10 @@ say "PASS generation $generation -> $next"
     )
 }
 
-/// `/init`: mounts, loads the virtio modules, waits for `/dev/vda`, runs
-/// `/disk-check` and powers off.
+/// `/init.sh`, run by `/init`: mounts; under a hypervisor (ponte: CPUID's
+/// hypervisor bit, a `hypervisor` flag in `/proc/cpuinfo`) loads the virtio
+/// modules, waits for `/dev/vda`, runs `/disk-check`; on the bare machine,
+/// which has no disk for it, prints [`BARE_MACHINE_PASS`]. Then powers off.
 pub fn init_script() -> String {
     let modules = MODULES.join(" ");
     format!(
@@ -156,6 +201,11 @@ stop() {{ say "powering off"; sync; poweroff -f; }}
 say "init started on $(uname -r)"
 mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev || {{ say "FAIL cannot mount proc, sys, dev"; stop; }}
 say "mounted proc, sys, devtmpfs"
+if ! grep -qw '{HYPERVISOR_FLAG}' /proc/cpuinfo; then
+    say "bare machine (no hypervisor flag): no disk to check"
+    echo "{BARE_MACHINE_PASS}"
+    stop
+fi
 for module in {modules}; do
     insmod /lib/modules/$module.ko || {{ say "FAIL insmod $module"; stop; }}
     say "loaded $module"
@@ -283,6 +333,95 @@ mod tests {
             out.contains("FAIL boot record is '', expected 'PONTE-BOOT 1'"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn init_prints_the_tsc_first_then_runs_the_script() {
+        let dir = std::env::temp_dir().join(format!("ponte-guest-init-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let program = crate::linux_assets::assemble_init(&dir).unwrap();
+        assert_eq!(&program[..4], b"\x7fELF");
+        assert_eq!(
+            crate::linux_assets::assemble_init(&dir).unwrap(),
+            program,
+            "reproducible"
+        );
+        let run = || {
+            Command::new(dir.join("init"))
+                .env_clear()
+                .env("PONTE_PROBE", "1")
+                .output()
+                .unwrap()
+        };
+        let first = run();
+        let second = run();
+        let stdout = String::from_utf8(first.stdout).unwrap();
+        let line = stdout.lines().next().unwrap();
+        let value: u64 = line
+            .strip_prefix(INIT_TSC)
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .parse()
+            .unwrap();
+        assert!(value > 0);
+        assert!(
+            stdout.ends_with('\n') && stdout.lines().count() == 1,
+            "{stdout:?}"
+        );
+        let later = value_after(&String::from_utf8(second.stdout).unwrap(), INIT_TSC).unwrap();
+        assert!(later > value, "the TSC is read at each run");
+        // On the host there is no /init.sh: the shell it runs says so.
+        let stderr = String::from_utf8_lossy(&first.stderr);
+        assert!(stderr.contains("/init.sh"), "{stderr}");
+        assert!(!first.status.success());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn boot_time_is_init_tsc_minus_kernel_entry_tsc() {
+        let console = "linux-vhd: kernel at 0x1000000\r\nkernel entry tsc 1000\r\n\
+                       [    0.0] Linux version 6.1\r\nPONTE-GUEST: init tsc 1500000\r\n\
+                       PONTE-GUEST: init started\r\n";
+        assert_eq!(boot_to_userspace(console), Some(1_499_000));
+        assert_eq!(boot_to_userspace("kernel entry tsc 1000\n"), None);
+        assert_eq!(boot_to_userspace("PONTE-GUEST: init tsc 5\n"), None);
+        assert_eq!(
+            boot_to_userspace("kernel entry tsc 9\nPONTE-GUEST: init tsc 5\n"),
+            None,
+            "init before the entry is no measurement"
+        );
+        assert_eq!(
+            boot_to_userspace("kernel entry tsc x\nPONTE-GUEST: init tsc 5\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_hypervisor_test_tells_ponte_from_the_bare_machine() {
+        let matches = |cpuinfo: &str| {
+            let mut child = Command::new("grep")
+                .args(["-qw", HYPERVISOR_FLAG])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(cpuinfo.as_bytes())
+                .unwrap();
+            child.wait().unwrap().success()
+        };
+        let flags = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae";
+        assert!(matches(&format!("{flags} hypervisor lahf_lm\n")));
+        assert!(matches(&format!("{flags} hypervisor\n")));
+        assert!(!matches(&format!("{flags} lahf_lm\n")));
+        assert!(!matches("model name\t: hypervisor\nflags\t\t: fpu\n"));
+        let init = init_script();
+        let bare = init.find(BARE_MACHINE_PASS).unwrap();
+        assert!(bare < init.find("insmod").unwrap());
+        assert!(init.find("mount -t proc").unwrap() < init.find("/proc/cpuinfo").unwrap());
     }
 
     #[test]

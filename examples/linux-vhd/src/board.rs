@@ -53,28 +53,82 @@ const IA32_MCG_STATUS: u32 = 0x17a;
 
 /// The marker the guest's init prints first (see the runner's guest assets).
 const INIT_MARKER: &[u8] = b"PONTE-GUEST:";
+/// The guest's spelling of the image's result marker: a guest line never
+/// reaches the console as a result line of the image.
+const GUEST_RESULT_MARKER: &[u8] = b"PONTE-RESULT(guest):";
+
+/// Follows a byte stream for one marker; `feed` says when it completes.
+/// The markers here do not overlap themselves (no proper prefix is also a
+/// suffix), so a mismatch can restart at the current byte.
+struct Marker {
+    text: &'static [u8],
+    matched: usize,
+}
+
+impl Marker {
+    const fn new(text: &'static [u8]) -> Self {
+        Self { text, matched: 0 }
+    }
+
+    /// Takes the next byte; true when it completes the marker.
+    fn feed(&mut self, byte: u8) -> bool {
+        if self.text.get(self.matched) != Some(&byte) {
+            self.matched = 0;
+        }
+        if self.text.get(self.matched) == Some(&byte) {
+            self.matched += 1;
+        }
+        if self.matched == self.text.len() {
+            self.matched = 0;
+            return true;
+        }
+        false
+    }
+}
 
 /// COM1's output: the appliance's console, watched for init's first line.
+/// The image's result marker is renamed in guest output
+/// ([`GUEST_RESULT_MARKER`]), so the guest cannot speak for the image.
 pub struct ConsoleSink {
-    matched: usize,
-    start_tsc: u64,
-    /// TSC when the first init line began to arrive.
-    pub init_tsc: Option<u64>,
+    init: Marker,
+    result: Marker,
+    /// Whether init's marker has been seen.
+    pub init_seen: bool,
+}
+
+impl ConsoleSink {
+    fn new() -> Self {
+        Self {
+            init: Marker::new(INIT_MARKER),
+            result: Marker::new(ponte_arch::boot::RESULT_MARKER.as_bytes()),
+            init_seen: false,
+        }
+    }
+
+    fn emit(byte: u8) {
+        if byte != b'\r' {
+            Console::write_byte(byte);
+        }
+    }
 }
 
 impl SerialSink for ConsoleSink {
     fn write_byte(&mut self, byte: u8) {
-        if byte != b'\r' {
-            Console::write_byte(byte);
+        if self.init.feed(byte) {
+            self.init_seen = true;
         }
-        if self.init_tsc.is_none() {
-            if INIT_MARKER.get(self.matched) == Some(&byte) {
-                self.matched += 1;
-                if self.matched == INIT_MARKER.len() {
-                    self.init_tsc = Some(ponte_arch::cpu::tsc());
-                }
-            } else {
-                self.matched = usize::from(INIT_MARKER.first() == Some(&byte));
+        let held = self.result.matched;
+        if self.result.feed(byte) {
+            GUEST_RESULT_MARKER.iter().copied().for_each(Self::emit);
+        } else if self.result.matched == 0 || self.result.matched <= held {
+            // The bytes held back as a possible marker were not one: out
+            // they go, then this byte unless it starts a new match.
+            self.result.text[..held]
+                .iter()
+                .copied()
+                .for_each(Self::emit);
+            if self.result.matched == 0 {
+                Self::emit(byte);
             }
         }
     }
@@ -168,15 +222,7 @@ impl<'a> Board<'a> {
             lapic,
             pit: Pit::new(clock, line(0)?),
             rtc,
-            com1: Serial::new(
-                0x3f8,
-                line(4)?,
-                ConsoleSink {
-                    matched: 0,
-                    start_tsc: 0,
-                    init_tsc: None,
-                },
-            ),
+            com1: Serial::new(0x3f8, line(4)?, ConsoleSink::new()),
             pm: Pm1a::new(PM1A_EVENT, PM1A_CONTROL),
             pci: PciBus::new(),
             router: IrqRouter::pc_default(),
@@ -235,16 +281,9 @@ impl<'a> Board<'a> {
         Ok(())
     }
 
-    /// Records the TSC at the kernel's entry.
-    pub fn set_start_tsc(&mut self, tsc: u64) {
-        self.com1.sink_mut().start_tsc = tsc;
-    }
-
-    /// Emulated time from the kernel's entry to init's first line, in TSC
-    /// ticks, if init printed.
-    pub fn boot_to_userspace(&self) -> Option<u64> {
-        let sink = self.com1.sink();
-        sink.init_tsc.map(|t| t.wrapping_sub(sink.start_tsc))
+    /// Whether init has printed its marker.
+    pub fn init_printed(&self) -> bool {
+        self.com1.sink().init_seen
     }
 
     /// Prints the state that explains a failed run.

@@ -31,7 +31,7 @@
 use super::elf::ElfFile;
 use super::{align_up, le16, le32, le64, LoadError, Module, PlacedModule, RamRange, FOUR_GIB};
 use crate::memory::{GuestMemory, MemoryError};
-use core::fmt;
+use core::{fmt, ops::Range};
 use heapless::Vec;
 
 pub mod bzimage;
@@ -429,6 +429,121 @@ pub struct LoadedLinux {
     pub memory_map: MemoryMap,
 }
 
+impl LoadedLinux {
+    /// Every guest-physical range the load wrote: the kernel, the
+    /// initramfs, the boot information page and the command line area
+    /// (PVH), plus the page tables and GDT of the 64-bit entry (bzImage,
+    /// at `area`'s addresses).
+    pub fn footprint(&self, area: &BootArea) -> Vec<(BootStructure, Range<u64>), MAX_CLAIMS> {
+        let mut out: Vec<(BootStructure, Range<u64>), MAX_CLAIMS> = Vec::new();
+        let span = |start: u64, len: u64| start..start.saturating_add(len);
+        let mut ranges = [
+            Some((BootStructure::Kernel, self.kernel_start..self.kernel_end)),
+            self.initrd
+                .map(|m| (BootStructure::Initrd, m.start..m.end.max(m.start + 1))),
+            Some((
+                BootStructure::BootInfo,
+                span(self.boot_info, BOOT_INFO_SIZE),
+            )),
+            Some((
+                BootStructure::Cmdline,
+                span(self.cmdline, CMDLINE_AREA_SIZE),
+            )),
+            None,
+            None,
+        ];
+        if self.protocol == LinuxProtocol::BzImage64 {
+            ranges[4] = Some((
+                BootStructure::PageTables,
+                span(area.page_tables, PAGE_TABLES_SIZE),
+            ));
+            ranges[5] = Some((BootStructure::Gdt, span(area.gdt, GDT_SIZE)));
+        }
+        for range in ranges.into_iter().flatten() {
+            // At most six entries, below the capacity.
+            let _ = out.push(range);
+        }
+        out
+    }
+}
+
+/// Guest memory that accepts every write and keeps nothing: what [`plan`]
+/// loads into.
+struct Discard;
+
+impl GuestMemory for Discard {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        Err(MemoryError::NotRam {
+            addr,
+            len: buf.len() as u64,
+        })
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let len = data.len() as u64;
+        addr.checked_add(len)
+            .map(|_| ())
+            .ok_or(MemoryError::Overflow { addr, len })
+    }
+}
+
+/// Where [`load`] would put everything for `config`, without writing
+/// anything: for a loader that must claim the destination (and move what
+/// lies there) before loading. A later [`load`] with the same
+/// configuration places everything at the same addresses.
+pub fn plan(config: &LinuxConfig<'_>) -> Result<LoadedLinux, LinuxError> {
+    load(&Discard, config)
+}
+
+/// A machine's firmware memory map as the loader's inputs: the usable
+/// ranges below `ram_end` as RAM, every other range (ACPI, NVS, defective,
+/// reserved) as a reserved region of the matching type. RAM at or above
+/// `ram_end` is left out, so the kernel sees the same amount of RAM as a
+/// guest of `ram_end` bytes would; ranges the firmware lists twice or
+/// overlapping are refused by [`build_memory_map`] later.
+pub fn firmware_layout(
+    map: &[ponte_arch::boot::MemoryRegion],
+    ram_end: u64,
+) -> Result<
+    (
+        Vec<RamRange, MAX_LAYOUT_RANGES>,
+        Vec<MemoryRegion, MAX_LAYOUT_RANGES>,
+    ),
+    LinuxError,
+> {
+    use ponte_arch::boot::MemoryKind;
+    let mut ram: Vec<RamRange, MAX_LAYOUT_RANGES> = Vec::new();
+    let mut reserved: Vec<MemoryRegion, MAX_LAYOUT_RANGES> = Vec::new();
+    let too_many = LinuxError::TooManyRanges {
+        count: map.len(),
+        max: MAX_LAYOUT_RANGES,
+    };
+    for region in map {
+        let start = region.range.start;
+        let len = region.range.end.saturating_sub(start);
+        if len == 0 {
+            continue;
+        }
+        let kind = match region.kind {
+            MemoryKind::Usable => {
+                let end = region.range.end.min(ram_end);
+                if start < end {
+                    ram.push(RamRange::new(start, end - start))
+                        .map_err(|_| too_many)?;
+                }
+                continue;
+            }
+            MemoryKind::AcpiReclaimable => MemoryType::Acpi,
+            MemoryKind::AcpiNvs => MemoryType::Nvs,
+            MemoryKind::Defective => MemoryType::Unusable,
+            MemoryKind::Reserved => MemoryType::Reserved,
+        };
+        reserved
+            .push(MemoryRegion::new(start, len, kind))
+            .map_err(|_| too_many)?;
+    }
+    Ok((ram, reserved))
+}
+
 /// Why a Linux kernel could not be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinuxError {
@@ -760,7 +875,7 @@ fn overlaps(a_start: u64, a_end: u64, b_start: u64, b_end: u64) -> bool {
 }
 
 /// Most structures one load places.
-const MAX_CLAIMS: usize = 8;
+pub const MAX_CLAIMS: usize = 8;
 
 /// The guest RAM usable for placement and what has been placed in it.
 struct Placement {

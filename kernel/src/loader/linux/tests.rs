@@ -973,3 +973,124 @@ fn real_vmlinux_loads_through_pvh() {
         loaded.kernel_end
     );
 }
+
+#[test]
+fn plan_names_every_byte_a_load_then_writes() {
+    let f = vmlinux(&pvh_notes(&(PVH_ENTRY as u32).to_le_bytes()));
+    let initrd = initrd_bytes();
+    let module = Module {
+        data: &initrd,
+        cmdline: "initrd.cpio",
+    };
+    let cfg = config(&f, Some(module));
+    let planned = plan(&cfg).unwrap();
+    let footprint = planned.footprint(&cfg.boot_area);
+    let structures: StdVec<BootStructure> = footprint.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        structures,
+        [
+            BootStructure::Kernel,
+            BootStructure::Initrd,
+            BootStructure::BootInfo,
+            BootStructure::Cmdline
+        ],
+        "PVH writes no page tables or GDT"
+    );
+    let mem = FakeMemory::new(&RAM);
+    let loaded = load(&mem, &cfg).unwrap();
+    assert_eq!(loaded, planned, "the plan is where the load puts things");
+    // Every byte the load changed lies in the footprint.
+    for range in RAM {
+        let bytes = mem.bytes(range.start, range.len as usize);
+        for (i, &b) in bytes.iter().enumerate() {
+            let addr = range.start + i as u64;
+            if b != crate::loader::fake_memory::FILL {
+                assert!(
+                    footprint.iter().any(|(_, r)| r.contains(&addr)),
+                    "{addr:#x} written outside the footprint {footprint:x?}"
+                );
+            }
+        }
+    }
+    // And the footprint is no wider than what was placed.
+    let (_, kernel) = &footprint[0];
+    assert_eq!(*kernel, PVH_PADDR..PVH_PADDR + PVH_MEMSZ);
+    let (_, placed) = &footprint[1];
+    assert_eq!(placed.end - placed.start, initrd.len() as u64);
+}
+
+#[test]
+fn bzimage_footprint_includes_its_page_tables_and_gdt() {
+    let image = bzimage();
+    let cfg = config(&image, None);
+    let planned = plan(&cfg).unwrap();
+    let footprint = planned.footprint(&cfg.boot_area);
+    let area = BootArea::LOW_MEMORY;
+    assert!(footprint.contains(&(
+        BootStructure::PageTables,
+        area.page_tables..area.page_tables + PAGE_TABLES_SIZE
+    )));
+    assert!(footprint.contains(&(BootStructure::Gdt, area.gdt..area.gdt + GDT_SIZE)));
+    assert!(!footprint.iter().any(|(s, _)| *s == BootStructure::Initrd));
+}
+
+#[test]
+fn a_firmware_map_becomes_the_kernels_memory_map_with_ram_clipped() {
+    use ponte_arch::boot::{MemoryKind, MemoryRegion as Firmware};
+    let region = |start: u64, end: u64, kind| Firmware {
+        range: start..end,
+        kind,
+    };
+    // The map a PC BIOS reports for 256 MiB: EBDA and BIOS area reserved,
+    // ACPI tables at the top of RAM, the BIOS ROM below 4 GiB.
+    let firmware = [
+        region(0, 0x9_fc00, MemoryKind::Usable),
+        region(0x9_fc00, 0xa_0000, MemoryKind::Reserved),
+        region(0xe_8000, 0x10_0000, MemoryKind::Reserved),
+        region(0x10_0000, 0xfff_0000, MemoryKind::Usable),
+        region(0xfff_0000, 0x1000_0000, MemoryKind::AcpiReclaimable),
+        region(0xfffc_0000, 0x1_0000_0000, MemoryKind::Reserved),
+        region(0x1_0000_0000, 0x1_0000_0000, MemoryKind::AcpiNvs),
+    ];
+    let (ram, reserved) = firmware_layout(&firmware, 128 << 20).unwrap();
+    assert_eq!(
+        ram.as_slice(),
+        &[
+            RamRange::new(0, 0x9_fc00),
+            RamRange::new(0x10_0000, (128 << 20) - 0x10_0000)
+        ]
+    );
+    let map = build_memory_map(&ram, &reserved).unwrap();
+    let got: StdVec<(u64, u64, MemoryType)> =
+        map.iter().map(|r| (r.start, r.len, r.kind)).collect();
+    assert_eq!(
+        got,
+        [
+            (0, 0x9_fc00, MemoryType::Ram),
+            (0x9_fc00, 0x10_0000 - 0x9_fc00, MemoryType::Reserved),
+            (0x10_0000, (128 << 20) - 0x10_0000, MemoryType::Ram),
+            (0xfff_0000, 0x1_0000, MemoryType::Acpi),
+            (0xfffc_0000, 0x4_0000, MemoryType::Reserved),
+        ],
+        "RAM above 128 MiB is left out, the other ranges keep their types"
+    );
+    // NVS and defective ranges keep their E820 types.
+    let (_, reserved) = firmware_layout(
+        &[
+            region(0x1000, 0x2000, MemoryKind::AcpiNvs),
+            region(0x3000, 0x4000, MemoryKind::Defective),
+        ],
+        1 << 30,
+    )
+    .unwrap();
+    let kinds: StdVec<MemoryType> = reserved.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [MemoryType::Nvs, MemoryType::Unusable]);
+    // More ranges than the loader takes: a typed error, not a truncation.
+    let many: StdVec<Firmware> = (0..MAX_LAYOUT_RANGES as u64 + 1)
+        .map(|i| region(i * 0x2000, i * 0x2000 + 0x1000, MemoryKind::Usable))
+        .collect();
+    assert!(matches!(
+        firmware_layout(&many, 1 << 30),
+        Err(LinuxError::TooManyRanges { .. })
+    ));
+}
