@@ -481,15 +481,15 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             }
             return Ok(None);
         };
-        let delivers = self
-            .virtual_apic
-            .as_ref()
-            .is_some_and(|v| v.delivers_interrupts());
-        if delivers {
-            if let Some(apic) = interrupts.local_apic() {
-                apic.set_processor_delivery(true);
+        let delivers = match self.virtual_apic.as_mut() {
+            Some(virtual_apic) if virtual_apic.delivers_interrupts() => {
+                if let Some(apic) = interrupts.local_apic() {
+                    virtual_apic.before_decision(apic);
+                }
+                true
             }
-        }
+            _ => false,
+        };
         let guest = GuestEventState {
             interrupts_enabled: vmcs.read(GuestN::Rflags)? & RFLAGS_IF != 0,
             interruptibility: vmcs.read(Guest32::InterruptibilityState)?,

@@ -165,8 +165,8 @@ pub trait ApicModel {
     fn set_tpr(&mut self, tpr: u8);
     /// Processor priority.
     fn ppr(&self) -> u8;
-    /// Word `index` (vectors `32 * index` ..) of the IRR, ISR and TMR.
-    fn vector_words(&self, index: usize) -> (u32, u32, u32);
+    /// The IRR, ISR and TMR, eight 32-bit words each (vectors 0-31 first).
+    fn vector_registers(&self) -> VectorRegisters;
     /// A vector requested by the guest's own self-IPI, which the processor
     /// virtualized (edge-triggered).
     fn request_self_ipi(&mut self, vector: u8);
@@ -203,12 +203,12 @@ impl<C: Clock> ApicModel for LocalApic<C> {
     fn ppr(&self) -> u8 {
         LocalApic::ppr(self)
     }
-    fn vector_words(&self, index: usize) -> (u32, u32, u32) {
-        (
-            self.irr().word(index),
-            self.isr().word(index),
-            self.tmr().word(index),
-        )
+    fn vector_registers(&self) -> VectorRegisters {
+        VectorRegisters {
+            irr: core::array::from_fn(|i| self.irr().word(i)),
+            isr: core::array::from_fn(|i| self.isr().word(i)),
+            tmr: core::array::from_fn(|i| self.tmr().word(i)),
+        }
     }
     fn request_self_ipi(&mut self, vector: u8) {
         self.request_vector(vector, TriggerMode::Edge)
@@ -243,6 +243,17 @@ impl<C: Clock> ApicModel for LocalApic<C> {
     fn eoi_exit_bitmap(&self) -> [u64; 4] {
         LocalApic::eoi_exit_bitmap(self)
     }
+}
+
+/// The LAPIC's 256-bit vector registers, as the xAPIC page lays them out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VectorRegisters {
+    /// Interrupt request register.
+    pub irr: [u32; 8],
+    /// In-service register.
+    pub isr: [u32; 8],
+    /// Trigger mode register.
+    pub tmr: [u32; 8],
 }
 
 /// What APIC virtualization did, for integrators and tests.
@@ -296,9 +307,16 @@ pub struct VirtualApic<'a> {
     page: VirtualApicPage<'a>,
     access_page: u64,
     guest_base: u64,
-    /// The EOI-exit bitmap and TPR threshold as last written.
-    eoi_exit: Option<[u64; 4]>,
+    /// The EOI-exit bitmap (from the TMR) and TPR threshold as last
+    /// written.
+    eoi_exit: Option<[u32; 8]>,
     threshold: Option<u8>,
+    /// VIRR and VISR as the page holds them as far as the host knows: as
+    /// last written, or as read after an exit.
+    page_irr: [u32; 8],
+    page_isr: [u32; 8],
+    /// The model was told that the processor delivers its vectors.
+    delivery_announced: bool,
     /// The mirrored registers must be copied again before the next entry.
     mirror_stale: bool,
     stats: ApicVirtualizationStats,
@@ -326,6 +344,9 @@ impl<'a> VirtualApic<'a> {
             guest_base: guest_base & !0xFFF,
             eoi_exit: None,
             threshold: None,
+            page_irr: [0; 8],
+            page_isr: [0; 8],
+            delivery_announced: false,
             mirror_stale: true,
             stats: ApicVirtualizationStats::default(),
         })
@@ -377,10 +398,25 @@ impl<'a> VirtualApic<'a> {
         self.threshold = Some(0);
         if self.tier == ApicVirtualization::VirtualInterruptDelivery {
             self.write_eoi_exit(vmcs, [0; 4])?;
+            self.eoi_exit = Some([0; 8]);
             vmcs.write(Guest16::InterruptStatus, 0)?;
         }
+        self.page.write_vectors(offset::VIRR, &[0; 8]);
+        self.page.write_vectors(offset::VISR, &[0; 8]);
+        self.page_irr = [0; 8];
+        self.page_isr = [0; 8];
         self.mirror_stale = true;
         Ok(())
+    }
+
+    /// Before the run loop decides an entry: with virtual-interrupt
+    /// delivery, tells the model (once) that the processor delivers its
+    /// fixed vectors, so that the decision leaves them alone.
+    pub fn before_decision(&mut self, apic: &mut dyn ApicModel) {
+        if self.delivers_interrupts() && !self.delivery_announced {
+            apic.set_processor_delivery(true);
+            self.delivery_announced = true;
+        }
     }
 
     /// Whether the processor delivers the LAPIC's fixed vectors.
@@ -410,8 +446,18 @@ impl<'a> VirtualApic<'a> {
         }
         let virr = self.page.read_vectors(offset::VIRR);
         let visr = self.page.read_vectors(offset::VISR);
+        if virr == self.page_irr && visr == self.page_isr {
+            // Nothing delivered, ended or raised since the entry.
+            return;
+        }
+        self.page_irr = virr;
+        self.page_isr = visr;
+        let model = apic.vector_registers();
         for index in 0..8 {
-            let (irr, isr, _) = apic.vector_words(index);
+            let (irr, isr) = (model.irr[index], model.isr[index]);
+            if virr[index] == irr && visr[index] == isr {
+                continue;
+            }
             let base = 32 * index as u8;
             // Requested by a virtualized self-IPI: pending, or already
             // delivered (in service without having been requested).
@@ -427,8 +473,7 @@ impl<'a> VirtualApic<'a> {
                 self.stats.virtual_deliveries += 1;
             }
             // Ended: in service for the model, not on the page.
-            let (_, isr, _) = apic.vector_words(index);
-            for bit in bits(isr & !visr[index]) {
+            for bit in bits((isr | delivered) & !visr[index]) {
                 apic.end_of_interrupt(base + bit);
                 self.stats.virtual_eois += 1;
             }
@@ -442,7 +487,11 @@ impl<'a> VirtualApic<'a> {
         vmcs: &mut V,
         apic: &mut dyn ApicModel,
     ) -> Result<(), VmcsError> {
-        self.page.write(offset::VTPR, u32::from(apic.tpr()));
+        let tpr = apic.tpr();
+        let tpr_changed = u32::from(tpr) != self.page.read(offset::VTPR);
+        if tpr_changed {
+            self.page.write(offset::VTPR, u32::from(tpr));
+        }
         if !self.delivers_interrupts() {
             let threshold = apic.tpr_threshold();
             if self.threshold != Some(threshold) {
@@ -451,17 +500,32 @@ impl<'a> VirtualApic<'a> {
             }
             return Ok(());
         }
-        apic.set_processor_delivery(true);
+        let model = apic.vector_registers();
+        let mut changed = tpr_changed;
         for index in 0..8 {
-            let (irr, isr, _) = apic.vector_words(index);
-            self.page.write(offset::VIRR + 16 * index as u32, irr);
-            self.page.write(offset::VISR + 16 * index as u32, isr);
+            let slot = 16 * index as u32;
+            if model.irr[index] != self.page_irr[index] {
+                self.page.write(offset::VIRR + slot, model.irr[index]);
+                changed = true;
+            }
+            if model.isr[index] != self.page_isr[index] {
+                self.page.write(offset::VISR + slot, model.isr[index]);
+                changed = true;
+            }
         }
-        self.page.write(offset::VPPR, u32::from(apic.ppr()));
-        vmcs.write(Guest16::InterruptStatus, apic.guest_interrupt_status())?;
-        let eoi_exit = apic.eoi_exit_bitmap();
-        if self.eoi_exit != Some(eoi_exit) {
-            self.write_eoi_exit(vmcs, eoi_exit)?;
+        // Unchanged, the page's VPPR and the VMCS's RVI/SVI are as the
+        // processor left them, which is what the model holds.
+        if changed {
+            self.page_irr = model.irr;
+            self.page_isr = model.isr;
+            self.page.write(offset::VPPR, u32::from(apic.ppr()));
+            vmcs.write(Guest16::InterruptStatus, apic.guest_interrupt_status())?;
+        }
+        if self.eoi_exit != Some(model.tmr) {
+            // The bitmap follows the TMR: the level-triggered vectors, whose
+            // EOI the IOAPIC must see.
+            self.write_eoi_exit(vmcs, apic.eoi_exit_bitmap())?;
+            self.eoi_exit = Some(model.tmr);
             self.mirror_stale = true;
         }
         if self.mirror_stale {
@@ -500,7 +564,6 @@ impl<'a> VirtualApic<'a> {
         for (field, value) in fields.into_iter().zip(bitmap) {
             vmcs.write(field, value)?;
         }
-        self.eoi_exit = Some(bitmap);
         Ok(())
     }
 

@@ -147,14 +147,15 @@ impl Processor<'_, '_> {
     }
 }
 
-/// One round trip: the run loop's entry, the processor running `guest`,
-/// the exit.
+/// One round trip as the run loop makes it: before the decision, the
+/// entry, the processor running `guest`, the exit.
 fn run(
     apic: &mut VirtualApic<'static>,
     vmcs: &mut MemVmcs,
     model: &mut LocalApic<&ManualClock>,
     guest: impl FnOnce(&mut Processor<'_, 'static>),
 ) {
+    apic.before_decision(model);
     apic.before_entry(vmcs, model).unwrap();
     guest(&mut Processor { apic, vmcs });
     apic.after_exit(model);
