@@ -1,4 +1,6 @@
 //! `cargo xtask bench`: one line per figure, `bench <name> <value> <unit>`.
+//! `PONTE_BENCH_ONLY=linux,vhd` runs only the groups named (see
+//! [`ONLY_VARIABLE`]).
 //!
 //! - `image.<example>`: stripped size of each appliance image.
 //! - `vhd.*`, `qemu.*`, `raw.*`: VHD throughput of ponte-vhd's file backend
@@ -43,14 +45,51 @@ pub const GUEST_BENCHMARKS: &[(&str, &str)] = &[
     ("irq-basics", "bench apic=software"),
 ];
 
-/// Prints every benchmark figure; a failing group does not stop the others.
+/// The environment variable that limits `cargo xtask bench` to some groups:
+/// a comma-separated list of `images`, `ept`, `guests`, `vhd`, `linux`
+/// (unset: all of them).
+pub const ONLY_VARIABLE: &str = "PONTE_BENCH_ONLY";
+
+/// A benchmark group: prints its lines, or says why it could not.
+type Group = fn() -> Result<(), String>;
+
+/// The benchmark groups, in the order they run.
+const GROUPS: [(&str, Group); 5] = [
+    ("images", image_sizes),
+    ("ept", ept_map),
+    ("guests", guest_benchmarks),
+    ("vhd", vhd),
+    ("linux", linux),
+];
+
+/// Whether group `name` runs under the filter `only` (the value of
+/// [`ONLY_VARIABLE`], if set).
+fn selected(only: Option<&str>, name: &str) -> bool {
+    only.is_none_or(|list| list.split(',').any(|g| g.trim() == name))
+}
+
+/// Prints every benchmark figure (or those of the groups [`ONLY_VARIABLE`]
+/// names); a failing group does not stop the others.
 pub fn run() -> Result<(), String> {
-    let images = image_sizes();
-    let ept = ept_map();
-    let guests = guest_benchmarks();
-    let vhd = vhd();
-    let linux = linux();
-    images.and(ept).and(guests).and(vhd).and(linux)
+    let only = std::env::var(ONLY_VARIABLE).ok();
+    if let Some(list) = &only {
+        if let Some(unknown) = list
+            .split(',')
+            .map(str::trim)
+            .find(|g| !GROUPS.iter().any(|(name, _)| name == g))
+        {
+            return Err(format!(
+                "{ONLY_VARIABLE}: no benchmark group {unknown:?} (groups: images, ept, guests, vhd, linux)"
+            ));
+        }
+    }
+    let mut result = Ok(());
+    for (name, group) in GROUPS {
+        if selected(only.as_deref(), name) {
+            result = result.and(group());
+        }
+    }
+    result
 }
 
 /// Debian's Linux under the linux-vhd appliance in Bochs and on the bare
@@ -193,5 +232,21 @@ fn vhd() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{} failed ({status})", program.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_selects_named_groups_only() {
+        assert!(GROUPS.iter().all(|(name, _)| selected(None, name)));
+        assert!(selected(Some("linux"), "linux"));
+        assert!(!selected(Some("linux"), "vhd"));
+        assert!(selected(Some("vhd, linux"), "linux"));
+        assert!(selected(Some("vhd,linux"), "vhd"));
+        assert!(!selected(Some("linuxx"), "linux"));
+        assert!(!selected(Some(""), "images"));
     }
 }

@@ -4,7 +4,8 @@
 //! Boot modules (GRUB `module2`, named by their first word): `vmlinux`, the
 //! uncompressed kernel, and `initramfs`, its initrd.
 //!
-//! The image loads the kernel as linux-vhd does (same loader, command line,
+//! The image loads the kernel as linux-vhd does (same loader, command line
+//! (words after `--` on the image's command line are appended, as there),
 //! initramfs and boot structures at the same addresses) with the machine's
 //! own memory map, its RAM cut at [`LINUX_RAM_END`] so the kernel manages
 //! as much RAM as linux-vhd's guest; then it prints `kernel entry tsc N`
@@ -79,9 +80,29 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let kernel = module_bytes(kernel);
     let initramfs = module_bytes(initramfs);
 
+    // Words after `--` on the image's command line go to the kernel's, as
+    // on linux-vhd.
+    let extra = boot
+        .command_line
+        .split_once("--")
+        .map_or("", |(_, after)| after.trim());
+    let mut cmdline: heapless::String<512> = heapless::String::new();
+    let joined = cmdline.push_str(CMDLINE).and_then(|()| {
+        if extra.is_empty() {
+            Ok(())
+        } else {
+            cmdline.push(' ').and_then(|()| cmdline.push_str(extra))
+        }
+    });
+    if joined.is_err() {
+        finish(
+            Outcome::Fail,
+            format_args!("kernel command line longer than 512 bytes"),
+        );
+    }
     let config = LinuxConfig {
         kernel,
-        cmdline: CMDLINE,
+        cmdline: &cmdline,
         initrd: Some(Module {
             data: initramfs,
             cmdline: "initramfs",
