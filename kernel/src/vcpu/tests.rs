@@ -2,7 +2,7 @@ use std::{vec, vec::Vec};
 
 use ponte_arch::vmx::{
     exit::IoAccess,
-    vmcs::{Control32, Control64, Guest32, GuestN, ReadOnly32},
+    vmcs::{Control32, Control64, Guest16, Guest32, GuestN, ReadOnly32},
     MemVmcs, VmExit, VmcsExt,
 };
 
@@ -915,4 +915,191 @@ fn cr4_writes_follow_the_guests_cpuid_and_cpuid_follows_the_board() {
         panic!("a CR access without a handler must stop the loop");
     };
     assert_eq!(stop, Stop::Unhandled(mov_to_cr4));
+}
+
+/// A board whose interrupt system is one LAPIC model, decided by
+/// [`crate::irq::inject::decide`] as a board's would be.
+struct ApicBoard<'c> {
+    lapic: crate::irq::lapic::LocalApic<&'c crate::time::ManualClock>,
+}
+
+impl Interrupts for ApicBoard<'_> {
+    fn decide(&mut self, guest: &GuestEventState) -> Decision {
+        let mut chips = crate::irq::router::Chips {
+            pic: None,
+            ioapic: None,
+            lapic: Some(&mut self.lapic),
+        };
+        crate::irq::inject::decide(guest, &mut chips, None)
+    }
+    fn next_deadline_ns(&self) -> Option<u64> {
+        None
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+    fn local_apic(&mut self) -> Option<&mut dyn apicv::ApicModel> {
+        Some(&mut self.lapic)
+    }
+}
+
+impl Platform for ApicBoard<'_> {
+    fn interrupts(&mut self) -> Option<&mut dyn Interrupts> {
+        Some(self)
+    }
+}
+
+fn apic_board(clock: &crate::time::ManualClock) -> ApicBoard<'_> {
+    let mut lapic = crate::irq::lapic::LocalApic::new(
+        crate::irq::lapic::LapicConfig::new(0, 1_000_000_000),
+        clock,
+    );
+    crate::device::Mmio::mmio_write(&mut lapic, 0xF0, AccessWidth::Dword, 0x1FF);
+    ApicBoard { lapic }
+}
+
+fn cr8(access: ponte_arch::vmx::exit::CrAccessType) -> VmExit {
+    VmExit::CrAccess(ponte_arch::vmx::exit::CrAccess { cr: 8, access })
+}
+
+#[test]
+fn cr8_moves_are_the_lapic_tpr_bits_7_to_4() {
+    use ponte_arch::vmx::exit::CrAccessType::{MovFrom, MovTo};
+    let policy = policy();
+    let clock = crate::time::ManualClock::new(0);
+    let mut board = apic_board(&clock);
+    let script = vec![
+        (cr8(MovTo { gpr: 3 }), 4),    // mov cr8, rbx (rbx = 5)
+        (cr8(MovFrom { gpr: 12 }), 4), // mov r12, cr8
+        (cr8(MovTo { gpr: 4 }), 4),    // mov cr8, rsp: bits 63:4 set
+    ];
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, script);
+    cpu.regs.rbx = 5;
+    cpu.regs.r12 = u64::MAX;
+    cpu.vmcs.write(GuestN::Rsp, 0x7FF0).unwrap();
+    let mut dispatch = Dispatcher::new(&policy, 39);
+    assert_eq!(dispatch.run(&mut cpu, &mut board), Stop::TripleFault);
+    // SDM "CR8": the write sets TPR[7:4], TPR[3:0] = 0; the read
+    // zero-extends TPR[7:4].
+    assert_eq!(board.lapic.tpr(), 0x50);
+    assert_eq!(cpu.regs.r12, 5);
+    // The reserved-bit write faulted: RIP stays on the MOV, TPR kept.
+    assert_eq!(cpu.rip(), 0x1008);
+
+    // Without a LAPIC model, CR8 is not the run loop's to answer.
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![(cr8(MovTo { gpr: 0 }), 4)]);
+    let mut board = InterruptBoard {
+        interrupts: ScriptedInterrupts::new(vec![enter(None, false, false)]),
+    };
+    assert!(matches!(
+        Dispatcher::new(&policy, 39).run(&mut cpu, &mut board),
+        Stop::Unhandled(VmExit::CrAccess(_))
+    ));
+}
+
+fn test_page() -> &'static mut ponte_arch::vmx::Page4K {
+    std::boxed::Box::leak(std::boxed::Box::new(ponte_arch::vmx::Page4K::zeroed()))
+}
+
+#[test]
+fn apic_access_exits_are_performed_like_the_xapic_pages_mmio() {
+    use ponte_arch::vmx::exit::ApicAccess;
+    let mut ram = vec![0u8; 0x10000];
+    // mov [rdi+0x104], ebx ; mov eax, [rdi+0x100]
+    ram[0x8000..0x8006].copy_from_slice(&[0x89, 0x9f, 0x04, 0x01, 0x00, 0x00]);
+    ram[0x8006..0x800c].copy_from_slice(&[0x8b, 0x87, 0x00, 0x01, 0x00, 0x00]);
+    let cells = core::cell::Cell::from_mut(&mut ram[..]).as_slice_of_cells();
+    let mut layout = crate::memory::GuestLayout::new();
+    layout.add_ram(0, cells).unwrap();
+    layout.add_mmio(0xFEE0_0000, 0x1000, 7).unwrap();
+    let mut board = MmioBoard {
+        layout,
+        writes: Vec::new(),
+        unclaimed: Vec::new(),
+    };
+    let access = |offset, access_type| {
+        VmExit::ApicAccess(ApicAccess {
+            offset,
+            access_type,
+            asynchronous: false,
+        })
+    };
+    let script = vec![
+        (access(0x104, ApicAccess::LINEAR_WRITE), 0),
+        (access(0x100, ApicAccess::LINEAR_READ), 0),
+        // A linear access during event delivery cannot be emulated.
+        (access(0x100, 3), 0),
+    ];
+    let mut cpu = ScriptedCpu::new(Mode::Protected, 0x8000, script);
+    cpu.vmcs.write(GuestN::Cr0, 0x11).unwrap();
+    cpu.regs.rdi = 0xFEE0_0000;
+    cpu.regs.rbx = 0x1234_5678;
+    let policy = policy();
+    let apic = apicv::VirtualApic::new(
+        apicv::ApicVirtualization::TprShadow,
+        test_page(),
+        test_page(),
+        0xFEE0_0000,
+    )
+    .unwrap();
+    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(apic);
+    let stop = dispatch.run(&mut cpu, &mut board);
+    assert!(
+        matches!(stop, Stop::Unhandled(VmExit::ApicAccess(a)) if a.access_type == 3),
+        "{stop:?}"
+    );
+    assert_eq!(board.writes, vec![(0x104, AccessWidth::Dword, 0x1234_5678)]);
+    assert_eq!(cpu.rip(), 0x800c, "both instructions performed");
+    assert_eq!(dispatch.virtual_apic().unwrap().stats().apic_accesses, 2);
+}
+
+#[test]
+fn with_virtual_interrupt_delivery_a_request_wakes_hlt_through_rvi() {
+    let policy = policy();
+    let clock = crate::time::ManualClock::new(0);
+    let mut board = apic_board(&clock);
+    let script = vec![(VmExit::Hlt, 1)];
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, script);
+    cpu.vmcs.write(GuestN::Rflags, 0x202).unwrap();
+    let apic = apicv::VirtualApic::new(
+        apicv::ApicVirtualization::VirtualInterruptDelivery,
+        test_page(),
+        test_page(),
+        0xFEE0_0000,
+    )
+    .unwrap();
+    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(apic);
+    // The guest halts with IF=1; a fixed vector is requested meanwhile.
+    let stop = {
+        board
+            .lapic
+            .request_vector(0x41, crate::irq::msi::TriggerMode::Edge);
+        dispatch.run(&mut cpu, &mut board)
+    };
+    assert_eq!(stop, Stop::TripleFault);
+    // Not injected: the processor delivers it from RVI (SDM 30.2.1), and the
+    // halted vCPU was woken for it.
+    assert_eq!(cpu.injected(), 0);
+    assert_eq!(cpu.vmcs.read(Guest16::InterruptStatus), Ok(0x41));
+    assert!(!dispatch.halted);
+    assert_eq!(dispatch.injected_interrupts(), 0);
+    assert_eq!(
+        dispatch
+            .virtual_apic()
+            .unwrap()
+            .page()
+            .read(ponte_arch::vmx::apic::offset::VIRR + 0x20),
+        1 << 1
+    );
+    // With IF=0 the halted vCPU stays asleep: nothing can wake it.
+    let mut cpu = ScriptedCpu::new(Mode::Long, 0x1000, vec![(VmExit::Hlt, 1)]);
+    let apic = apicv::VirtualApic::new(
+        apicv::ApicVirtualization::VirtualInterruptDelivery,
+        test_page(),
+        test_page(),
+        0xFEE0_0000,
+    )
+    .unwrap();
+    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(apic);
+    assert_eq!(dispatch.run(&mut cpu, &mut board), Stop::Halted);
 }
