@@ -365,12 +365,15 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         self.injected
     }
 
-    /// Runs the guest with APIC virtualization (see [`apicv`]): `apic`'s
-    /// VMCS fields written ([`apicv::VirtualApic::configure`]), its controls
-    /// set and its APIC-access page mapped. The platform's interrupt system
-    /// must give the LAPIC model ([`Interrupts::local_apic`]).
-    pub fn with_virtual_apic(mut self, apic: apicv::VirtualApic<'p>) -> Self {
-        self.virtual_apic = Some(apic);
+    /// Runs the guest with APIC virtualization (see [`apicv`]), or without
+    /// when `apic` is `None` (the software tier): its controls set
+    /// ([`apicv::ApicVirtualization::require_controls`]) and its APIC-access
+    /// page mapped; the run loop writes its VMCS fields before the first
+    /// entry unless [`apicv::VirtualApic::configure`] did. The platform's
+    /// interrupt system must give the LAPIC model
+    /// ([`Interrupts::local_apic`]).
+    pub fn with_virtual_apic(mut self, apic: Option<apicv::VirtualApic<'p>>) -> Self {
+        self.virtual_apic = apic;
         self
     }
 
@@ -409,6 +412,13 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         cpu: &mut H,
         platform: &mut P,
     ) -> Stop {
+        if let Some(virtual_apic) = self.virtual_apic.as_mut() {
+            if !virtual_apic.is_configured() {
+                if let Err(e) = virtual_apic.configure(cpu.vmcs()) {
+                    return Stop::Vmcs(e);
+                }
+            }
+        }
         loop {
             match self.prepare_entry(cpu, platform) {
                 Ok(None) => {}

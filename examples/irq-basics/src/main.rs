@@ -300,11 +300,9 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     );
     // The virtual-APIC and APIC-access pages, before the EPT tables take
     // the rest of host memory.
-    let mut virtual_apic = VirtualApic::new(
-        apic_tier,
-        or_fail!(memory.page(), "virtual-APIC page"),
-        or_fail!(memory.page(), "APIC-access page"),
-        DEFAULT_APIC_BASE,
+    let virtual_apic = or_fail!(
+        VirtualApic::from_host_memory(apic_tier, &mut memory, DEFAULT_APIC_BASE),
+        "APIC virtualization pages"
     );
     if !settings.has(PinControl::PreemptionTimer) {
         finish(
@@ -333,9 +331,6 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         }),
         "vCPU"
     );
-    if let Some(apic) = virtual_apic.as_mut() {
-        or_fail!(apic.configure(vcpu.vmcs()), "APIC virtualization");
-    }
 
     let cpuid = cpuid_policy(tsc_hz);
     let lines = core::array::from_fn(|gsi| LINES.line(gsi));
@@ -359,14 +354,12 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     }
     or_fail!(ports.add(0xF4, 4, EXIT), "port bus");
 
-    let mut dispatch =
-        Dispatcher::new(&cpuid, caps.phys_addr_bits).with_preemption_timer(PreemptionTimer {
+    let mut dispatch = Dispatcher::new(&cpuid, caps.phys_addr_bits)
+        .with_preemption_timer(PreemptionTimer {
             rate: caps.misc.preemption_timer_rate,
             tsc_hz,
-        });
-    if let Some(apic) = virtual_apic {
-        dispatch = dispatch.with_virtual_apic(apic);
-    }
+        })
+        .with_virtual_apic(virtual_apic);
     vcpu.set_accounting(boot.has_argument("stats"));
     let stop = dispatch.run(&mut vcpu, &mut board);
     println!("{}", vcpu.stats());

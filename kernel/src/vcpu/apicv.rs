@@ -42,6 +42,7 @@
 
 use ponte_arch::{
     ept::{EptError, EptTables, FrameAllocator, MappingAttributes},
+    memory::{FrameError, HostMemory},
     vmx::{
         apic::offset,
         controls::{Proc2Control, ProcControl},
@@ -317,6 +318,8 @@ pub struct VirtualApic<'a> {
     page_isr: [u32; 8],
     /// The model was told that the processor delivers its vectors.
     delivery_announced: bool,
+    /// The VMCS fields were written.
+    configured: bool,
     /// The mirrored registers must be copied again before the next entry.
     mirror_stale: bool,
     stats: ApicVirtualizationStats,
@@ -347,9 +350,30 @@ impl<'a> VirtualApic<'a> {
             page_irr: [0; 8],
             page_isr: [0; 8],
             delivery_announced: false,
+            configured: false,
             mirror_stale: true,
             stats: ApicVirtualizationStats::default(),
         })
+    }
+
+    /// APIC virtualization of `tier` with both pages taken from the image's
+    /// host memory (allocate them before the EPT tables take the rest);
+    /// `None` for the software tier.
+    pub fn from_host_memory(
+        tier: ApicVirtualization,
+        memory: &mut HostMemory,
+        guest_base: u64,
+    ) -> Result<Option<VirtualApic<'static>>, FrameError> {
+        if tier == ApicVirtualization::Software {
+            return Ok(None);
+        }
+        let (virtual_apic, access_page) = (memory.page()?, memory.page()?);
+        Ok(VirtualApic::new(
+            tier,
+            virtual_apic,
+            access_page,
+            guest_base,
+        ))
     }
 
     /// The tier.
@@ -390,8 +414,10 @@ impl<'a> VirtualApic<'a> {
     /// APIC-access addresses, a zero TPR threshold and, with virtual-
     /// interrupt delivery, an empty EOI-exit bitmap and guest interrupt
     /// status. The controls come from
-    /// [`ApicVirtualization::require_controls`].
+    /// [`ApicVirtualization::require_controls`]. The run loop does it before
+    /// its first entry if the integrator did not.
     pub fn configure<V: VmcsAccess + ?Sized>(&mut self, vmcs: &mut V) -> Result<(), VmcsError> {
+        self.configured = true;
         vmcs.write(Control64::VirtualApicAddress, self.page.address())?;
         vmcs.write(Control64::ApicAccessAddress, self.access_page)?;
         vmcs.write(Control32::TprThreshold, 0)?;
@@ -417,6 +443,11 @@ impl<'a> VirtualApic<'a> {
             apic.set_processor_delivery(true);
             self.delivery_announced = true;
         }
+    }
+
+    /// Whether [`VirtualApic::configure`] wrote the VMCS fields.
+    pub fn is_configured(&self) -> bool {
+        self.configured
     }
 
     /// Whether the processor delivers the LAPIC's fixed vectors.

@@ -1042,7 +1042,7 @@ fn apic_access_exits_are_performed_like_the_xapic_pages_mmio() {
         0xFEE0_0000,
     )
     .unwrap();
-    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(apic);
+    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(Some(apic));
     let stop = dispatch.run(&mut cpu, &mut board);
     assert!(
         matches!(stop, Stop::Unhandled(VmExit::ApicAccess(a)) if a.access_type == 3),
@@ -1068,7 +1068,7 @@ fn with_virtual_interrupt_delivery_a_request_wakes_hlt_through_rvi() {
         0xFEE0_0000,
     )
     .unwrap();
-    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(apic);
+    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(Some(apic));
     // The guest halts with IF=1; a fixed vector is requested meanwhile.
     let stop = {
         board
@@ -1081,6 +1081,9 @@ fn with_virtual_interrupt_delivery_a_request_wakes_hlt_through_rvi() {
     // halted vCPU was woken for it.
     assert_eq!(cpu.injected(), 0);
     assert_eq!(cpu.vmcs.read(Guest16::InterruptStatus), Ok(0x41));
+    // The run loop wrote the VMCS fields the integrator left to it.
+    let page = dispatch.virtual_apic().unwrap().page().address();
+    assert_eq!(cpu.vmcs.read(Control64::VirtualApicAddress), Ok(page));
     assert!(!dispatch.halted);
     assert_eq!(dispatch.injected_interrupts(), 0);
     assert_eq!(
@@ -1100,6 +1103,6 @@ fn with_virtual_interrupt_delivery_a_request_wakes_hlt_through_rvi() {
         0xFEE0_0000,
     )
     .unwrap();
-    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(apic);
+    let mut dispatch = Dispatcher::new(&policy, 39).with_virtual_apic(Some(apic));
     assert_eq!(dispatch.run(&mut cpu, &mut board), Stop::Halted);
 }
