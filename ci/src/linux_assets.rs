@@ -1,6 +1,7 @@
 //! The Linux guest's assets: Debian's stock kernel as an uncompressed
 //! `vmlinux` for the PVH entry, an initramfs with busybox, the virtio
-//! modules and the disk test ([`guest`]), and the VHD disks it runs on.
+//! modules, `/init` (assembled here with the host's binutils) and the disk
+//! test ([`guest`]), and the VHD disks it runs on.
 //!
 //! Everything derived from Debian's packages is kept in the target
 //! directory, keyed by the package versions, and rebuilt only when missing;
