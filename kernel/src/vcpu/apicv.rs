@@ -306,7 +306,8 @@ const MIRRORED: [u32; 20] = [
 pub struct VirtualApic<'a> {
     tier: ApicVirtualization,
     page: VirtualApicPage<'a>,
-    access_page: u64,
+    /// Held so that nothing else uses it; its contents are never read.
+    access_page: &'a mut Page4K,
     guest_base: u64,
     /// The EOI-exit bitmap (from the TMR) and TPR threshold as last
     /// written.
@@ -343,7 +344,7 @@ impl<'a> VirtualApic<'a> {
         Some(Self {
             tier,
             page: VirtualApicPage::new(virtual_apic),
-            access_page: access_page.phys_addr(),
+            access_page,
             guest_base: guest_base & !0xFFF,
             eoi_exit: None,
             threshold: None,
@@ -404,7 +405,7 @@ impl<'a> VirtualApic<'a> {
     ) -> Result<(), EptError> {
         ept.map(
             self.guest_base,
-            self.access_page,
+            self.access_page.phys_addr(),
             0x1000,
             MappingAttributes::DEVICE,
         )
@@ -417,9 +418,8 @@ impl<'a> VirtualApic<'a> {
     /// [`ApicVirtualization::require_controls`]. The run loop does it before
     /// its first entry if the integrator did not.
     pub fn configure<V: VmcsAccess + ?Sized>(&mut self, vmcs: &mut V) -> Result<(), VmcsError> {
-        self.configured = true;
         vmcs.write(Control64::VirtualApicAddress, self.page.address())?;
-        vmcs.write(Control64::ApicAccessAddress, self.access_page)?;
+        vmcs.write(Control64::ApicAccessAddress, self.access_page.phys_addr())?;
         vmcs.write(Control32::TprThreshold, 0)?;
         self.threshold = Some(0);
         if self.tier == ApicVirtualization::VirtualInterruptDelivery {
@@ -432,6 +432,7 @@ impl<'a> VirtualApic<'a> {
         self.page_irr = [0; 8];
         self.page_isr = [0; 8];
         self.mirror_stale = true;
+        self.configured = true;
         Ok(())
     }
 
