@@ -21,18 +21,47 @@ use super::*;
 use crate::irq::lapic::{LapicConfig, LocalApic, DEFAULT_APIC_BASE};
 use crate::time::ManualClock;
 
-const MODELS: [(&str, &str); 4] = [
+/// Every recorded Bochs CPU model (IA32_VMX_* MSRs).
+const MODELS: [(&str, &str); 11] = [
     (
-        "corei7_skylake_x",
-        include_str!("../../../../arch/src/vmx/testdata/corei7_skylake_x.txt"),
+        "broadwell_ult",
+        include_str!("../../../../arch/src/vmx/testdata/broadwell_ult.txt"),
+    ),
+    (
+        "core2_penryn_t9600",
+        include_str!("../../../../arch/src/vmx/testdata/core2_penryn_t9600.txt"),
+    ),
+    (
+        "corei3_cnl",
+        include_str!("../../../../arch/src/vmx/testdata/corei3_cnl.txt"),
+    ),
+    (
+        "corei5_arrandale_m520",
+        include_str!("../../../../arch/src/vmx/testdata/corei5_arrandale_m520.txt"),
+    ),
+    (
+        "corei5_lynnfield_750",
+        include_str!("../../../../arch/src/vmx/testdata/corei5_lynnfield_750.txt"),
+    ),
+    (
+        "corei7_haswell_4770",
+        include_str!("../../../../arch/src/vmx/testdata/corei7_haswell_4770.txt"),
+    ),
+    (
+        "corei7_icelake_u",
+        include_str!("../../../../arch/src/vmx/testdata/corei7_icelake_u.txt"),
+    ),
+    (
+        "corei7_ivy_bridge_3770k",
+        include_str!("../../../../arch/src/vmx/testdata/corei7_ivy_bridge_3770k.txt"),
     ),
     (
         "corei7_sandy_bridge_2600k",
         include_str!("../../../../arch/src/vmx/testdata/corei7_sandy_bridge_2600k.txt"),
     ),
     (
-        "corei3_cnl",
-        include_str!("../../../../arch/src/vmx/testdata/corei3_cnl.txt"),
+        "corei7_skylake_x",
+        include_str!("../../../../arch/src/vmx/testdata/corei7_skylake_x.txt"),
     ),
     (
         "tigerlake",
@@ -163,18 +192,37 @@ fn run(
 
 #[test]
 fn tiers_follow_the_recorded_capabilities() {
-    // Skylake-X and Tiger Lake offer APIC-register virtualization and
-    // virtual-interrupt delivery; Sandy Bridge and Cannon Lake only the TPR
-    // shadow and virtualized APIC accesses.
+    // Haswell and later (but Cannon Lake) offer APIC-register
+    // virtualization and virtual-interrupt delivery; the others only the
+    // TPR shadow and virtualized APIC accesses.
+    // Penryn has the TPR shadow and virtualized APIC accesses too (but no
+    // EPT, which ponte's appliances require).
     let expected = [
         (
             "corei7_skylake_x",
             ApicVirtualization::VirtualInterruptDelivery,
         ),
+        (
+            "corei7_haswell_4770",
+            ApicVirtualization::VirtualInterruptDelivery,
+        ),
+        (
+            "broadwell_ult",
+            ApicVirtualization::VirtualInterruptDelivery,
+        ),
+        (
+            "corei7_icelake_u",
+            ApicVirtualization::VirtualInterruptDelivery,
+        ),
         ("tigerlake", ApicVirtualization::VirtualInterruptDelivery),
         ("corei7_sandy_bridge_2600k", ApicVirtualization::TprShadow),
+        ("corei7_ivy_bridge_3770k", ApicVirtualization::TprShadow),
+        ("corei5_arrandale_m520", ApicVirtualization::TprShadow),
+        ("corei5_lynnfield_750", ApicVirtualization::TprShadow),
         ("corei3_cnl", ApicVirtualization::TprShadow),
+        ("core2_penryn_t9600", ApicVirtualization::TprShadow),
     ];
+    assert_eq!(expected.len(), MODELS.len());
     for (model, tier) in expected {
         let c = caps(model);
         assert_eq!(ApicVirtualization::best(&c), tier, "{model}");
@@ -219,7 +267,7 @@ fn configured_vmcs_passes_the_entry_checks() {
                 ControlRequest::new()
                     .require(PinControl::ExternalInterruptExiting)
                     .require(ProcControl::UseMsrBitmaps)
-                    .require(Proc2Control::EnableEpt),
+                    .prefer(Proc2Control::EnableEpt),
             )
             .reconcile(&c)
             .unwrap();
@@ -243,8 +291,10 @@ fn configured_vmcs_passes_the_entry_checks() {
         let mut vmcs = MemVmcs::for_cpu(&c);
         setup_vmcs(&mut vmcs, &c, &settings, &host, &guest).unwrap();
         vmcs.write(Control64::MsrBitmap, 0x20_0000).unwrap();
-        vmcs.write(Control64::EptPointer, 0x30_0000 | 3 << 3 | 6)
-            .unwrap();
+        if settings.has(Proc2Control::EnableEpt) {
+            vmcs.write(Control64::EptPointer, 0x30_0000 | 3 << 3 | 6)
+                .unwrap();
+        }
         let mut apic = virtual_apic(tier);
         apic.configure(&mut vmcs).unwrap();
         let clock = ManualClock::new(0);
