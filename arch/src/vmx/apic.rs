@@ -5,9 +5,10 @@
 //! (VPPR 0A0H, VEOI 0B0H, VISR 100H-170H, VIRR 200H-270H) and "APIC-register
 //! virtualization" (every register the guest may read without an exit).
 //!
-//! [`VirtualApicPage`] owns one such page. The processor changes it while
-//! the guest runs, behind the compiler's back, so every access is volatile
-//! and word-sized at the 32-bit register slots the SDM defines.
+//! [`VirtualApicPage`] owns one such page (or another page the guest may
+//! reach, such as the APIC-access page). The processor changes it while the
+//! guest runs, behind the compiler's back, so every access is volatile and
+//! word-sized at the 32-bit register slots the SDM defines.
 
 use super::Page4K;
 
@@ -38,9 +39,7 @@ impl<'a> VirtualApicPage<'a> {
     /// Takes `page` as a virtual-APIC page and clears it.
     pub fn new(page: &'a mut Page4K) -> Self {
         let mut this = Self { page };
-        for slot in (0..0x1000).step_by(4) {
-            this.write(slot, 0);
-        }
+        this.fill(0);
         this
     }
 
@@ -69,6 +68,13 @@ impl<'a> VirtualApicPage<'a> {
         // SAFETY: as for `read`; the page is borrowed mutably, so nothing
         // else in the host writes it at the same time.
         unsafe { core::ptr::write_volatile(word, value) }
+    }
+
+    /// Sets every word of the page to `value`.
+    pub fn fill(&mut self, value: u32) {
+        for slot in (0..0x1000).step_by(4) {
+            self.write(slot, value);
+        }
     }
 
     /// The 256-bit register (VISR, VTMR, VIRR) at `base` as eight words,
@@ -108,5 +114,8 @@ mod tests {
         assert_eq!(apic.read(0x270), 0x8000_0000);
         assert_eq!(apic.read_vectors(offset::VISR), [0; 8]);
         assert_eq!(apic.address() & 0xFFF, 0);
+        apic.fill(u32::MAX);
+        assert_eq!(apic.read(0xFFC), u32::MAX);
+        assert_eq!(apic.read(offset::VTPR), u32::MAX);
     }
 }

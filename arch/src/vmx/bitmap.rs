@@ -16,6 +16,15 @@ pub struct MsrBitmap {
     page: &'static mut Page4K,
 }
 
+impl core::fmt::Debug for MsrBitmap {
+    /// The bitmap's address (its 4 KiB of bits are left out).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MsrBitmap")
+            .field("address", &self.phys_addr())
+            .finish_non_exhaustive()
+    }
+}
+
 impl MsrBitmap {
     /// A bitmap on `page` intercepting every access.
     pub fn intercept_all(page: &'static mut Page4K) -> Self {

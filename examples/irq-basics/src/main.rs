@@ -320,7 +320,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let BuiltVcpu {
         mut vcpu,
         ept: _tables,
-        ..
+        msr_bitmap,
     } = or_fail!(
         build_vcpu(&vmx, &mut memory, &settings, &guest, |ept| {
             layout.map_ram_into(ept, &UniformHostMemory(MemoryType::WriteBack))?;
@@ -331,6 +331,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         }),
         "vCPU"
     );
+    // In x2APIC mode the processor virtualizes the x2APIC MSRs it can.
+    let virtual_apic = virtual_apic.map(|apic| apic.with_x2apic_virtualization(msr_bitmap, &caps));
 
     let cpuid = cpuid_policy(tsc_hz);
     let lines = core::array::from_fn(|gsi| LINES.line(gsi));
@@ -447,6 +449,7 @@ struct ApicEvidence {
     apic_write_exits: u64,
     eoi_exits: u64,
     injected_by_software: u64,
+    x2apic_virtualized: bool,
 }
 
 fn exits(stats: &ExitStats, reason: BasicExitReason) -> u64 {
@@ -475,10 +478,13 @@ fn apic_evidence(
         apic_write_exits: exits(stats, BasicExitReason::ApicWrite),
         eoi_exits: exits(stats, BasicExitReason::VirtualizedEoi),
         injected_by_software: dispatch.injected_interrupts(),
+        x2apic_virtualized: dispatch
+            .virtual_apic()
+            .is_some_and(|v| v.x2apic_virtualized()),
     };
     let e = &evidence;
     println!(
-        "apic-virtualization: {}; {} of the model's requests delivered by the processor from RVI; {} injected by the run loop; {} interrupt-window exits; {} EOIs virtualized, {} EOI-induced exits; {} TPR changes without an exit; {} CR8 exits; {} TPR-below-threshold exits; {} APIC-access exits; {} APIC-write exits",
+        "apic-virtualization: {}; {} of the model's requests delivered by the processor from RVI; {} injected by the run loop; {} interrupt-window exits; {} EOIs virtualized, {} EOI-induced exits; {} TPR changes without an exit; {} CR8 exits; {} TPR-below-threshold exits; {} APIC-access exits; {} APIC-write exits; x2APIC MSR writes virtualized at the end: {}",
         e.tier.name(),
         e.virtual_deliveries,
         e.injected_by_software,
@@ -490,6 +496,7 @@ fn apic_evidence(
         e.tpr_threshold_exits,
         e.apic_access_exits,
         e.apic_write_exits,
+        if e.x2apic_virtualized { "yes" } else { "no" },
     );
     evidence
 }

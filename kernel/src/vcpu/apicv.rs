@@ -34,11 +34,15 @@
 //!
 //! The APIC-access page is mapped (read/write, uncacheable, never
 //! executable) at the guest-physical base of the xAPIC page the board
-//! declares; its contents are never read. While the guest has its LAPIC in
-//! x2APIC mode, disabled, or moved elsewhere, accesses at that base are
-//! still virtualized: the register slots then read all ones, as the model's
-//! absent page does, except VTPR, VPPR, VISR, VIRR (the processor's own),
-//! and the x2APIC MSRs keep exiting to the model.
+//! declares; the host never reads it. While the guest has its LAPIC
+//! disabled or moved elsewhere, accesses at that base are still
+//! virtualized: the register slots then read all ones, as the model's
+//! absent page does, except VTPR, VPPR, VISR, VIRR (the processor's own).
+//! In x2APIC mode the x2APIC MSRs exit to the model, or with
+//! [`VirtualApic::with_x2apic_virtualization`] the processor virtualizes
+//! the TPR, EOI and SELF IPI writes; the APIC-access page is then plain
+//! memory to the guest, filled with all ones (writes there are not dropped
+//! but stay in that page).
 
 use ponte_arch::{
     ept::{EptError, EptTables, FrameAllocator, MappingAttributes},
@@ -47,13 +51,13 @@ use ponte_arch::{
         apic::offset,
         controls::{Proc2Control, ProcControl},
         vmcs::{Control32, Control64, Guest16},
-        ControlRequest, ControlSettings, Page4K, VirtualApicPage, VmcsAccess, VmcsError, VmcsExt,
-        VmxCapabilities,
+        ControlRequest, ControlSettings, MsrBitmap, Page4K, VirtualApicPage, VmcsAccess, VmcsError,
+        VmcsExt, VmxCapabilities,
     },
 };
 
 use crate::device::{AccessWidth, Mmio};
-use crate::irq::lapic::{reg, LocalApic};
+use crate::irq::lapic::{reg, ApicMode, LocalApic, MSR_X2APIC_FIRST};
 use crate::irq::msi::TriggerMode;
 use crate::time::Clock;
 
@@ -183,8 +187,12 @@ pub trait ApicModel {
     fn register_value(&self, offset: u32) -> Option<u32>;
     /// The guest-physical base of the xAPIC page while in xAPIC mode.
     fn mmio_base(&self) -> Option<u64>;
-    /// A 32-bit write of `value` to the register at xAPIC `offset`, as
-    /// through the xAPIC page.
+    /// Whether the guest put the APIC in x2APIC mode.
+    fn is_x2apic(&self) -> bool;
+    /// A 32-bit write of `value` to the register at xAPIC `offset`: through
+    /// the xAPIC page, or in x2APIC mode to the MSR of that register (a
+    /// write the model refuses is dropped, as the processor has already
+    /// completed the instruction).
     fn write_register(&mut self, offset: u32, value: u32);
     /// The TPR threshold (see [`LocalApic::tpr_threshold`]).
     fn tpr_threshold(&self) -> u8;
@@ -232,8 +240,16 @@ impl<C: Clock> ApicModel for LocalApic<C> {
     fn mmio_base(&self) -> Option<u64> {
         LocalApic::mmio_base(self)
     }
+    fn is_x2apic(&self) -> bool {
+        self.mode() == ApicMode::X2Apic
+    }
     fn write_register(&mut self, offset: u32, value: u32) {
-        self.mmio_write(u64::from(offset), AccessWidth::Dword, u64::from(value))
+        if self.mode() == ApicMode::X2Apic {
+            let msr = MSR_X2APIC_FIRST + ((offset & 0xFF0) >> 4);
+            let _ = self.write_msr(msr, u64::from(value));
+        } else {
+            self.mmio_write(u64::from(offset), AccessWidth::Dword, u64::from(value))
+        }
     }
     fn tpr_threshold(&self) -> u8 {
         LocalApic::tpr_threshold(self)
@@ -306,8 +322,8 @@ const MIRRORED: [u32; 20] = [
 pub struct VirtualApic<'a> {
     tier: ApicVirtualization,
     page: VirtualApicPage<'a>,
-    /// Held so that nothing else uses it; its contents are never read.
-    access_page: &'a mut Page4K,
+    /// Its contents are never read; all ones while the guest can reach it.
+    access_page: VirtualApicPage<'a>,
     guest_base: u64,
     /// The EOI-exit bitmap (from the TMR) and TPR threshold as last
     /// written.
@@ -323,8 +339,24 @@ pub struct VirtualApic<'a> {
     configured: bool,
     /// The mirrored registers must be copied again before the next entry.
     mirror_stale: bool,
+    /// Virtualization of the x2APIC MSRs, when the processor offers it.
+    x2apic: Option<X2apicVirtualization>,
     stats: ApicVirtualizationStats,
 }
+
+/// The x2APIC side: the MSR bitmap whose write intercepts of the
+/// virtualized MSRs are lifted while the guest is in x2APIC mode, and
+/// whether that mode is what the controls are set for.
+#[derive(Debug)]
+struct X2apicVirtualization {
+    msr_bitmap: MsrBitmap,
+    active: bool,
+}
+
+/// x2APIC TPR, EOI and SELF IPI MSRs.
+const X2APIC_TPR: u32 = 0x808;
+const X2APIC_EOI: u32 = 0x80B;
+const X2APIC_SELF_IPI: u32 = 0x83F;
 
 impl<'a> VirtualApic<'a> {
     /// APIC virtualization of `tier` with `virtual_apic` as the virtual-APIC
@@ -344,7 +376,7 @@ impl<'a> VirtualApic<'a> {
         Some(Self {
             tier,
             page: VirtualApicPage::new(virtual_apic),
-            access_page,
+            access_page: VirtualApicPage::new(access_page),
             guest_base: guest_base & !0xFFF,
             eoi_exit: None,
             threshold: None,
@@ -353,8 +385,73 @@ impl<'a> VirtualApic<'a> {
             delivery_announced: false,
             configured: false,
             mirror_stale: true,
+            x2apic: None,
             stats: ApicVirtualizationStats::default(),
         })
+    }
+
+    /// Also virtualizes the x2APIC MSRs while the guest has its APIC in
+    /// x2APIC mode, if the processor offers "virtualize x2APIC mode" (else
+    /// they keep exiting to the model): the run loop then switches from
+    /// virtualized APIC accesses to virtualized x2APIC mode (the SDM forbids
+    /// both at once) and lets writes of the TPR MSR (and, with virtual-
+    /// interrupt delivery, of EOI and SELF IPI) through `msr_bitmap`, the
+    /// vCPU's MSR bitmap, to the processor. Reads keep exiting to the model.
+    pub fn with_x2apic_virtualization(
+        mut self,
+        msr_bitmap: MsrBitmap,
+        caps: &VmxCapabilities,
+    ) -> Self {
+        if caps.proc2_allows(Proc2Control::VirtualizeX2apicMode.bit()) {
+            self.x2apic = Some(X2apicVirtualization {
+                msr_bitmap,
+                active: false,
+            });
+        }
+        self
+    }
+
+    /// Whether the x2APIC MSRs are virtualized now.
+    pub fn x2apic_virtualized(&self) -> bool {
+        self.x2apic.as_ref().is_some_and(|x| x.active)
+    }
+
+    /// Switches the controls and the MSR bitmap to the mode the guest's APIC
+    /// is in (see [`VirtualApic::with_x2apic_virtualization`]).
+    fn follow_apic_mode<V: VmcsAccess + ?Sized>(
+        &mut self,
+        vmcs: &mut V,
+        x2apic_mode: bool,
+    ) -> Result<(), VmcsError> {
+        let delivers = self.delivers_interrupts();
+        let Some(x2apic) = self.x2apic.as_mut() else {
+            return Ok(());
+        };
+        if x2apic.active == x2apic_mode {
+            return Ok(());
+        }
+        let (xapic, x2) = (
+            Proc2Control::VirtualizeApicAccesses.bit(),
+            Proc2Control::VirtualizeX2apicMode.bit(),
+        );
+        let (set, clear) = if x2apic_mode {
+            (x2, xapic)
+        } else {
+            (xapic, x2)
+        };
+        vmcs.update32(Control32::ProcBasedControls2, set, clear)?;
+        // Not virtualized in x2APIC mode, the guest reaches the APIC-access
+        // page as memory: it reads all ones there, as from the absent xAPIC
+        // page (writes stay in the page, which the host never reads).
+        self.access_page.fill(u32::MAX);
+        let virtualized = [X2APIC_TPR, X2APIC_EOI, X2APIC_SELF_IPI];
+        let count = if delivers { 3 } else { 1 };
+        for &msr in &virtualized[..count] {
+            // In the range the bitmap covers.
+            let _ = x2apic.msr_bitmap.intercept_write(msr, !x2apic_mode);
+        }
+        x2apic.active = x2apic_mode;
+        Ok(())
     }
 
     /// APIC virtualization of `tier` with both pages taken from the image's
@@ -405,7 +502,7 @@ impl<'a> VirtualApic<'a> {
     ) -> Result<(), EptError> {
         ept.map(
             self.guest_base,
-            self.access_page.phys_addr(),
+            self.access_page.address(),
             0x1000,
             MappingAttributes::DEVICE,
         )
@@ -419,7 +516,7 @@ impl<'a> VirtualApic<'a> {
     /// its first entry if the integrator did not.
     pub fn configure<V: VmcsAccess + ?Sized>(&mut self, vmcs: &mut V) -> Result<(), VmcsError> {
         vmcs.write(Control64::VirtualApicAddress, self.page.address())?;
-        vmcs.write(Control64::ApicAccessAddress, self.access_page.phys_addr())?;
+        vmcs.write(Control64::ApicAccessAddress, self.access_page.address())?;
         vmcs.write(Control32::TprThreshold, 0)?;
         self.threshold = Some(0);
         if self.tier == ApicVirtualization::VirtualInterruptDelivery {
@@ -519,6 +616,7 @@ impl<'a> VirtualApic<'a> {
         vmcs: &mut V,
         apic: &mut dyn ApicModel,
     ) -> Result<(), VmcsError> {
+        self.follow_apic_mode(vmcs, apic.is_x2apic())?;
         let tpr = apic.tpr();
         let tpr_changed = u32::from(tpr) != self.page.read(offset::VTPR);
         if tpr_changed {

@@ -480,3 +480,81 @@ fn register_writes_go_through_the_model_and_reads_are_mirrored() {
     assert_eq!(apic.page().read(reg::SVR), u32::MAX);
     assert_eq!(apic.page().read(reg::ID), u32::MAX);
 }
+
+#[test]
+fn x2apic_mode_switches_to_virtualized_x2apic_msrs() {
+    use ponte_arch::vmx::MsrBitmap;
+    let clock = ManualClock::new(0);
+    for (model_name, tier, passed) in [
+        (
+            "corei7_skylake_x",
+            ApicVirtualization::VirtualInterruptDelivery,
+            [0x808, 0x80B, 0x83F],
+        ),
+        // Without virtual-interrupt delivery only the TPR is virtualized
+        // (SDM 30.5): EOI and SELF IPI keep exiting.
+        (
+            "corei7_sandy_bridge_2600k",
+            ApicVirtualization::TprShadow,
+            [0x808, 0x808, 0x808],
+        ),
+    ] {
+        let c = caps(model_name);
+        let mut model = lapic(&clock);
+        let mut apic =
+            virtual_apic(tier).with_x2apic_virtualization(MsrBitmap::intercept_all(page()), &c);
+        let mut vmcs = MemVmcs::new();
+        let accesses = Proc2Control::VirtualizeApicAccesses.bit();
+        let x2apic = Proc2Control::VirtualizeX2apicMode.bit();
+        let ept = Proc2Control::EnableEpt.bit();
+        vmcs.write(Control32::ProcBasedControls2, accesses | ept)
+            .unwrap();
+        apic.configure(&mut vmcs).unwrap();
+        apic.before_entry(&mut vmcs, &mut model).unwrap();
+        assert!(!apic.x2apic_virtualized());
+        model.set_apic_base(DEFAULT_APIC_BASE | (3 << 10)).unwrap();
+        apic.before_entry(&mut vmcs, &mut model).unwrap();
+        // SDM 26.2.1.1: virtualize x2APIC mode excludes virtualize APIC
+        // accesses; other secondary controls are kept.
+        assert_eq!(vmcs.read(Control32::ProcBasedControls2), Ok(x2apic | ept));
+        assert!(apic.x2apic_virtualized());
+        let bitmap = &apic.x2apic.as_ref().unwrap().msr_bitmap;
+        for msr in 0x800..=0x8FF {
+            assert!(
+                bitmap.intercepts(msr, false),
+                "{model_name}: reads of {msr:#x} exit"
+            );
+            assert_eq!(
+                bitmap.intercepts(msr, true),
+                !passed.contains(&msr),
+                "{model_name}: writes of {msr:#x}"
+            );
+        }
+        // Leaving x2APIC mode (to disabled) intercepts everything again.
+        model
+            .set_apic_base(DEFAULT_APIC_BASE | (1 << 11))
+            .unwrap_err();
+        model.set_apic_base(0).unwrap();
+        apic.before_entry(&mut vmcs, &mut model).unwrap();
+        assert_eq!(vmcs.read(Control32::ProcBasedControls2), Ok(accesses | ept));
+        let bitmap = &apic.x2apic.as_ref().unwrap().msr_bitmap;
+        assert!((0x800..=0x8FF).all(|msr| bitmap.intercepts(msr, true)));
+    }
+    // A processor without "virtualize x2APIC mode" keeps every MSR exiting.
+    let penryn = caps("core2_penryn_t9600");
+    let apic = virtual_apic(ApicVirtualization::TprShadow)
+        .with_x2apic_virtualization(MsrBitmap::intercept_all(page()), &penryn);
+    assert!(apic.x2apic.is_none());
+}
+
+#[test]
+fn apic_writes_in_x2apic_mode_reach_the_msr_of_the_register() {
+    let clock = ManualClock::new(0);
+    let mut model = lapic(&clock);
+    model.set_apic_base(DEFAULT_APIC_BASE | (3 << 10)).unwrap();
+    let mut apic = virtual_apic(ApicVirtualization::VirtualInterruptDelivery);
+    // A SELF IPI of vector 0x35 written to the page's 3F0H slot.
+    apic.page.write(reg::SELF_IPI, 0x35);
+    apic.apic_write(reg::SELF_IPI as u16, &mut model);
+    assert_eq!(model.irr().highest(), Some(0x35));
+}
