@@ -398,6 +398,20 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         ..IRQ_BASICS
     },
+    // x2APIC mode with the TPR shadow: the processor virtualizes the TPR
+    // MSR, the run loop the rest.
+    Scenario {
+        name: "irq-x2apic-tpr-shadow-bochs",
+        command_line: "x2apic",
+        cpu: "corei7_sandy_bridge_2600k",
+        console_contains: &[
+            "APIC virtualization tpr-shadow (best offered: tpr-shadow)",
+            "x2APIC MSR writes virtualized at the end: yes",
+            "1 SELF_IPI, 1 ICR IPI, 1 MSR-programmed timer expiry delivered",
+            "x2apic guest passed every check",
+        ],
+        ..IRQ_BASICS
+    },
     Scenario {
         name: "linux-vhd",
         example: "linux-vhd",
