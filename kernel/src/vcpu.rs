@@ -44,6 +44,7 @@ use crate::{
     irq::inject::{
         interruptibility, ActivityState, Decision, EntryDecision, EventInjection, GuestEventState,
     },
+    irq::lapic::{MSR_APIC_BASE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST},
     memory::translate::PagingContext,
     msr::{GeneralProtection, MsrWrite, VirtualMsrs},
 };
@@ -652,7 +653,11 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             }
             VmExit::Wrmsr { msr, value } => {
                 if let Some(virtual_apic) = self.virtual_apic.as_mut() {
-                    virtual_apic.registers_changed();
+                    // IA32_APIC_BASE and the x2APIC registers change what
+                    // the page mirrors.
+                    if matches!(msr, MSR_APIC_BASE | MSR_X2APIC_FIRST..=MSR_X2APIC_LAST) {
+                        virtual_apic.registers_changed();
+                    }
                 }
                 let result = match platform.msr_write(msr, value) {
                     Some(result) => result,
@@ -696,7 +701,15 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
             } => {
                 let violation = EptViolation::from_exit(qualification.0, gpa, gla.unwrap_or(0));
                 if let Some(virtual_apic) = self.virtual_apic.as_mut() {
-                    virtual_apic.registers_changed();
+                    // An xAPIC page the board serves by MMIO (moved away
+                    // from the virtualized one).
+                    let page = platform
+                        .interrupts()
+                        .and_then(|i| i.local_apic())
+                        .and_then(|apic| apic.mmio_base());
+                    if page == Some(gpa & !0xFFF) {
+                        virtual_apic.registers_changed();
+                    }
                 }
                 return self.emulate_mmio(&violation, exit, cpu, platform);
             }
