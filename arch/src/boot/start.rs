@@ -3,8 +3,10 @@
 //! A Multiboot2 loader enters `ponte_start32` in 32-bit protected mode with
 //! paging off, EAX holding the loader magic and EBX the boot information.
 //! The entry identity-maps the first 4 GiB with 2 MiB pages (the top GiB,
-//! where the local APIC, IOAPIC and other MMIO live, uncacheable), enables
-//! long mode and calls `ponte_boot_entry64(magic, info)`.
+//! where the local APIC, IOAPIC and other MMIO live, uncacheable), except
+//! for one unmapped guard page below the boot stack (its 2 MiB are mapped
+//! with 4 KiB pages), enables long mode and calls
+//! `ponte_boot_entry64(magic, info)`.
 
 core::arch::global_asm!(
     r#"
@@ -67,6 +69,34 @@ ponte_start32:
     inc ecx
     cmp ecx, 2048
     jb 2b
+
+    /* The 2 MiB holding the guard page below the boot stack: 4 KiB pages,
+       all present but the guard, so that a stack overflow faults (and the
+       double fault, on its own stack, ends the run) instead of silently
+       overwriting what lies below. */
+    mov eax, offset ponte_boot_stack_guard
+    shr eax, 21
+    mov edx, eax
+    shl edx, 21
+    xor ecx, ecx
+6:
+    mov ebx, ecx
+    shl ebx, 12
+    add ebx, edx
+    cmp ebx, offset ponte_boot_stack_guard
+    je 7f
+    or ebx, 3
+    jmp 8f
+7:
+    xor ebx, ebx
+8:
+    mov dword ptr [ponte_boot_pt + ecx * 8], ebx
+    inc ecx
+    cmp ecx, 512
+    jb 6b
+    mov ebx, offset ponte_boot_pt
+    or ebx, 3
+    mov dword ptr [ponte_boot_pd + eax * 8], ebx
 
     mov eax, offset ponte_boot_pml4
     mov cr3, eax
@@ -132,6 +162,10 @@ ponte_boot_pdpt:
     .skip 4096
 ponte_boot_pd:
     .skip 4096 * 4
+ponte_boot_pt:
+    .skip 4096
+ponte_boot_stack_guard:
+    .skip 4096
     .global ponte_boot_stack_top
     /* 128 KiB: appliances keep their boards, memory maps and loader
        structures on the stack, several KiB per frame. */
