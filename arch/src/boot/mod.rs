@@ -361,21 +361,55 @@ mod runtime {
         unsafe { ponte_main(boot, memory) }
     }
 
+    /// Room in the image for the loader's information block. The block is
+    /// copied here when it fits, so that the memory the loader put it in is
+    /// free for the image (a kernel loaded at a fixed address, say) instead
+    /// of a reserved hole wherever the loader chose.
+    const LOADER_INFO_ROOM: usize = 8192;
+
+    #[repr(C, align(8))]
+    struct LoaderInfoCopy([u8; LOADER_INFO_ROOM]);
+
+    /// Where the boot information is read from: a copy inside the image if
+    /// the block fits in [`LOADER_INFO_ROOM`], else the block where it lies.
+    fn loader_info_in_image(info: u32) -> usize {
+        static mut COPY: LoaderInfoCopy = LoaderInfoCopy([0; LOADER_INFO_ROOM]);
+        // SAFETY: the loader passed `info` in EBX with the Multiboot2 magic:
+        // an 8-byte aligned, identity-mapped block whose first dword is its
+        // total size. Runs once, before `main`, on the only CPU, so nothing
+        // else touches COPY; the copy is bounded by the room.
+        unsafe {
+            let size = core::ptr::read(info as usize as *const u32) as usize;
+            if !(8..=LOADER_INFO_ROOM).contains(&size) {
+                return info as usize;
+            }
+            let copy = &raw mut COPY;
+            core::ptr::copy_nonoverlapping(
+                info as usize as *const u8,
+                (*copy).0.as_mut_ptr(),
+                size,
+            );
+            (*copy).0.as_ptr() as usize
+        }
+    }
+
     fn read_multiboot2(info: u32) -> BootInfo {
         use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
 
-        // SAFETY: the loader passed `info` in EBX with the Multiboot2 magic;
-        // it points at a boot information block in identity-mapped low memory
-        // that nothing overwrites (it is a reserved range from here on).
+        let info = loader_info_in_image(info);
+
+        // SAFETY: `info` is the loader's boot information block or its copy
+        // in the image, identity-mapped, and nothing overwrites it: the copy
+        // is the image's, and a block left in place is a reserved range from
+        // here on.
         static mut LOADER_INFO: Option<BootInformation<'static>> = None;
-        let mbi =
-            match unsafe { BootInformation::load(info as usize as *const BootInformationHeader) } {
-                Ok(mbi) => mbi,
-                Err(e) => finish(
-                    Outcome::Fail,
-                    format_args!("bad Multiboot2 information: {e:?}"),
-                ),
-            };
+        let mbi = match unsafe { BootInformation::load(info as *const BootInformationHeader) } {
+            Ok(mbi) => mbi,
+            Err(e) => finish(
+                Outcome::Fail,
+                format_args!("bad Multiboot2 information: {e:?}"),
+            ),
+        };
         // SAFETY: runs once, before `main`, on the only CPU; the block it
         // describes stays in place for the whole run, so the strings borrowed
         // from it are 'static.
