@@ -86,14 +86,17 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         .command_line
         .split_once("--")
         .map_or("", |(_, after)| after.trim());
+    // The emulated processor's CPUID names a TSC rate it does not run at;
+    // under ponte the guest learns the rate the hypervisor measured from
+    // CPUID leaf 0x15. Here the command line tells the kernel the same
+    // measured rate, so both kernels time their delays alike.
     let mut cmdline: heapless::String<512> = heapless::String::new();
-    let joined = cmdline.push_str(CMDLINE).and_then(|()| {
-        if extra.is_empty() {
-            Ok(())
-        } else {
-            cmdline.push(' ').and_then(|()| cmdline.push_str(extra))
-        }
-    });
+    let tsc_khz = cpu::tsc_hz() / 1000;
+    let separator = if extra.is_empty() { "" } else { " " };
+    let joined = core::fmt::Write::write_fmt(
+        &mut cmdline,
+        format_args!("{CMDLINE} tsc_early_khz={tsc_khz}{separator}{extra}"),
+    );
     if joined.is_err() {
         finish(
             Outcome::Fail,
