@@ -165,6 +165,16 @@ pub enum Persistence {
     Memory,
 }
 
+impl Persistence {
+    /// Where the writes are, in words.
+    pub fn place(self) -> &'static str {
+        match self {
+            Self::HardDisk => "the IDE hard disk's differencing image",
+            Self::Memory => "host memory, lost at the end of the run",
+        }
+    }
+}
+
 /// The IDE hard disk's file, if the machine has one.
 fn hard_disk_file() -> Option<AtaFile> {
     let ports = IdeChannelPorts::new(Channel::PRIMARY.command_block, Channel::PRIMARY.control)?;

@@ -265,7 +265,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             let mut disk = disk.borrow_mut();
             or_fail!(disk.flush(), "flushing the disk");
             let info = disk.info();
-            Some((info.allocated_blocks, persistence))
+            Some((
+                info.allocated_blocks,
+                persistence.map_or("", disk::Persistence::place),
+            ))
         }
         None => None,
     };
@@ -277,7 +280,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         (true, Some((blocks, persistence))) => finish(
             Outcome::Pass,
             format_args!(
-                "guest reached userspace and {reason}; disk flushed, {blocks} blocks allocated, writes kept in {persistence:?}"
+                "guest reached userspace and {reason}; disk flushed, {blocks} blocks allocated, writes kept in {persistence}"
             ),
         ),
         (true, None) => finish(
