@@ -38,11 +38,13 @@
 //! disabled or moved elsewhere, accesses at that base are still
 //! virtualized: the register slots then read all ones, as the model's
 //! absent page does, except VTPR, VPPR, VISR, VIRR (the processor's own).
-//! In x2APIC mode the x2APIC MSRs exit to the model, or with
-//! [`VirtualApic::with_x2apic_virtualization`] the processor virtualizes
-//! the TPR, EOI and SELF IPI writes; the APIC-access page is then plain
-//! memory to the guest, filled with all ones (writes there are not dropped
-//! but stay in that page).
+//! In x2APIC mode the x2APIC MSRs exit to the model and the xAPIC base
+//! stays virtualized as just said; with
+//! [`VirtualApic::with_x2apic_virtualization`] the processor instead
+//! virtualizes the TPR MSR writes (and with virtual-interrupt delivery the
+//! EOI and SELF IPI writes), and the APIC-access page is then plain memory
+//! to the guest, filled with all ones (writes there are not dropped but stay
+//! in that page, which the host never reads).
 
 use ponte_arch::{
     ept::{EptError, EptTables, FrameAllocator, MappingAttributes},
