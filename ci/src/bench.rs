@@ -134,9 +134,11 @@ fn guest_benchmarks() -> Result<(), String> {
     packages::ensure(packages::EMULATION)?;
     for (example, command_line) in GUEST_BENCHMARKS {
         let elf = image::build(example)?;
+        // Only letters, digits and dashes: grub-mkrescue takes a path with
+        // '=' for a graft point.
         let dir = work_dir(&format!(
             "bench-{example}-{}",
-            command_line.replace(' ', "-")
+            command_line.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
         ))?;
         let iso = image::iso(&dir, &elf, command_line, &[])?;
         let machine = Machine {
