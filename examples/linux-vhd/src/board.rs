@@ -17,7 +17,7 @@ use ponte_kernel::{
     memory::GuestLayout,
     msr::GeneralProtection,
     time::{Clock, TscClock},
-    vcpu::{Interrupts, Platform, StopRequest},
+    vcpu::{apicv::ApicModel, Interrupts, Platform, StopRequest},
 };
 use ponte_pci::{bus::ResourceWindow, PciBus};
 use ponte_serial::{Serial, SerialSink};
@@ -464,6 +464,10 @@ impl Interrupts for Board<'_> {
             self.lapic.next_timer_deadline_ns(),
             earliest(self.pit.next_event_ns(), self.rtc.next_event_ns()),
         )
+    }
+
+    fn local_apic(&mut self) -> Option<&mut dyn ApicModel> {
+        Some(&mut self.lapic)
     }
 
     fn now_ns(&self) -> u64 {

@@ -53,7 +53,10 @@ use ponte_kernel::{
     },
     memory::GuestLayout,
     time::TscClock,
-    vcpu::{Dispatcher, PreemptionTimer, Stop, StopRequest},
+    vcpu::{
+        apicv::{ApicVirtualization, VirtualApic},
+        Dispatcher, PreemptionTimer, Stop, StopRequest,
+    },
     vm::{appliance_controls, configure_vmcs},
 };
 
@@ -174,9 +177,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     };
     let disk_bytes = free_before_disk - memory.free_bytes();
 
+    // The local APIC is virtualized as far as the processor allows.
     let settings = or_fail!(
-        appliance_controls(false, false)
-            .prefer(PinControl::PreemptionTimer)
+        ApicVirtualization::best(&caps)
+            .require_controls(appliance_controls(false, false).prefer(PinControl::PreemptionTimer),)
             .reconcile(&caps),
         "VMX controls"
     );
@@ -187,7 +191,18 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let mut msr_bitmap = MsrBitmap::intercept_all(or_fail!(memory.page(), "MSR bitmap page"));
     let host = memory.host_state();
     let ept_caps = ponte_arch::ept::EptCapabilities::from_ept_vpid_cap(caps.ept_vpid.0, 39);
+    let virtual_apic = or_fail!(
+        VirtualApic::from_host_memory(
+            ApicVirtualization::from_settings(&settings),
+            &mut memory,
+            LAPIC_BASE
+        ),
+        "APIC virtualization"
+    );
     let mut ept = or_fail!(EptTables::new(&mut memory, ept_caps), "EPT");
+    if let Some(apic) = &virtual_apic {
+        or_fail!(apic.map_access_page(&mut ept), "APIC-access page");
+    }
     or_fail!(
         layout.map_ram_into(&mut ept, &UniformHostMemory(MemoryType::WriteBack)),
         "EPT mapping"
@@ -236,7 +251,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             rate: caps.misc.preemption_timer_rate,
             tsc_hz,
         })
-        .with_control_registers(cr4_policy, [caps.cr0, caps.cr4]);
+        .with_control_registers(cr4_policy, [caps.cr0, caps.cr4])
+        .with_virtual_apic(
+            virtual_apic.map(|apic| apic.with_x2apic_virtualization(msr_bitmap, &caps)),
+        );
     vcpu.set_accounting(boot.has_argument("stats"));
     println!("kernel entry tsc {}", ponte_arch::cpu::tsc());
     let reason = match dispatch.run(&mut vcpu, &mut board) {
