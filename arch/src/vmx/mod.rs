@@ -43,6 +43,8 @@
 //!         .map_err(|_| "CPU lacks a required control")?;
 //!     // Guest and host state; VMCLEAR + VMPTRLD happen in Vcpu::new.
 //!     let mut vcpu = Vcpu::new(&vmx, vmcs).map_err(|_| "VMCS")?;
+//!     // Failed entries name the violated checks in the log.
+//!     vcpu.explain_entry_failures();
 //!     let host = unsafe { HostState::from_current_cpu() };
 //!     let guest = GuestState::long_mode(guest_cr3, entry, stack);
 //!     vcpu.setup(&controls, &host, &guest).map_err(|_| "VMWRITE")?;

@@ -448,7 +448,8 @@ impl fmt::Display for ExitStats {
 pub enum RunError {
     /// VMLAUNCH/VMRESUME failed with VMfailInvalid (no current VMCS) or
     /// VMfailValid; errors 7 and 8 have been explained by the pre-flight
-    /// checker through `log::error!`.
+    /// checker through `log::error!` if the vCPU was asked to with
+    /// [`Vcpu::explain_entry_failures`].
     Entry(VmcsError),
     /// Reading the exit information failed.
     Vmcs(VmcsError),
@@ -470,6 +471,9 @@ pub struct Vcpu {
     accounting: bool,
     last_exit: (u16, u64),
     stats: ExitStats,
+    /// Logs why an entry failed; set only by [`Vcpu::explain_entry_failures`],
+    /// so an image that never asks does not link the pre-flight checker.
+    explain_entry_failure: Option<fn(&ActiveVmcs, &VmxCapabilities)>,
 }
 
 impl Vcpu {
@@ -490,6 +494,7 @@ impl Vcpu {
             accounting: false,
             last_exit: (0, 0),
             stats: ExitStats::default(),
+            explain_entry_failure: None,
         })
     }
 
@@ -551,6 +556,15 @@ impl Vcpu {
             }
             None => self.active.write(GuestN::Rsp, value),
         }
+    }
+
+    /// Has every failed VM entry (an entry-failure exit, or VM-instruction
+    /// error 7 or 8) explained through `log::error!` by the pre-flight
+    /// checker ([`check_vm_entry`]), one line per violated rule. Off until
+    /// called: the checker is a diagnostic of its own size, linked only
+    /// into images that call this.
+    pub fn explain_entry_failures(&mut self) {
+        self.explain_entry_failure = Some(log_entry_checks);
     }
 
     /// Turns exit-cost accounting (one RDTSC pair per exit) on or off.
@@ -747,7 +761,7 @@ impl Vcpu {
         log::error!(
             "VM entry failed: exit reason {raw:#x} ({reason:?}), qualification {qualification:#x}"
         );
-        self.log_preflight();
+        self.explain_entry_failure();
         Ok(VmExit::EntryFailure {
             reason,
             raw,
@@ -775,19 +789,27 @@ impl Vcpu {
             error.description()
         );
         if matches!(error.number(), 7 | 8) {
-            self.log_preflight();
+            self.explain_entry_failure();
         }
         RunError::Entry(VmcsError::Failed(error))
     }
 
     #[cold]
-    fn log_preflight(&self) {
-        let report = check_vm_entry(&self.active, &self.caps);
-        for v in report.violations.iter() {
-            log::error!("VM-entry check {} violated: {:#x}", v.rule.name(), v.value);
+    fn explain_entry_failure(&self) {
+        if let Some(explain) = self.explain_entry_failure {
+            explain(&self.active, &self.caps);
         }
-        if report.violations.is_empty() {
-            log::error!("VM-entry pre-flight checks found nothing");
-        }
+    }
+}
+
+/// Logs the rules of the pre-flight checker that `vmcs` violates.
+#[cold]
+fn log_entry_checks(vmcs: &ActiveVmcs, caps: &VmxCapabilities) {
+    let report = check_vm_entry(vmcs, caps);
+    for v in report.violations.iter() {
+        log::error!("VM-entry check {} violated: {:#x}", v.rule.name(), v.value);
+    }
+    if report.violations.is_empty() {
+        log::error!("VM-entry pre-flight checks found nothing");
     }
 }

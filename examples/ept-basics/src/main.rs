@@ -340,12 +340,14 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let cpuid: CpuidPolicy<96> = or_fail!(CpuidPolicy::for_this_cpu(&guest_cpu), "CPUID policy");
     let tsc_seed = ponte_arch::cpu::tsc();
     let guest = GuestState::long_mode(cr3, ENTRY, STACK);
-    let BuiltVcpu { vcpu, ept, .. } = or_fail!(
+    let BuiltVcpu { mut vcpu, ept, .. } = or_fail!(
         build_vcpu(&vmx, &mut memory, &settings, &guest, |ept| {
             Ok(layout.map_ram_into(ept, &UniformHostMemory(MemoryType::WriteBack))?)
         }),
         "vCPU"
     );
+    // Failed entries are explained by the pre-flight checker in the log.
+    vcpu.explain_entry_failures();
     let ept_caps = *ept.capabilities();
     let eptp = ept.eptp().bits();
     println!(

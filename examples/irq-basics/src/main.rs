@@ -331,6 +331,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         }),
         "vCPU"
     );
+    // Failed entries are explained by the pre-flight checker in the log.
+    vcpu.explain_entry_failures();
     // In x2APIC mode the processor virtualizes the x2APIC MSRs it can.
     let virtual_apic = virtual_apic.map(|apic| apic.with_x2apic_virtualization(msr_bitmap, &caps));
 

@@ -407,6 +407,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         }),
         "vCPU"
     );
+    // Failed entries are explained by the pre-flight checker in the log.
+    vcpu.explain_entry_failures();
     let registers = vcpu.regs_mut();
     registers.rax = u64::from(loaded.entry.eax);
     registers.rbx = u64::from(loaded.entry.ebx);

@@ -159,6 +159,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         )),
         "vCPU"
     );
+    // Failed entries are explained by the pre-flight checker in the log.
+    vcpu.explain_entry_failures();
     let eptp = ept.eptp().bits();
 
     if mode == "broken" {
@@ -267,6 +269,7 @@ fn run_broken_configurations(
             continue;
         }
         let mut vcpu = or_fail!(Vcpu::new(vmx, page), "VMCS");
+        vcpu.explain_entry_failures();
         or_fail!(
             configure_vmcs(vcpu.vmcs(), caps, settings, host, guest, eptp, msr_bitmap),
             "VMCS setup"
