@@ -1070,3 +1070,137 @@ fn mp_table_rejects_what_it_cannot_describe() {
     let t = &buf[16..layout.len as usize];
     assert_eq!(&t[44 + 20..44 + 28], b"\x01\x00ISA   ");
 }
+
+mod smbios_tables {
+    use crate::smbios::{write, SmbiosConfig, ENTRY_POINT_SIZE};
+    use crate::AcpiError;
+    use std::string::String;
+    use std::vec::Vec;
+
+    const CONFIG: SmbiosConfig<'static> = SmbiosConfig {
+        bios_vendor: "ponte",
+        bios_version: "0.1",
+        bios_date: "11/25/2026",
+        manufacturer: "ponte",
+        product: "linux-vhd",
+        version: "1",
+        serial: "0",
+        uuid: [0x11; 16],
+        family: "appliance",
+    };
+
+    /// A structure as a reader walks it: type, handle, formatted area and
+    /// strings.
+    struct Structure {
+        kind: u8,
+        handle: u16,
+        area: Vec<u8>,
+        strings: Vec<String>,
+    }
+
+    /// Walks the table the way Linux's dmi_decode does: the formatted area's
+    /// length from byte 1, then strings up to a double NUL.
+    fn walk(table: &[u8]) -> Vec<Structure> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 4 <= table.len() {
+            let len = table[at + 1] as usize;
+            let area = table[at..at + len].to_vec();
+            // The strings run up to the first double NUL.
+            let strings_start = at + len;
+            let mut end = strings_start;
+            while !(table[end] == 0 && table[end + 1] == 0) {
+                end += 1;
+            }
+            let strings = table[strings_start..end]
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8(s.to_vec()).unwrap())
+                .collect();
+            let end = end + 2;
+            let kind = area[0];
+            out.push(Structure {
+                kind,
+                handle: u16::from_le_bytes([area[2], area[3]]),
+                area,
+                strings,
+            });
+            at = end;
+            if kind == 127 {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn entry_point_is_found_by_a_scan_and_names_the_table() {
+        let base = 0xF_0000;
+        let mut region = [0u8; 512];
+        let len = write(&mut region, base, &CONFIG).unwrap();
+        // Linux looks at 16-byte boundaries for "_SM3_" with a length of
+        // 0x18..=32 whose bytes sum to zero.
+        let found = (0..region.len() - 32)
+            .step_by(16)
+            .find(|&o| &region[o..o + 5] == b"_SM3_")
+            .unwrap();
+        assert_eq!(found, 0);
+        let entry = &region[..0x18];
+        assert_eq!(entry[6], 0x18);
+        assert_eq!(entry.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+        assert_eq!((entry[7], entry[8]), (3, 0));
+        let table_len = u32::from_le_bytes(entry[12..16].try_into().unwrap()) as usize;
+        let address = u64::from_le_bytes(entry[16..24].try_into().unwrap());
+        assert_eq!(address, base + ENTRY_POINT_SIZE as u64);
+        assert_eq!(ENTRY_POINT_SIZE + table_len, len);
+        assert!(region[len..].iter().all(|&b| b == 0));
+
+        let table = &region[ENTRY_POINT_SIZE..len];
+        let structures = walk(table);
+        let kinds: Vec<(u8, u16)> = structures.iter().map(|s| (s.kind, s.handle)).collect();
+        assert_eq!(kinds, [(0, 0), (1, 1), (127, 2)]);
+        let bios = &structures[0];
+        assert_eq!(bios.area.len(), 0x18);
+        assert_eq!(bios.strings, ["ponte", "0.1", "11/25/2026"]);
+        // Vendor, version and date are strings 1, 2 and 3; the VM bit is set.
+        assert_eq!((bios.area[4], bios.area[5], bios.area[8]), (1, 2, 3));
+        assert_ne!(bios.area[19] & 0x10, 0);
+        let system = &structures[1];
+        assert_eq!(system.area.len(), 0x1B);
+        assert_eq!(
+            system.strings,
+            ["ponte", "linux-vhd", "1", "0", "appliance"]
+        );
+        assert_eq!(&system.area[8..24], &[0x11; 16]);
+        assert_eq!(system.area[26], 5);
+        assert!(structures[2].strings.is_empty());
+    }
+
+    #[test]
+    fn bad_strings_small_buffers_and_misaligned_bases_are_refused() {
+        let mut region = [0u8; 512];
+        for bad in ["", "tab\there", "caf\u{e9}", &"x".repeat(65)] {
+            let config = SmbiosConfig {
+                product: bad,
+                ..CONFIG
+            };
+            assert_eq!(
+                write(&mut region, 0xF_0000, &config),
+                Err(AcpiError::BadString),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            write(&mut region[..100], 0xF_0000, &CONFIG),
+            Err(AcpiError::BufferTooSmall { .. })
+        ));
+        assert!(matches!(
+            write(&mut region[..16], 0xF_0000, &CONFIG),
+            Err(AcpiError::BufferTooSmall { .. })
+        ));
+        assert_eq!(
+            write(&mut region, 0xF_0008, &CONFIG),
+            Err(AcpiError::Misaligned { base: 0xF_0008 })
+        );
+    }
+}
