@@ -159,7 +159,7 @@ pub fn build_memory_map(
     for b in all_starts_ends {
         bounds.push(b).map_err(|_| LinuxError::Overflow)?;
     }
-    bounds.sort_unstable();
+    sort_few(&mut bounds);
     let mut map = MemoryMap::new();
     for pair in bounds.windows(2) {
         let (lo, hi) = (pair[0], pair[1]);
@@ -189,6 +189,19 @@ pub fn build_memory_map(
             })?;
     }
     Ok(map)
+}
+
+/// Sorts a handful of values in place by insertion: the memory map's
+/// boundaries are few (a fixed capacity), and core's sort would bring a
+/// quicksort of its own into every image.
+fn sort_few(values: &mut [u64]) {
+    for i in 1..values.len() {
+        let mut j = i;
+        while j > 0 && values[j - 1] > values[j] {
+            values.swap(j - 1, j);
+            j -= 1;
+        }
+    }
 }
 
 /// Builds the memory map for `config` and checks that the ACPI tables it
