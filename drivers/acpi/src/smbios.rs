@@ -12,6 +12,8 @@
 //! Strings are the structures' text fields: each must be 1 to
 //! [`MAX_STRING_LEN`] printable ASCII characters.
 
+use ponte_kernel::memory::GuestMemory;
+
 use crate::tables::checksum;
 use crate::AcpiError;
 
@@ -125,6 +127,23 @@ pub fn write(out: &mut [u8], base: u64, config: &SmbiosConfig<'_>) -> Result<usi
     entry[12..16].copy_from_slice(&(table_len as u32).to_le_bytes());
     entry[16..24].copy_from_slice(&table_address.to_le_bytes());
     entry[5] = checksum(&entry[..0x18]);
+    Ok(len)
+}
+
+/// Most bytes [`write`] can produce: the entry point and three structures
+/// whose strings are all [`MAX_STRING_LEN`] long.
+pub const MAX_SIZE: usize = ENTRY_POINT_SIZE + 0x18 + 3 * 65 + 1 + 0x1B + 5 * 65 + 1 + 4 + 2;
+
+/// [`write`] into guest memory at `base` (through a buffer on the stack);
+/// returns the bytes written.
+pub fn install(
+    mem: &impl GuestMemory,
+    base: u64,
+    config: &SmbiosConfig<'_>,
+) -> Result<usize, AcpiError> {
+    let mut region = [0u8; MAX_SIZE];
+    let len = write(&mut region, base, config)?;
+    mem.write(base, &region[..len])?;
     Ok(len)
 }
 

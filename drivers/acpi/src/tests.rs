@@ -1177,6 +1177,24 @@ mod smbios_tables {
     }
 
     #[test]
+    fn longest_strings_fit_the_largest_size() {
+        let long = "x".repeat(64);
+        let config = SmbiosConfig {
+            bios_vendor: &long,
+            bios_version: &long,
+            bios_date: &long,
+            manufacturer: &long,
+            product: &long,
+            version: &long,
+            serial: &long,
+            family: &long,
+            ..CONFIG
+        };
+        let mut region = [0u8; crate::smbios::MAX_SIZE];
+        assert_eq!(write(&mut region, 0, &config), Ok(crate::smbios::MAX_SIZE));
+    }
+
+    #[test]
     fn bad_strings_small_buffers_and_misaligned_bases_are_refused() {
         let mut region = [0u8; 512];
         for bad in ["", "tab\there", "caf\u{e9}", &"x".repeat(65)] {
