@@ -28,6 +28,7 @@ mod board;
 mod disk;
 mod pm;
 
+use ponte_acpi::smbios::SmbiosConfig;
 use ponte_acpi::tables::{BOOT_ARCH_LEGACY_DEVICES, BOOT_ARCH_VGA_NOT_PRESENT};
 use ponte_acpi::{
     AcpiConfig, DsdtConfig, FadtConfig, InterruptOverride, IoWindow, MadtConfig, McfgConfig,
@@ -78,6 +79,21 @@ pub const LAPIC_BASE: u64 = 0xfee0_0000;
 pub const PCI_MMIO_BASE: u64 = 0xfe00_0000;
 /// Size of the PCI memory window.
 pub const PCI_MMIO_SIZE: u64 = 0x80_0000;
+/// The SMBIOS entry point, where a guest booted without UEFI scans for it
+/// (in the legacy hole, reserved in the memory map).
+pub const SMBIOS_BASE: u64 = 0xf_0000;
+/// What the machine says about itself through SMBIOS.
+const SMBIOS: SmbiosConfig<'static> = SmbiosConfig {
+    bios_vendor: "ponte",
+    bios_version: env!("CARGO_PKG_VERSION"),
+    bios_date: "11/25/2026",
+    manufacturer: "ponte",
+    product: "linux-vhd",
+    version: env!("CARGO_PKG_VERSION"),
+    serial: "0",
+    uuid: [0; 16],
+    family: "ponte appliance",
+};
 /// The ECAM window (bus 0 only), described by the MCFG table.
 pub const ECAM_BASE: u64 = 0xe000_0000;
 /// First port of the PCI I/O window.
@@ -149,6 +165,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
 
     // The guest.
     let rsdp = or_fail!(write_acpi(&layout), "ACPI tables");
+    or_fail!(
+        ponte_acpi::smbios::install(&layout, SMBIOS_BASE, &SMBIOS),
+        "SMBIOS"
+    );
     let loaded = or_fail!(
         load_kernel(&layout, kernel, initramfs, rsdp, extra_cmdline),
         "loading Linux"
