@@ -197,7 +197,14 @@ fn run_command(args: &[String]) -> Result<(), String> {
     }
     let elf = image::build(&example)?;
     let dir = work_dir(&format!("run-{example}"))?;
-    let iso = image::iso(&dir, &elf, &append, &[])?;
+    // The bare-machine Linux baseline boots the appliance's kernel and
+    // initramfs; other examples take no modules.
+    let modules = if example == linux_vhd::NATIVE_EXAMPLE {
+        linux_vhd::native_modules(&dir)?
+    } else {
+        Vec::new()
+    };
+    let iso = image::iso(&dir, &elf, &append, &modules)?;
     eprintln!(
         "booting {example} in {} ({}); console follows",
         machine.emulator.name(),
