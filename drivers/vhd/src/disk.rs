@@ -7,7 +7,7 @@ use crate::error::{Error, Problem};
 use crate::format::{
     DiskType, Footer, Geometry, Uuid, BAT_UNALLOCATED, FOOTER_SIZE, PARENT_NAME_UNITS, SECTOR_SIZE,
 };
-use crate::layer::{Layer, OpenOptions, Summary, MAX_LOCATOR_LEN};
+use crate::layer::{sort_by_sector, Layer, OpenOptions, Summary, MAX_LOCATOR_LEN};
 use crate::resolve::{decode_locator, hint_rank, LocatorHint, ParentRequest, ParentResolver};
 use crate::storage::TableStorage;
 
@@ -473,7 +473,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                     n += 1;
                 }
             }
-            idx[..n].sort_unstable_by_key(|&i| bat[i as usize]);
+            sort_by_sector(&mut idx[..n], bat);
             n
         };
         let entry_at = |top: &mut Layer<D, B>, i: usize| -> (u32, u64) {
