@@ -89,13 +89,15 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     // The emulated processor's CPUID names a TSC rate it does not run at;
     // under ponte the guest learns the rate the hypervisor measured from
     // CPUID leaf 0x15. Here the command line tells the kernel the same
-    // measured rate, so both kernels time their delays alike.
+    // measured rate, so both kernels time their delays alike. `reboot=t`:
+    // a kernel that panics (panic=-1) restarts through a triple fault,
+    // which ends the emulator's run instead of booting this image again.
     let mut cmdline: heapless::String<512> = heapless::String::new();
     let tsc_khz = cpu::tsc_hz() / 1000;
     let separator = if extra.is_empty() { "" } else { " " };
     let joined = core::fmt::Write::write_fmt(
         &mut cmdline,
-        format_args!("{CMDLINE} tsc_early_khz={tsc_khz}{separator}{extra}"),
+        format_args!("{CMDLINE} tsc_early_khz={tsc_khz} reboot=t{separator}{extra}"),
     );
     if joined.is_err() {
         finish(
