@@ -221,7 +221,7 @@ pub enum IoError {
 }
 
 /// Errors of the VHD layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Error {
     /// The device failed.
     Io(IoError),
@@ -295,6 +295,57 @@ impl From<Problem> for Error {
     }
 }
 
+// Written out rather than derived, with the derived text: a derived impl
+// prints `name` through `<str as Debug>`, whose escaping brings core's
+// Unicode tables into every image, and parameter names are plain ASCII
+// literals that escaping leaves as they are.
+impl core::fmt::Debug for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Io(e) => f.debug_tuple("Io").field(e).finish(),
+            Self::Malformed(p) => f.debug_tuple("Malformed").field(p).finish(),
+            Self::OutOfRange { offset, len, size } => f
+                .debug_struct("OutOfRange")
+                .field("offset", offset)
+                .field("len", len)
+                .field("size", size)
+                .finish(),
+            Self::ReadOnly => f.write_str("ReadOnly"),
+            Self::StorageTooSmall { needed, available } => f
+                .debug_struct("StorageTooSmall")
+                .field("needed", needed)
+                .field("available", available)
+                .finish(),
+            Self::ChainTooDeep { limit } => f
+                .debug_struct("ChainTooDeep")
+                .field("limit", limit)
+                .finish(),
+            Self::ParentCycle { uuid } => {
+                f.debug_struct("ParentCycle").field("uuid", uuid).finish()
+            }
+            Self::ParentNotFound { uuid } => f
+                .debug_struct("ParentNotFound")
+                .field("uuid", uuid)
+                .finish(),
+            Self::WrongDiskType { found } => f
+                .debug_struct("WrongDiskType")
+                .field("found", found)
+                .finish(),
+            Self::NoParent => f.write_str("NoParent"),
+            Self::InvalidParameter { name, value } => f
+                .debug_struct("InvalidParameter")
+                .field("name", &format_args!("\"{name}\""))
+                .field("value", value)
+                .finish(),
+            Self::BufferTooSmall { needed, available } => f
+                .debug_struct("BufferTooSmall")
+                .field("needed", needed)
+                .field("available", available)
+                .finish(),
+        }
+    }
+}
+
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         core::fmt::Debug::fmt(self, f)
@@ -304,5 +355,43 @@ impl core::fmt::Display for Error {
 impl core::fmt::Display for Problem {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         core::fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::format;
+
+    #[test]
+    fn debug_text_is_the_derived_form() {
+        let e = Error::InvalidParameter {
+            name: "block_size",
+            value: 3,
+        };
+        assert_eq!(
+            format!("{e:?}"),
+            r#"InvalidParameter { name: "block_size", value: 3 }"#
+        );
+        assert_eq!(
+            format!("{e:#?}"),
+            "InvalidParameter {\n    name: \"block_size\",\n    value: 3,\n}"
+        );
+        assert_eq!(format!("{:?}", Error::ReadOnly), "ReadOnly");
+        assert_eq!(
+            format!("{:?}", Error::Malformed(Problem::FileTooSmall { len: 5 })),
+            "Malformed(FileTooSmall { len: 5 })"
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                Error::OutOfRange {
+                    offset: 1,
+                    len: 2,
+                    size: 0x30
+                }
+            ),
+            "OutOfRange { offset: 1, len: 2, size: 48 }"
+        );
     }
 }
