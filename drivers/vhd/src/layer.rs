@@ -236,7 +236,9 @@ struct Reporter<'a> {
     first_fatal: Option<Problem>,
 }
 
+// Out of line: the open path reports from dozens of places.
 impl Reporter<'_> {
+    #[inline(never)]
     fn fatal(&mut self, p: Problem) {
         (self.sink)(&p);
         self.summary.problems += 1;
@@ -245,10 +247,12 @@ impl Reporter<'_> {
             self.first_fatal = Some(p);
         }
     }
+    #[inline(never)]
     fn warn(&mut self, p: Problem) {
         (self.sink)(&p);
         self.summary.problems += 1;
     }
+    #[inline(never)]
     fn stop(&mut self, p: Problem) -> Error {
         self.fatal(p);
         Error::Malformed(self.first_fatal.unwrap_or(p))
