@@ -264,6 +264,8 @@ const HEADER_CHECKSUM_AT: core::ops::Range<usize> = 36..40;
 impl Footer {
     /// Decodes a footer. Fails only if the cookie is wrong; the checksum is
     /// checked separately by [`Footer::checksum_ok`].
+    // Out of line: opening decodes up to three footers.
+    #[inline(never)]
     pub fn parse(b: &[u8; FOOTER_SIZE]) -> Result<Footer, Problem> {
         if b[0..8] != FOOTER_COOKIE {
             let mut found = [0u8; 8];
