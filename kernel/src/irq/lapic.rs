@@ -378,6 +378,9 @@ pub struct LocalApic<C: Clock> {
     remote: Option<RemoteIpi>,
     ignored_messages: u64,
     processor_delivers: bool,
+    /// Changes whenever the TPR, IRR, ISR or TMR may have changed (see
+    /// [`LocalApic::interrupt_generation`]).
+    generation: u64,
 }
 
 impl<C: Clock> LocalApic<C> {
@@ -408,6 +411,7 @@ impl<C: Clock> LocalApic<C> {
             remote: None,
             ignored_messages: 0,
             processor_delivers: false,
+            generation: 0,
         };
         apic.reset_registers();
         apic
@@ -416,6 +420,7 @@ impl<C: Clock> LocalApic<C> {
     /// Power-up register values (SDM "Local APIC State After Power-Up or
     /// Reset"); the ID, base and mode are left alone.
     fn reset_registers(&mut self) {
+        self.interrupt_registers_changed();
         self.tpr = 0;
         self.ldr = 0;
         self.dfr = u32::MAX;
@@ -689,7 +694,7 @@ impl<C: Clock> LocalApic<C> {
         let x2 = self.mode == ApicMode::X2Apic;
         match offset {
             reg::ID if !x2 => self.id = value >> 24,
-            reg::TPR => self.tpr = value & 0xFF,
+            reg::TPR => self.set_tpr(value as u8),
             reg::EOI => self.eoi(),
             reg::LDR if !x2 => self.ldr = value & 0xFF00_0000,
             reg::DFR if !x2 => self.dfr = value | 0x0FFF_FFFF,
@@ -786,6 +791,20 @@ impl<C: Clock> LocalApic<C> {
     /// Sets the task priority, as a MOV to CR8 does with `(cr8 << 4)`.
     pub fn set_tpr(&mut self, tpr: u8) {
         self.tpr = u32::from(tpr);
+        self.interrupt_registers_changed();
+    }
+
+    /// A number that changes whenever the TPR, IRR, ISR or TMR may have
+    /// changed (it may also change when they did not): whoever copies them
+    /// elsewhere, as APIC virtualization copies them to the virtual-APIC
+    /// page, need not compare them again while it stays the same. It wraps
+    /// after 2^64 changes.
+    pub fn interrupt_generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn interrupt_registers_changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Processor priority: TPR if its class is at least that of the highest
@@ -887,6 +906,7 @@ impl<C: Clock> LocalApic<C> {
         if !self.is_enabled() {
             return;
         }
+        self.interrupt_registers_changed();
         self.irr.insert(vector);
         match trigger {
             TriggerMode::Level => self.tmr.insert(vector),
@@ -899,6 +919,7 @@ impl<C: Clock> LocalApic<C> {
         let lvt = self.lvt[Lvt::Error.index()];
         let vector = lvt as u8;
         if lvt & LVT_MASKED == 0 && vector >= 16 && self.is_enabled() {
+            self.interrupt_registers_changed();
             self.irr.insert(vector);
             self.tmr.remove(vector);
         }
@@ -938,6 +959,7 @@ impl<C: Clock> LocalApic<C> {
     /// ISR. Returns it, or `None` if nothing was deliverable.
     pub fn acknowledge(&mut self) -> Option<u8> {
         let v = self.pending_vector()?;
+        self.interrupt_registers_changed();
         self.irr.remove(v);
         self.isr.insert(v);
         Some(v)
@@ -948,6 +970,7 @@ impl<C: Clock> LocalApic<C> {
     /// alone.
     pub fn accept_delivered(&mut self, vector: u8) {
         if self.irr.contains(vector) {
+            self.interrupt_registers_changed();
             self.irr.remove(vector);
             self.isr.insert(vector);
         }
@@ -970,6 +993,7 @@ impl<C: Clock> LocalApic<C> {
         if !self.isr.contains(vector) {
             return;
         }
+        self.interrupt_registers_changed();
         self.isr.remove(vector);
         if self.tmr.contains(vector) && self.svr & SVR_SUPPRESS_EOI_BROADCAST == 0 {
             self.level_eois.insert(vector);

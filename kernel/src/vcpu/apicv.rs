@@ -26,7 +26,14 @@
 //! it raised), and the model's state into the page and the VMCS before every
 //! entry ([`VirtualApic::before_entry`]: VTPR, VIRR, VISR, VTMR, VPPR, RVI
 //! and SVI, the EOI-exit bitmap, the TPR threshold, and the registers
-//! APIC-register virtualization lets the guest read). Register accesses the
+//! APIC-register virtualization lets the guest read). Both directions copy
+//! only what changed: after an exit the page's VTPR, VIRR and VISR are
+//! compared with what the host last wrote or saw there (the processor
+//! changes nothing else the model keeps; comparing its 17 words is cheaper
+//! than reading RVI and SVI back, which would not show a self-IPI below the
+//! pending request anyway), and before an entry nothing is compared or
+//! written while the model's [`ApicModel::interrupt_generation`] is the one
+//! the page and VMCS were last brought up to. Register accesses the
 //! processor does not virtualize exit as APIC accesses (performed like the
 //! MMIO accesses of the xAPIC page, by the same model) or APIC writes
 //! ([`VirtualApic::apic_write`]). NMIs and the 8259A's ExtINT keep the
@@ -202,6 +209,9 @@ pub trait ApicModel {
     fn guest_interrupt_status(&self) -> u16;
     /// The EOI-exit bitmap (see [`LocalApic::eoi_exit_bitmap`]).
     fn eoi_exit_bitmap(&self) -> [u64; 4];
+    /// A number that changes whenever the TPR, IRR, ISR or TMR may have
+    /// changed (see [`LocalApic::interrupt_generation`]).
+    fn interrupt_generation(&self) -> u64;
 }
 
 impl<C: Clock> ApicModel for LocalApic<C> {
@@ -215,10 +225,24 @@ impl<C: Clock> ApicModel for LocalApic<C> {
         LocalApic::ppr(self)
     }
     fn vector_registers(&self) -> VectorRegisters {
+        // Spelled out: a loop over the words is not unrolled, and this runs
+        // around most exits.
+        let words = |set: &crate::irq::vectors::VectorSet| {
+            [
+                set.word(0),
+                set.word(1),
+                set.word(2),
+                set.word(3),
+                set.word(4),
+                set.word(5),
+                set.word(6),
+                set.word(7),
+            ]
+        };
         VectorRegisters {
-            irr: core::array::from_fn(|i| self.irr().word(i)),
-            isr: core::array::from_fn(|i| self.isr().word(i)),
-            tmr: core::array::from_fn(|i| self.tmr().word(i)),
+            irr: words(self.irr()),
+            isr: words(self.isr()),
+            tmr: words(self.tmr()),
         }
     }
     fn request_self_ipi(&mut self, vector: u8) {
@@ -261,6 +285,9 @@ impl<C: Clock> ApicModel for LocalApic<C> {
     }
     fn eoi_exit_bitmap(&self) -> [u64; 4] {
         LocalApic::eoi_exit_bitmap(self)
+    }
+    fn interrupt_generation(&self) -> u64 {
+        LocalApic::interrupt_generation(self)
     }
 }
 
@@ -331,10 +358,18 @@ pub struct VirtualApic<'a> {
     /// written.
     eoi_exit: Option<[u32; 8]>,
     threshold: Option<u8>,
-    /// VIRR and VISR as the page holds them as far as the host knows: as
-    /// last written, or as read after an exit.
+    /// VTPR, VIRR and VISR as the page holds them as far as the host
+    /// knows: as last written, or as read after an exit.
+    page_tpr: u32,
     page_irr: [u32; 8],
     page_isr: [u32; 8],
+    /// The guest interrupt status (RVI, SVI) as last written, while the
+    /// processor cannot have changed it (it changes it only along with
+    /// VIRR or VISR).
+    status: Option<u16>,
+    /// The model's interrupt generation whose TPR, IRR, ISR and TMR the
+    /// page and the VMCS hold; `None` when they must be compared again.
+    synced: Option<u64>,
     /// The model was told that the processor delivers its vectors.
     delivery_announced: bool,
     /// The VMCS fields were written.
@@ -382,8 +417,11 @@ impl<'a> VirtualApic<'a> {
             guest_base: guest_base & !0xFFF,
             eoi_exit: None,
             threshold: None,
+            page_tpr: 0,
             page_irr: [0; 8],
             page_isr: [0; 8],
+            status: None,
+            synced: None,
             delivery_announced: false,
             configured: false,
             mirror_stale: true,
@@ -525,11 +563,14 @@ impl<'a> VirtualApic<'a> {
             self.write_eoi_exit(vmcs, [0; 4])?;
             self.eoi_exit = Some([0; 8]);
             vmcs.write(Guest16::InterruptStatus, 0)?;
+            self.status = Some(0);
         }
+        self.page_tpr = self.page.read(offset::VTPR);
         self.page.write_vectors(offset::VIRR, &[0; 8]);
         self.page.write_vectors(offset::VISR, &[0; 8]);
         self.page_irr = [0; 8];
         self.page_isr = [0; 8];
+        self.synced = None;
         self.mirror_stale = true;
         self.configured = true;
         Ok(())
@@ -567,20 +608,28 @@ impl<'a> VirtualApic<'a> {
     /// it delivered, the EOIs it virtualized and the self-IPIs it raised.
     /// Call after every exit, before anything else looks at the model.
     pub fn after_exit(&mut self, apic: &mut dyn ApicModel) {
-        let vtpr = self.page.read(offset::VTPR) as u8;
-        if vtpr != apic.tpr() {
-            apic.set_tpr(vtpr);
-            self.stats.tpr_changes += 1;
+        let vtpr = self.page.read(offset::VTPR);
+        if vtpr != self.page_tpr {
+            self.page_tpr = vtpr;
+            self.synced = None;
+            if vtpr as u8 != apic.tpr() {
+                apic.set_tpr(vtpr as u8);
+                self.stats.tpr_changes += 1;
+            }
         }
-        if !self.delivers_interrupts() {
+        if !self.delivers_interrupts()
+            || !(self.page_differs(offset::VIRR, &self.page_irr)
+                || self.page_differs(offset::VISR, &self.page_isr))
+        {
+            // Nothing delivered, ended or raised since the entry.
             return;
         }
         let virr = self.page.read_vectors(offset::VIRR);
         let visr = self.page.read_vectors(offset::VISR);
-        if virr == self.page_irr && visr == self.page_isr {
-            // Nothing delivered, ended or raised since the entry.
-            return;
-        }
+        // RVI and SVI moved with them; the model is compared again before
+        // the next entry (it may refuse a self-IPI the page holds).
+        self.status = None;
+        self.synced = None;
         self.page_irr = virr;
         self.page_isr = visr;
         let model = apic.vector_registers();
@@ -609,6 +658,21 @@ impl<'a> VirtualApic<'a> {
                 self.stats.virtual_eois += 1;
             }
         }
+        // Usually the model now holds what the page holds, and the next
+        // entry has nothing to write.
+        if self.holds(apic) {
+            self.synced = Some(apic.interrupt_generation());
+        }
+    }
+
+    /// Whether the page and the VMCS hold the model's TPR, IRR, ISR and TMR
+    /// (what [`VirtualApic::before_entry`] would find nothing to write for).
+    fn holds(&self, apic: &dyn ApicModel) -> bool {
+        let model = apic.vector_registers();
+        self.page_tpr == u32::from(apic.tpr())
+            && !differ(&model.irr, &self.page_irr)
+            && !differ(&model.isr, &self.page_isr)
+            && self.eoi_exit.is_some_and(|tmr| !differ(&tmr, &model.tmr))
     }
 
     /// Writes the model's state to the page and the VMCS for the next entry
@@ -618,12 +682,34 @@ impl<'a> VirtualApic<'a> {
         vmcs: &mut V,
         apic: &mut dyn ApicModel,
     ) -> Result<(), VmcsError> {
-        self.follow_apic_mode(vmcs, apic.is_x2apic())?;
-        let tpr = apic.tpr();
-        let tpr_changed = u32::from(tpr) != self.page.read(offset::VTPR);
-        if tpr_changed {
-            self.page.write(offset::VTPR, u32::from(tpr));
+        if self.x2apic.is_some() {
+            self.follow_apic_mode(vmcs, apic.is_x2apic())?;
         }
+        let generation = apic.interrupt_generation();
+        if self.synced != Some(generation) {
+            self.write_interrupt_state(vmcs, apic)?;
+            self.synced = Some(generation);
+        }
+        // Only APIC-register virtualization lets the guest read them.
+        if self.mirror_stale && self.delivers_interrupts() {
+            self.mirror(apic);
+        }
+        Ok(())
+    }
+
+    /// Writes the model's TPR, IRR, ISR and TMR, and what follows from
+    /// them, where the page or the VMCS holds something else.
+    fn write_interrupt_state<V: VmcsAccess + ?Sized>(
+        &mut self,
+        vmcs: &mut V,
+        apic: &dyn ApicModel,
+    ) -> Result<(), VmcsError> {
+        let tpr = u32::from(apic.tpr());
+        let tpr_changed = tpr != self.page.read(offset::VTPR);
+        if tpr_changed {
+            self.page.write(offset::VTPR, tpr);
+        }
+        self.page_tpr = tpr;
         if !self.delivers_interrupts() {
             let threshold = apic.tpr_threshold();
             if self.threshold != Some(threshold) {
@@ -633,37 +719,53 @@ impl<'a> VirtualApic<'a> {
             return Ok(());
         }
         let model = apic.vector_registers();
-        let mut changed = tpr_changed;
-        for index in 0..8 {
-            let slot = 16 * index as u32;
-            if model.irr[index] != self.page_irr[index] {
-                self.page.write(offset::VIRR + slot, model.irr[index]);
-                changed = true;
-            }
-            if model.isr[index] != self.page_isr[index] {
-                self.page.write(offset::VISR + slot, model.isr[index]);
-                changed = true;
-            }
-        }
+        let irr_words = changed_words(&model.irr, &self.page_irr);
+        let isr_words = changed_words(&model.isr, &self.page_isr);
         // Unchanged, the page's VPPR and the VMCS's RVI/SVI are as the
-        // processor left them, which is what the model holds.
-        if changed {
+        // processor left them, which is what the model holds: the PPR
+        // follows the TPR and the ISR, RVI the IRR and SVI the ISR.
+        if tpr_changed || isr_words != 0 {
+            self.page.write(offset::VPPR, u32::from(apic.ppr()));
+        }
+        if irr_words | isr_words != 0 {
+            let known = match self.status {
+                Some(status) => status,
+                // As the processor left it, with VIRR and VISR.
+                None => vmcs.read(Guest16::InterruptStatus)?,
+            };
+            let status = match added_vectors_only(irr_words, &model.irr, &self.page_irr) {
+                // Requests added, none taken away or put in service: RVI
+                // rises to the highest new one if it is above.
+                Some(highest) if isr_words == 0 => {
+                    (known & 0xFF00) | u16::from((known as u8).max(highest))
+                }
+                _ => apic.guest_interrupt_status(),
+            };
+            if status != known {
+                vmcs.write(Guest16::InterruptStatus, status)?;
+            }
+            self.status = Some(status);
+            write_words(&mut self.page, offset::VIRR, irr_words, &model.irr);
+            write_words(&mut self.page, offset::VISR, isr_words, &model.isr);
             self.page_irr = model.irr;
             self.page_isr = model.isr;
-            self.page.write(offset::VPPR, u32::from(apic.ppr()));
-            vmcs.write(Guest16::InterruptStatus, apic.guest_interrupt_status())?;
         }
-        if self.eoi_exit != Some(model.tmr) {
+        if self.eoi_exit.is_none_or(|known| differ(&known, &model.tmr)) {
             // The bitmap follows the TMR: the level-triggered vectors, whose
             // EOI the IOAPIC must see.
             self.write_eoi_exit(vmcs, apic.eoi_exit_bitmap())?;
             self.eoi_exit = Some(model.tmr);
             self.mirror_stale = true;
         }
-        if self.mirror_stale {
-            self.mirror(apic);
-        }
         Ok(())
+    }
+
+    /// Whether the 256-bit register at `base` of the page differs from
+    /// `known` (without copying it).
+    fn page_differs(&self, base: u32, known: &[u32; 8]) -> bool {
+        // Spelled out, as in `differ`.
+        let word = |index: usize| self.page.read(base + 16 * index as u32) ^ known[index];
+        (word(0) | word(1) | word(2) | word(3) | word(4) | word(5) | word(6) | word(7)) != 0
     }
 
     /// An APIC-write exit: the guest wrote the register at `offset` of the
@@ -719,6 +821,44 @@ impl<'a> VirtualApic<'a> {
             self.page.write(slot, value(slot));
         }
         self.mirror_stale = false;
+    }
+}
+
+/// Whether two 256-bit registers differ. Spelled out: comparing the arrays
+/// calls `memcmp`, and a loop is not unrolled; this runs around most exits.
+fn differ(a: &[u32; 8], b: &[u32; 8]) -> bool {
+    let word = |index: usize| a[index] ^ b[index];
+    (word(0) | word(1) | word(2) | word(3) | word(4) | word(5) | word(6) | word(7)) != 0
+}
+
+/// The words in which two 256-bit registers differ, as a mask (bit `i` for
+/// word `i`, vectors `32 * i` to `32 * i + 31`).
+fn changed_words(a: &[u32; 8], b: &[u32; 8]) -> u32 {
+    let word = |index: usize| u32::from(a[index] != b[index]) << index;
+    word(0) | word(1) | word(2) | word(3) | word(4) | word(5) | word(6) | word(7)
+}
+
+/// If the register `new` only adds vectors to `old` in the words of
+/// `changed` (see [`changed_words`], not empty), the highest vector it
+/// adds; `None` if it takes any away.
+fn added_vectors_only(changed: u32, new: &[u32; 8], old: &[u32; 8]) -> Option<u8> {
+    let mut highest = None;
+    for index in bits(changed) {
+        let (new, old) = (new[usize::from(index)], old[usize::from(index)]);
+        if old & !new != 0 {
+            return None;
+        }
+        // Words are visited lowest first: the last one holds the highest.
+        highest = Some(32 * index + (31 - (new & !old).leading_zeros() as u8));
+    }
+    highest
+}
+
+/// Writes the words of `words` named by the mask `changed` (see
+/// [`changed_words`]) to the 256-bit register at `base` of `page`.
+fn write_words(page: &mut VirtualApicPage<'_>, base: u32, changed: u32, words: &[u32; 8]) {
+    for index in bits(changed) {
+        page.write(base + 16 * u32::from(index), words[usize::from(index)]);
     }
 }
 

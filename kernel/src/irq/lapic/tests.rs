@@ -551,3 +551,64 @@ fn values_for_apic_virtualization() {
     // Vector 0x42 is bit 2 of TMR word 2, i.e. bit 2 of bitmap qword 1.
     assert_eq!(a.eoi_exit_bitmap(), [0, 1 << 2, 0, 0]);
 }
+
+#[test]
+fn interrupt_generation_changes_whenever_tpr_irr_isr_or_tmr_change() {
+    // Whoever copies these registers (APIC virtualization) skips the copy
+    // while the generation stays the same: no change may go unannounced.
+    let clock = ManualClock::new(0);
+    let mut a = enabled(&clock);
+    let snapshot = |a: &LocalApic<&ManualClock>| {
+        let words = |set: &VectorSet| -> [u32; 8] { core::array::from_fn(|i| set.word(i)) };
+        (a.tpr(), words(a.irr()), words(a.isr()), words(a.tmr()))
+    };
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    let mut changes = 0;
+    for step in 0..4000 {
+        let before = (snapshot(&a), a.interrupt_generation());
+        let vector = next(256) as u8;
+        match next(14) {
+            0 => a.request_vector(vector, TriggerMode::Edge),
+            1 => a.request_vector(vector, TriggerMode::Level),
+            2 => a.set_tpr(vector & 0xF0),
+            3 => w(&mut a, reg::TPR, u32::from(vector)),
+            4 => w(&mut a, reg::EOI, 0),
+            5 => {
+                a.acknowledge();
+            }
+            6 => a.accept_delivered(vector),
+            7 => a.end_of_interrupt(vector),
+            // A self-IPI through the ICR; an illegal vector reaches the ESR
+            // and the error LVT.
+            8 => w(&mut a, reg::ICR_LOW, (1 << 18) | u32::from(vector)),
+            9 => w(&mut a, reg::LVT_ERROR, u32::from(vector)),
+            10 => w(&mut a, reg::SVR, if next(2) == 0 { 0xFF } else { 0x1FF }),
+            11 if next(16) == 0 => {
+                // Global disable (resets the registers) and enable.
+                a.set_apic_base(DEFAULT_APIC_BASE).unwrap();
+                a.set_apic_base(DEFAULT_APIC_BASE | (1 << 11)).unwrap();
+                w(&mut a, reg::SVR, 0x1FF);
+            }
+            12 => a.lint_edge(next(2) == 0),
+            _ => {
+                let _ = a.take_level_eoi();
+            }
+        }
+        let after = (snapshot(&a), a.interrupt_generation());
+        if after.0 != before.0 {
+            changes += 1;
+            assert_ne!(
+                after.1, before.1,
+                "step {step}: a change kept generation {}",
+                before.1
+            );
+        }
+    }
+    assert!(changes > 800, "only {changes} changes");
+}

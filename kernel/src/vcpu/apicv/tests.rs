@@ -14,11 +14,12 @@ use ponte_arch::vmx::{
     controls::{PinControl, Proc2Control, ProcControl},
     setup_vmcs,
     vmcs::{Control32, Control64, Guest16},
-    ControlRequest, GuestState, HostState, MemVmcs, Page4K, VmcsExt,
+    ControlRequest, GuestState, HostState, MemVmcs, Page4K, VmcsError, VmcsExt,
 };
 
 use super::*;
 use crate::irq::lapic::{LapicConfig, LocalApic, DEFAULT_APIC_BASE};
+use crate::irq::vectors::VectorSet;
 use crate::time::ManualClock;
 
 /// Every recorded Bochs CPU model (IA32_VMX_* MSRs).
@@ -557,4 +558,257 @@ fn apic_writes_in_x2apic_mode_reach_the_msr_of_the_register() {
     apic.page.write(reg::SELF_IPI, 0x35);
     apic.apic_write(reg::SELF_IPI as u16, &mut model);
     assert_eq!(model.irr().highest(), Some(0x35));
+}
+
+/// A VMCS that counts the VMWRITEs made to it.
+#[derive(Default)]
+struct CountingVmcs {
+    vmcs: MemVmcs,
+    writes: usize,
+}
+
+impl ponte_arch::vmx::VmcsAccess for CountingVmcs {
+    fn read_encoding(&self, encoding: u32) -> Result<u64, VmcsError> {
+        self.vmcs.read_encoding(encoding)
+    }
+    fn write_encoding(&mut self, encoding: u32, value: u64) -> Result<(), VmcsError> {
+        self.writes += 1;
+        self.vmcs.write_encoding(encoding, value)
+    }
+}
+
+/// What the processor must find at entry (SDM 30.1 and 30.2): the model's
+/// TPR, IRR, ISR and TMR on the page (VTMR only while the xAPIC page is
+/// there), VPPR from the TPR and the highest in-service vector, RVI and SVI
+/// the highest requested and in-service vectors, and the level-triggered
+/// vectors (TMR) in the EOI-exit bitmap.
+fn assert_entry_state(
+    apic: &VirtualApic<'static>,
+    vmcs: &MemVmcs,
+    model: &LocalApic<&ManualClock>,
+    context: &str,
+) {
+    let page = apic.page();
+    let words = |set: &VectorSet| -> [u32; 8] { core::array::from_fn(|i| set.word(i)) };
+    assert_eq!(page.read(offset::VTPR), u32::from(model.tpr()), "{context}");
+    assert_eq!(
+        page.read_vectors(offset::VIRR),
+        words(model.irr()),
+        "{context}"
+    );
+    assert_eq!(
+        page.read_vectors(offset::VISR),
+        words(model.isr()),
+        "{context}"
+    );
+    let highest = |set: &VectorSet| (0..=255u8).rev().find(|&v| set.contains(v));
+    let isrv = highest(model.isr()).unwrap_or(0);
+    let tpr = model.tpr();
+    let ppr = if tpr >> 4 >= isrv >> 4 {
+        tpr
+    } else {
+        isrv & 0xF0
+    };
+    assert_eq!(page.read(offset::VPPR), u32::from(ppr), "{context}");
+    let rvi = highest(model.irr()).unwrap_or(0);
+    assert_eq!(
+        vmcs.read(Guest16::InterruptStatus),
+        Ok(u16::from(rvi) | (u16::from(isrv) << 8)),
+        "{context}"
+    );
+    let bitmap = [
+        Control64::EoiExitBitmap0,
+        Control64::EoiExitBitmap1,
+        Control64::EoiExitBitmap2,
+        Control64::EoiExitBitmap3,
+    ];
+    for v in 0..=255u8 {
+        let bit = vmcs.read(bitmap[usize::from(v / 64)]).unwrap() >> (v % 64) & 1;
+        assert_eq!(
+            bit == 1,
+            model.tmr().contains(v),
+            "{context}: vector {v:#x}"
+        );
+    }
+}
+
+#[test]
+fn an_entry_after_an_exit_that_changed_nothing_writes_nothing() {
+    let clock = ManualClock::new(0);
+    let mut model = lapic(&clock);
+    let mut apic = virtual_apic(ApicVirtualization::VirtualInterruptDelivery);
+    let mut vmcs = CountingVmcs::default();
+    apic.configure(&mut vmcs).unwrap();
+    model.request_vector(0x41, TriggerMode::Level);
+    model.set_tpr(0x50);
+    apic.before_entry(&mut vmcs, &mut model).unwrap();
+    assert_entry_state(&apic, &vmcs.vmcs, &model, "first entry");
+    // The guest runs without touching its APIC (0x41 stays masked by the
+    // TPR); the exit is a CPUID or an I/O port.
+    apic.after_exit(&mut model);
+    vmcs.writes = 0;
+    apic.before_entry(&mut vmcs, &mut model).unwrap();
+    assert_eq!(vmcs.writes, 0, "nothing changed, nothing written");
+    assert_entry_state(&apic, &vmcs.vmcs, &model, "unchanged");
+    // A request of the model (a line raised during the exit) is written:
+    // VIRR and RVI, nothing else.
+    model.request_vector(0x62, TriggerMode::Edge);
+    apic.after_exit(&mut model);
+    apic.before_entry(&mut vmcs, &mut model).unwrap();
+    assert_eq!(vmcs.writes, 1, "RVI only");
+    assert_entry_state(&apic, &vmcs.vmcs, &model, "after a request");
+    // A lower request leaves RVI where it is.
+    model.request_vector(0x33, TriggerMode::Edge);
+    apic.before_entry(&mut vmcs, &mut model).unwrap();
+    assert_eq!(vmcs.writes, 1, "RVI unchanged");
+    assert_entry_state(&apic, &vmcs.vmcs, &model, "after a lower request");
+}
+
+#[test]
+fn a_self_ipi_that_leaves_rvi_alone_still_reaches_the_model() {
+    let clock = ManualClock::new(0);
+    let mut model = lapic(&clock);
+    let mut apic = virtual_apic(ApicVirtualization::VirtualInterruptDelivery);
+    let mut vmcs = MemVmcs::new();
+    apic.configure(&mut vmcs).unwrap();
+    model.set_tpr(0x60);
+    model.request_vector(0x52, TriggerMode::Edge);
+    run(&mut apic, &mut vmcs, &mut model, |cpu| {
+        // Masked by the TPR; a self-IPI below it changes VIRR but neither
+        // RVI nor SVI (SDM 30.1.5: RVI = max(RVI, vector)).
+        cpu.self_ipi(0x31);
+        assert_eq!(cpu.status(), (0x52, 0));
+    });
+    assert!(model.irr().contains(0x31), "the model saw the self-IPI");
+    // A request of the same word after the exit keeps the guest's.
+    model.request_vector(0x30, TriggerMode::Edge);
+    run(&mut apic, &mut vmcs, &mut model, |cpu| {
+        assert!(cpu.bit(offset::VIRR, 0x30) && cpu.bit(offset::VIRR, 0x31));
+        cpu.write_tpr(0);
+        assert_eq!(cpu.deliver(), 0x52);
+        assert_eq!(cpu.eoi(), None);
+        assert_eq!(cpu.deliver(), 0x31);
+        assert_eq!(cpu.eoi(), None);
+        assert_eq!(cpu.deliver(), 0x30);
+    });
+    assert_eq!(model.isr().highest(), Some(0x30));
+    assert!(model.irr().is_empty());
+    assert_eq!(apic.stats().virtual_deliveries, 3);
+}
+
+/// A small deterministic generator (xorshift64) for the sequences below.
+struct Sequence(u64);
+
+impl Sequence {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[test]
+fn every_change_on_either_side_reaches_the_other_before_the_next_entry() {
+    // Random rounds of what the host does during an exit (requests of
+    // either trigger mode, TPR writes, EOIs on the model, software
+    // disabling and enabling) and what the processor does while the guest
+    // runs (deliveries, EOIs, self-IPIs, TPR writes). After every exit the
+    // model must have seen the processor's changes, and at every entry the
+    // page and the VMCS must hold the model's state: whatever the host
+    // skipped writing or reading held nothing new.
+    let clock = ManualClock::new(0);
+    let (mut deliveries, mut eois, mut self_ipis, mut tpr_changes) = (0, 0, 0, 0);
+    for seed in 1..=40u64 {
+        let mut model = lapic(&clock);
+        let mut apic = virtual_apic(ApicVirtualization::VirtualInterruptDelivery);
+        let mut vmcs = MemVmcs::new();
+        apic.configure(&mut vmcs).unwrap();
+        let mut random = Sequence(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut requested_level = VectorSet::new();
+        for round in 0..60 {
+            for _ in 0..random.next(4) {
+                let vector = 0x20 + random.next(0xE0) as u8;
+                match random.next(8) {
+                    0..=2 => model.request_vector(vector, TriggerMode::Edge),
+                    3 => {
+                        model.request_vector(vector, TriggerMode::Level);
+                        requested_level.insert(vector);
+                    }
+                    4 => model.set_tpr((random.next(8) as u8) << 4),
+                    5 => model.mmio_write(u64::from(reg::EOI), AccessWidth::Dword, 0),
+                    // Software disabling (self-IPIs the model then drops
+                    // stay on the page until the next entry) or enabling.
+                    6 if random.next(4) == 0 => {
+                        let svr = model.register_value(reg::SVR).unwrap() ^ 0x100;
+                        model.mmio_write(u64::from(reg::SVR), AccessWidth::Dword, u64::from(svr));
+                    }
+                    // Global disabling, which clears every register, and
+                    // enabling again.
+                    7 if random.next(8) == 0 => {
+                        model.set_apic_base(DEFAULT_APIC_BASE).unwrap();
+                        model.set_apic_base(DEFAULT_APIC_BASE | (1 << 11)).unwrap();
+                        model.mmio_write(u64::from(reg::SVR), AccessWidth::Dword, 0x1FF);
+                    }
+                    _ => {}
+                }
+            }
+            while model.take_level_eoi().is_some() {}
+            let context = std::format!("seed {seed}, round {round}");
+            apic.before_decision(&mut model);
+            apic.before_entry(&mut vmcs, &mut model).unwrap();
+            assert_entry_state(&apic, &vmcs, &model, &context);
+            let mut cpu = Processor {
+                apic: &mut apic,
+                vmcs: &mut vmcs,
+            };
+            for _ in 0..random.next(5) {
+                match random.next(6) {
+                    0 | 1 if cpu.pending() => {
+                        cpu.deliver();
+                    }
+                    2 => {
+                        let (_, svi) = cpu.status();
+                        // An EOI-exit vector ends the guest's run.
+                        if cpu.eoi().is_some() || svi == 0 {
+                            break;
+                        }
+                    }
+                    3 => cpu.self_ipi(0x20 + random.next(0xE0) as u8),
+                    4 => cpu.write_tpr((random.next(8) as u8) << 4),
+                    _ => {}
+                }
+            }
+            let page_irr = cpu.apic.page.read_vectors(offset::VIRR);
+            let page_isr = cpu.apic.page.read_vectors(offset::VISR);
+            let page_tpr = cpu.apic.page.read(offset::VTPR) as u8;
+            apic.after_exit(&mut model);
+            let words = |set: &VectorSet| -> [u32; 8] { core::array::from_fn(|i| set.word(i)) };
+            // A software-disabled APIC drops the self-IPIs instead (the
+            // next entry takes them off the page).
+            if model.is_enabled() {
+                assert_eq!(
+                    words(model.irr()),
+                    page_irr,
+                    "{context}: IRR after the exit"
+                );
+                assert_eq!(
+                    words(model.isr()),
+                    page_isr,
+                    "{context}: ISR after the exit"
+                );
+            }
+            assert_eq!(model.tpr(), page_tpr, "{context}: TPR after the exit");
+        }
+        let stats = apic.stats();
+        deliveries += stats.virtual_deliveries;
+        eois += stats.virtual_eois;
+        self_ipis += stats.virtual_self_ipis;
+        tpr_changes += stats.tpr_changes;
+    }
+    // The sequences did exercise each kind of change.
+    assert!(
+        deliveries > 500 && eois > 300 && self_ipis > 300 && tpr_changes > 300,
+        "{deliveries} deliveries, {eois} EOIs, {self_ipis} self-IPIs, {tpr_changes} TPR changes"
+    );
 }
