@@ -389,52 +389,47 @@ pub fn madt(out: &mut [u8], oem: &OemInfo, config: &MadtConfig<'_>) -> Result<()
             0
         },
     );
+    // Each entry is assembled whole and copied once: a bounds check per
+    // entry rather than per field.
     let mut at = HEADER_SIZE + 8;
+    let mut append = |entry: &[u8]| {
+        out[at..at + entry.len()].copy_from_slice(entry);
+        at += entry.len();
+    };
     let x2apic = config.uses_x2apic();
+    let [e0, e1, e2, e3] = LAPIC_ENABLED.to_le_bytes();
     for (uid, &id) in config.apic_ids.iter().enumerate() {
         if x2apic {
-            out[at] = MADT_LOCAL_X2APIC;
-            out[at + 1] = 16;
-            put32(out, at + 4, id);
-            put32(out, at + 8, LAPIC_ENABLED);
-            put32(out, at + 12, uid as u32);
-            at += 16;
+            let [i0, i1, i2, i3] = id.to_le_bytes();
+            let [u0, u1, u2, u3] = (uid as u32).to_le_bytes();
+            let kind = MADT_LOCAL_X2APIC;
+            append(&[
+                kind, 16, 0, 0, i0, i1, i2, i3, e0, e1, e2, e3, u0, u1, u2, u3,
+            ]);
         } else {
-            out[at] = MADT_LOCAL_APIC;
-            out[at + 1] = 8;
-            out[at + 2] = uid as u8;
-            out[at + 3] = id as u8;
-            put32(out, at + 4, LAPIC_ENABLED);
-            at += 8;
+            append(&[MADT_LOCAL_APIC, 8, uid as u8, id as u8, e0, e1, e2, e3]);
         }
     }
-    out[at] = MADT_IO_APIC;
-    out[at + 1] = 12;
-    out[at + 2] = config.io_apic_id;
-    put32(out, at + 4, config.io_apic_address);
-    put32(out, at + 8, config.io_apic_gsi_base);
-    at += 12;
+    let [a0, a1, a2, a3] = config.io_apic_address.to_le_bytes();
+    let [g0, g1, g2, g3] = config.io_apic_gsi_base.to_le_bytes();
+    let id = config.io_apic_id;
+    append(&[MADT_IO_APIC, 12, id, 0, a0, a1, a2, a3, g0, g1, g2, g3]);
     for o in config.overrides {
-        out[at] = MADT_INTERRUPT_OVERRIDE;
-        out[at + 1] = 10;
-        out[at + 2] = 0; // ISA
-        out[at + 3] = o.irq;
-        put32(out, at + 4, o.gsi);
-        put16(out, at + 8, o.flags());
-        at += 10;
+        let [g0, g1, g2, g3] = o.gsi.to_le_bytes();
+        let [f0, f1] = o.flags().to_le_bytes();
+        // Bus 0: ISA.
+        let kind = MADT_INTERRUPT_OVERRIDE;
+        append(&[kind, 10, 0, o.irq, g0, g1, g2, g3, f0, f1]);
     }
+    let lint = config.nmi_lint;
     if x2apic {
-        out[at] = MADT_LOCAL_X2APIC_NMI;
-        out[at + 1] = 12;
-        put16(out, at + 2, 0); // conforming: edge, active high
-        put32(out, at + 4, u32::MAX); // all processors
-        out[at + 8] = config.nmi_lint;
+        // Flags 0 (conforming: edge, active high), all processors, LINT#,
+        // 3 reserved bytes.
+        let (kind, all) = (MADT_LOCAL_X2APIC_NMI, 0xff);
+        append(&[kind, 12, 0, 0, all, all, all, all, lint, 0, 0, 0]);
     } else {
-        out[at] = MADT_LOCAL_APIC_NMI;
-        out[at + 1] = 6;
-        out[at + 2] = 0xff; // all processors
-        put16(out, at + 3, 0);
-        out[at + 5] = config.nmi_lint;
+        // All processors, flags 0 (conforming), LINT#.
+        append(&[MADT_LOCAL_APIC_NMI, 6, 0xff, 0, 0, lint]);
     }
     Ok(())
 }
