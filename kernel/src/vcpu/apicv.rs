@@ -639,21 +639,29 @@ impl<'a> VirtualApic<'a> {
                 continue;
             }
             let base = 32 * index as u8;
-            // Requested by a virtualized self-IPI: pending, or already
-            // delivered (in service without having been requested).
-            let raised = (virr[index] & !irr) | (visr[index] & !isr & !irr);
+            let (virr, visr) = (virr[index], visr[index]);
+            // Put in service during the run.
+            let entered = visr & !isr;
+            // Requested by a virtualized self-IPI: pending, or put in
+            // service, without the model's request.
+            let raised = (virr | entered) & !irr;
             for bit in bits(raised) {
                 apic.request_self_ipi(base + bit);
                 self.stats.virtual_self_ipis += 1;
             }
-            // Delivered: requested, and no longer in VIRR.
-            let delivered = (irr | raised) & !virr[index];
+            // Delivered: requested and no longer pending, or put in service
+            // (and then, if pending again, raised once more).
+            let delivered = ((irr | raised) & !virr) | entered;
             for bit in bits(delivered) {
                 apic.accept_delivered(base + bit);
                 self.stats.virtual_deliveries += 1;
             }
+            for bit in bits(delivered & virr) {
+                apic.request_self_ipi(base + bit);
+                self.stats.virtual_self_ipis += 1;
+            }
             // Ended: in service for the model, not on the page.
-            for bit in bits((isr | delivered) & !visr[index]) {
+            for bit in bits((isr | delivered) & !visr) {
                 apic.end_of_interrupt(base + bit);
                 self.stats.virtual_eois += 1;
             }
