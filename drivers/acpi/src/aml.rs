@@ -187,8 +187,20 @@ impl<'a> Aml<'a> {
         self.raw(opcode)?;
         let start = self.len;
         body(self)?;
+        let extra = after_length(self.len - start);
+        self.close_pkg_length(start, extra)
+    }
+
+    /// Puts the PkgLength of what was written from `start` on, plus the
+    /// `extra_len` bytes of `extra`, at `start`, followed by those bytes.
+    /// Out of line: every package, device, scope and method closes this way.
+    #[inline(never)]
+    fn close_pkg_length(
+        &mut self,
+        start: usize,
+        (extra, extra_len): ([u8; 9], usize),
+    ) -> Result<(), AcpiError> {
         let body_len = self.len - start;
-        let (extra, extra_len) = after_length(body_len);
         let (length, n) = pkg_length(body_len + extra_len)?;
         let mut prefix = [0u8; 13];
         prefix[..n].copy_from_slice(&length[..n]);
