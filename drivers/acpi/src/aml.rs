@@ -193,7 +193,8 @@ impl<'a> Aml<'a> {
 
     /// Puts the PkgLength of what was written from `start` on, plus the
     /// `extra_len` bytes of `extra`, at `start`, followed by those bytes.
-    /// Out of line: every package, device, scope and method closes this way.
+    /// Out of line: every package, buffer, device, scope and method closes
+    /// this way.
     #[inline(never)]
     fn close_pkg_length(
         &mut self,
@@ -388,12 +389,9 @@ impl<'a> Aml<'a> {
         elements(&mut package)?;
         let count = package.count;
         let count = u8::try_from(count).map_err(|_| AcpiError::TooManyElements { count })?;
-        let body_len = self.len - start + 1;
-        let (length, n) = pkg_length(body_len)?;
-        let mut prefix = [0u8; 5];
-        prefix[..n].copy_from_slice(&length[..n]);
-        prefix[n] = count;
-        self.insert(start, &prefix[..=n])
+        let mut num_elements = [0u8; 9];
+        num_elements[0] = count;
+        self.close_pkg_length(start, (num_elements, 1))
     }
 
     /// `Buffer() { bytes written by body }`, its size taken from what
