@@ -321,42 +321,45 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             Ok(h) if is_sparse(&h) => Some(h),
             _ => None,
         };
-        let (footer, limit, tail_ok) = match read_tail(&mut dev, len)? {
-            TailState::Ok(f, pos) if is_sparse(&f) => match (head_ok, head) {
-                (Some(h), _) if h == f => (f, pos, true),
+        // The arms pick one of the footers read by reference; it is copied
+        // once, after.
+        let tail = read_tail(&mut dev, len)?;
+        let (footer, limit, tail_ok) = match &tail {
+            TailState::Ok(f, pos) if is_sparse(f) => match (&head_ok, &head) {
+                (Some(h), _) if h == f => (f, *pos, true),
                 // The copy at offset 0 is never rewritten; a different tail
                 // may be guest data left at the end by an interrupted
                 // append, so the copy wins.
                 (Some(h), _) => {
                     r.warn(Problem::FooterCopyMismatch);
-                    (h, pos, true)
+                    (h, *pos, true)
                 }
                 _ => {
                     r.warn(Problem::FooterCopyMismatch);
-                    (f, pos, true)
+                    (f, *pos, true)
                 }
             },
-            TailState::Ok(f, pos) => (f, pos, true),
-            TailState::BadSum(f, pos, p) => match head_ok {
+            TailState::Ok(f, pos) => (f, *pos, true),
+            TailState::BadSum(f, pos, p) => match &head_ok {
                 Some(h) => {
-                    r.warn(p);
+                    r.warn(*p);
                     (h, len, false)
                 }
                 None if accept => {
-                    r.warn(p);
-                    (f, pos, true)
+                    r.warn(*p);
+                    (f, *pos, true)
                 }
-                None => return Err(r.stop(p)),
+                None => return Err(r.stop(*p)),
             },
             // No footer at the end: an append interrupted before the footer
             // was moved leaves exactly this; the copy at offset 0 is used
             // and the unreferenced tail is leaked space.
-            TailState::Bad(p) => match (head_ok, head) {
+            TailState::Bad(p) => match (&head_ok, &head) {
                 (Some(h), _) => {
                     r.summary.tail_footer_missing = true;
                     (h, len, false)
                 }
-                (None, Err(Some(h))) if accept && is_sparse(&h) => {
+                (None, Err(Some(h))) if accept && is_sparse(h) => {
                     let mut raw = [0u8; FOOTER_SIZE];
                     dev.read_at(0, &mut raw)?;
                     r.summary.tail_footer_missing = true;
@@ -367,9 +370,10 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
                     });
                     (h, len, false)
                 }
-                _ => return Err(r.stop(p)),
+                _ => return Err(r.stop(*p)),
             },
         };
+        let footer = *footer;
         if footer.format_version >> 16 != 1 {
             return Err(r.stop(Problem::UnsupportedFooterVersion {
                 version: footer.format_version,
