@@ -1,7 +1,7 @@
 //! SMBIOS (DMTF DSP0134, version 3.0 entry point): who made the machine,
 //! as `dmidecode` and Linux's "DMI:" boot line read it.
 //!
-//! [`write`] lays out a 64-bit entry point (`_SM3_`) followed by the
+//! [`write()`] lays out a 64-bit entry point (`_SM3_`) followed by the
 //! structure table: BIOS information (type 0), system information (type 1)
 //! and the end-of-table marker (type 127). A guest booted without UEFI finds
 //! the entry point by scanning 0xF0000..0x100000 on 16-byte boundaries, so
@@ -130,11 +130,11 @@ pub fn write(out: &mut [u8], base: u64, config: &SmbiosConfig<'_>) -> Result<usi
     Ok(len)
 }
 
-/// Most bytes [`write`] can produce: the entry point and three structures
+/// Most bytes [`write()`] can produce: the entry point and three structures
 /// whose strings are all [`MAX_STRING_LEN`] long.
 pub const MAX_SIZE: usize = ENTRY_POINT_SIZE + 0x18 + 3 * 65 + 1 + 0x1B + 5 * 65 + 1 + 4 + 2;
 
-/// [`write`] into guest memory at `base` (through a buffer on the stack);
+/// [`write()`] into guest memory at `base` (through a buffer on the stack);
 /// returns the bytes written.
 pub fn install(
     mem: &impl GuestMemory,
