@@ -401,7 +401,8 @@ fn write_acpi(mem: &impl ponte_kernel::memory::GuestMemory) -> Result<u64, ponte
     ponte_acpi::write(mem, &config, ACPI_BASE, &mut scratch).map(|layout| layout.rsdp)
 }
 
-/// Loads the kernel and initramfs with the memory map of this board.
+/// Loads the kernel (an ELF vmlinux entered through its PVH note) and the
+/// initramfs with the memory map of this board.
 pub fn load_kernel(
     mem: &impl ponte_kernel::memory::GuestMemory,
     kernel: &[u8],
@@ -423,7 +424,7 @@ pub fn load_kernel(
         let _ = cmdline.push(' ');
         let _ = cmdline.push_str(extra_cmdline);
     }
-    linux::load(
+    linux::pvh::load(
         mem,
         &LinuxConfig {
             kernel,
