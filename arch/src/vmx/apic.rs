@@ -80,7 +80,18 @@ impl<'a> VirtualApicPage<'a> {
     /// The 256-bit register (VISR, VTMR, VIRR) at `base` as eight words,
     /// vectors 0-31 first.
     pub fn read_vectors(&self, base: u32) -> [u32; 8] {
-        core::array::from_fn(|i| self.read(base + 16 * i as u32))
+        // Spelled out: the loop `from_fn` makes is not unrolled.
+        let word = |index: u32| self.read(base + 16 * index);
+        [
+            word(0),
+            word(1),
+            word(2),
+            word(3),
+            word(4),
+            word(5),
+            word(6),
+            word(7),
+        ]
     }
 
     /// Writes the 256-bit register at `base` from eight words, vectors 0-31

@@ -607,6 +607,10 @@ impl<'a> VirtualApic<'a> {
     /// guest ran: the TPR, and with virtual-interrupt delivery the vectors
     /// it delivered, the EOIs it virtualized and the self-IPIs it raised.
     /// Call after every exit, before anything else looks at the model.
+    ///
+    /// Kept out of line: inlined, it weighs on the run loop's code for VMs
+    /// without APIC virtualization too.
+    #[inline(never)]
     pub fn after_exit(&mut self, apic: &mut dyn ApicModel) {
         let vtpr = self.page.read(offset::VTPR);
         if vtpr != self.page_tpr {
@@ -769,7 +773,9 @@ impl<'a> VirtualApic<'a> {
     }
 
     /// Whether the 256-bit register at `base` of the page differs from
-    /// `known` (without copying it).
+    /// `known` (without copying it). Inlined, so that the offsets are
+    /// constants: this runs after every exit.
+    #[inline(always)]
     fn page_differs(&self, base: u32, known: &[u32; 8]) -> bool {
         // Spelled out, as in `differ`.
         let word = |index: usize| self.page.read(base + 16 * index as u32) ^ known[index];
