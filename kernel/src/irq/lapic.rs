@@ -378,9 +378,34 @@ pub struct LocalApic<C: Clock> {
     remote: Option<RemoteIpi>,
     ignored_messages: u64,
     processor_delivers: bool,
-    /// Changes whenever the TPR, IRR, ISR or TMR may have changed (see
-    /// [`LocalApic::interrupt_generation`]).
-    generation: u64,
+    /// Change whenever the TPR, IRR, ISR or TMR may have changed (see
+    /// [`LocalApic::interrupt_generations`]).
+    generations: InterruptGenerations,
+}
+
+/// Counts of the changes of the LAPIC's interrupt registers (see
+/// [`LocalApic::interrupt_generations`]); each wraps after 2^64 changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterruptGenerations {
+    /// Any of the four registers below.
+    pub any: u64,
+    /// The task priority.
+    pub tpr: u64,
+    /// The interrupt request register.
+    pub irr: u64,
+    /// The in-service register.
+    pub isr: u64,
+    /// The trigger mode register.
+    pub tmr: u64,
+}
+
+/// The registers an [`InterruptGenerations`] counts changes of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InterruptRegister {
+    Tpr,
+    Irr,
+    Isr,
+    Tmr,
 }
 
 impl<C: Clock> LocalApic<C> {
@@ -411,7 +436,7 @@ impl<C: Clock> LocalApic<C> {
             remote: None,
             ignored_messages: 0,
             processor_delivers: false,
-            generation: 0,
+            generations: InterruptGenerations::default(),
         };
         apic.reset_registers();
         apic
@@ -420,7 +445,14 @@ impl<C: Clock> LocalApic<C> {
     /// Power-up register values (SDM "Local APIC State After Power-Up or
     /// Reset"); the ID, base and mode are left alone.
     fn reset_registers(&mut self) {
-        self.interrupt_registers_changed();
+        for register in [
+            InterruptRegister::Tpr,
+            InterruptRegister::Irr,
+            InterruptRegister::Isr,
+            InterruptRegister::Tmr,
+        ] {
+            self.interrupt_register_changed(register);
+        }
         self.tpr = 0;
         self.ldr = 0;
         self.dfr = u32::MAX;
@@ -791,20 +823,32 @@ impl<C: Clock> LocalApic<C> {
     /// Sets the task priority, as a MOV to CR8 does with `(cr8 << 4)`.
     pub fn set_tpr(&mut self, tpr: u8) {
         self.tpr = u32::from(tpr);
-        self.interrupt_registers_changed();
+        self.interrupt_register_changed(InterruptRegister::Tpr);
     }
 
     /// A number that changes whenever the TPR, IRR, ISR or TMR may have
     /// changed (it may also change when they did not): whoever copies them
     /// elsewhere, as APIC virtualization copies them to the virtual-APIC
-    /// page, need not compare them again while it stays the same. It wraps
-    /// after 2^64 changes.
+    /// page, need not compare them again while it stays the same.
     pub fn interrupt_generation(&self) -> u64 {
-        self.generation
+        self.generations.any
     }
 
-    fn interrupt_registers_changed(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
+    /// The same for each of the four registers (and `any` of them).
+    pub fn interrupt_generations(&self) -> InterruptGenerations {
+        self.generations
+    }
+
+    fn interrupt_register_changed(&mut self, register: InterruptRegister) {
+        let g = &mut self.generations;
+        g.any = g.any.wrapping_add(1);
+        let count = match register {
+            InterruptRegister::Tpr => &mut g.tpr,
+            InterruptRegister::Irr => &mut g.irr,
+            InterruptRegister::Isr => &mut g.isr,
+            InterruptRegister::Tmr => &mut g.tmr,
+        };
+        *count = count.wrapping_add(1);
     }
 
     /// Processor priority: TPR if its class is at least that of the highest
@@ -906,11 +950,16 @@ impl<C: Clock> LocalApic<C> {
         if !self.is_enabled() {
             return;
         }
-        self.interrupt_registers_changed();
+        self.interrupt_register_changed(InterruptRegister::Irr);
         self.irr.insert(vector);
-        match trigger {
-            TriggerMode::Level => self.tmr.insert(vector),
-            TriggerMode::Edge => self.tmr.remove(vector),
+        let level = trigger == TriggerMode::Level;
+        if self.tmr.contains(vector) != level {
+            self.interrupt_register_changed(InterruptRegister::Tmr);
+            if level {
+                self.tmr.insert(vector);
+            } else {
+                self.tmr.remove(vector);
+            }
         }
     }
 
@@ -919,7 +968,8 @@ impl<C: Clock> LocalApic<C> {
         let lvt = self.lvt[Lvt::Error.index()];
         let vector = lvt as u8;
         if lvt & LVT_MASKED == 0 && vector >= 16 && self.is_enabled() {
-            self.interrupt_registers_changed();
+            self.interrupt_register_changed(InterruptRegister::Irr);
+            self.interrupt_register_changed(InterruptRegister::Tmr);
             self.irr.insert(vector);
             self.tmr.remove(vector);
         }
@@ -959,7 +1009,8 @@ impl<C: Clock> LocalApic<C> {
     /// ISR. Returns it, or `None` if nothing was deliverable.
     pub fn acknowledge(&mut self) -> Option<u8> {
         let v = self.pending_vector()?;
-        self.interrupt_registers_changed();
+        self.interrupt_register_changed(InterruptRegister::Irr);
+        self.interrupt_register_changed(InterruptRegister::Isr);
         self.irr.remove(v);
         self.isr.insert(v);
         Some(v)
@@ -970,7 +1021,8 @@ impl<C: Clock> LocalApic<C> {
     /// alone.
     pub fn accept_delivered(&mut self, vector: u8) {
         if self.irr.contains(vector) {
-            self.interrupt_registers_changed();
+            self.interrupt_register_changed(InterruptRegister::Irr);
+            self.interrupt_register_changed(InterruptRegister::Isr);
             self.irr.remove(vector);
             self.isr.insert(vector);
         }
@@ -993,7 +1045,7 @@ impl<C: Clock> LocalApic<C> {
         if !self.isr.contains(vector) {
             return;
         }
-        self.interrupt_registers_changed();
+        self.interrupt_register_changed(InterruptRegister::Isr);
         self.isr.remove(vector);
         if self.tmr.contains(vector) && self.svr & SVR_SUPPRESS_EOI_BROADCAST == 0 {
             self.level_eois.insert(vector);

@@ -33,7 +33,9 @@
 //! than reading RVI and SVI back, which would not show a self-IPI below the
 //! pending request anyway), and before an entry nothing is compared or
 //! written while the model's [`ApicModel::interrupt_generation`] is the one
-//! the page and VMCS were last brought up to. Register accesses the
+//! the page and VMCS were last brought up to, and otherwise only the
+//! registers whose own generation moved ([`ApicModel::interrupt_generations`])
+//! are compared. Register accesses the
 //! processor does not virtualize exit as APIC accesses (performed like the
 //! MMIO accesses of the xAPIC page, by the same model) or APIC writes
 //! ([`VirtualApic::apic_write`]). NMIs and the 8259A's ExtINT keep the
@@ -66,7 +68,7 @@ use ponte_arch::{
 };
 
 use crate::device::{AccessWidth, Mmio};
-use crate::irq::lapic::{reg, ApicMode, LocalApic, MSR_X2APIC_FIRST};
+use crate::irq::lapic::{reg, ApicMode, InterruptGenerations, LocalApic, MSR_X2APIC_FIRST};
 use crate::irq::msi::TriggerMode;
 use crate::time::Clock;
 
@@ -212,6 +214,9 @@ pub trait ApicModel {
     /// A number that changes whenever the TPR, IRR, ISR or TMR may have
     /// changed (see [`LocalApic::interrupt_generation`]).
     fn interrupt_generation(&self) -> u64;
+    /// The same for each of those registers (see
+    /// [`LocalApic::interrupt_generations`]).
+    fn interrupt_generations(&self) -> InterruptGenerations;
 }
 
 impl<C: Clock> ApicModel for LocalApic<C> {
@@ -288,6 +293,9 @@ impl<C: Clock> ApicModel for LocalApic<C> {
     }
     fn interrupt_generation(&self) -> u64 {
         LocalApic::interrupt_generation(self)
+    }
+    fn interrupt_generations(&self) -> InterruptGenerations {
+        LocalApic::interrupt_generations(self)
     }
 }
 
@@ -367,9 +375,9 @@ pub struct VirtualApic<'a> {
     /// processor cannot have changed it (it changes it only along with
     /// VIRR or VISR).
     status: Option<u16>,
-    /// The model's interrupt generation whose TPR, IRR, ISR and TMR the
-    /// page and the VMCS hold; `None` when they must be compared again.
-    synced: Option<u64>,
+    /// The model's interrupt generations whose TPR, IRR, ISR and TMR the
+    /// page and the VMCS hold; `None` when they must all be compared again.
+    synced: Option<InterruptGenerations>,
     /// The model was told that the processor delivers its vectors.
     delivery_announced: bool,
     /// The VMCS fields were written.
@@ -683,7 +691,7 @@ impl<'a> VirtualApic<'a> {
         // Usually the model now holds what the page holds, and the next
         // entry has nothing to write.
         if self.holds(apic) {
-            self.synced = Some(apic.interrupt_generation());
+            self.synced = Some(apic.interrupt_generations());
         }
     }
 
@@ -707,10 +715,10 @@ impl<'a> VirtualApic<'a> {
         if self.x2apic.is_some() {
             self.follow_apic_mode(vmcs, apic.is_x2apic())?;
         }
-        let generation = apic.interrupt_generation();
-        if self.synced != Some(generation) {
-            self.write_interrupt_state(vmcs, apic)?;
-            self.synced = Some(generation);
+        if self.synced.map(|known| known.any) != Some(apic.interrupt_generation()) {
+            let now = apic.interrupt_generations();
+            self.write_interrupt_state(vmcs, apic, &now)?;
+            self.synced = Some(now);
         }
         // Only APIC-register virtualization lets the guest read them.
         if self.mirror_stale && self.delivers_interrupts() {
@@ -720,19 +728,33 @@ impl<'a> VirtualApic<'a> {
     }
 
     /// Writes the model's TPR, IRR, ISR and TMR, and what follows from
-    /// them, where the page or the VMCS holds something else.
+    /// them, where the page or the VMCS holds something else; only the
+    /// registers whose generation moved since the last synchronization
+    /// (`now` are the model's generations) are compared.
     fn write_interrupt_state<V: VmcsAccess + ?Sized>(
         &mut self,
         vmcs: &mut V,
         apic: &dyn ApicModel,
+        now: &InterruptGenerations,
     ) -> Result<(), VmcsError> {
-        let tpr = u32::from(apic.tpr());
-        let tpr_changed = tpr != self.page.read(offset::VTPR);
-        if tpr_changed {
-            self.page.write(offset::VTPR, tpr);
+        let known = self.synced;
+        let moved =
+            |count: fn(&InterruptGenerations) -> u64| known.is_none_or(|k| count(&k) != count(now));
+        let (tpr_moved, irr_moved) = (moved(|g| g.tpr), moved(|g| g.irr));
+        let (isr_moved, tmr_moved) = (moved(|g| g.isr), moved(|g| g.tmr));
+        let mut tpr_changed = false;
+        if tpr_moved {
+            let tpr = u32::from(apic.tpr());
+            tpr_changed = tpr != self.page.read(offset::VTPR);
+            if tpr_changed {
+                self.page.write(offset::VTPR, tpr);
+            }
+            self.page_tpr = tpr;
         }
-        self.page_tpr = tpr;
         if !self.delivers_interrupts() {
+            if !(tpr_moved || irr_moved) {
+                return Ok(());
+            }
             let threshold = apic.tpr_threshold();
             if self.threshold != Some(threshold) {
                 vmcs.write(Control32::TprThreshold, u32::from(threshold))?;
@@ -741,8 +763,16 @@ impl<'a> VirtualApic<'a> {
             return Ok(());
         }
         let model = apic.vector_registers();
-        let irr_words = changed_words(&model.irr, &self.page_irr);
-        let isr_words = changed_words(&model.isr, &self.page_isr);
+        let irr_words = if irr_moved {
+            changed_words(&model.irr, &self.page_irr)
+        } else {
+            0
+        };
+        let isr_words = if isr_moved {
+            changed_words(&model.isr, &self.page_isr)
+        } else {
+            0
+        };
         // Unchanged, the page's VPPR and the VMCS's RVI/SVI are as the
         // processor left them, which is what the model holds: the PPR
         // follows the TPR and the ISR, RVI the IRR and SVI the ISR.
@@ -772,7 +802,11 @@ impl<'a> VirtualApic<'a> {
             self.page_irr = model.irr;
             self.page_isr = model.isr;
         }
-        if self.eoi_exit.is_none_or(|known| differ(&known, &model.tmr)) {
+        let tmr_changed = match self.eoi_exit {
+            Some(known) => tmr_moved && differ(&known, &model.tmr),
+            None => true,
+        };
+        if tmr_changed {
             // The bitmap follows the TMR: the level-triggered vectors, whose
             // EOI the IOAPIC must see.
             self.write_eoi_exit(vmcs, apic.eoi_exit_bitmap())?;

@@ -553,7 +553,7 @@ fn values_for_apic_virtualization() {
 }
 
 #[test]
-fn interrupt_generation_changes_whenever_tpr_irr_isr_or_tmr_change() {
+fn interrupt_generations_change_whenever_tpr_irr_isr_or_tmr_change() {
     // Whoever copies these registers (APIC virtualization) skips the copy
     // while the generation stays the same: no change may go unannounced.
     let clock = ManualClock::new(0);
@@ -571,7 +571,7 @@ fn interrupt_generation_changes_whenever_tpr_irr_isr_or_tmr_change() {
     };
     let mut changes = 0;
     for step in 0..4000 {
-        let before = (snapshot(&a), a.interrupt_generation());
+        let before = (snapshot(&a), a.interrupt_generations());
         let vector = next(256) as u8;
         match next(14) {
             0 => a.request_vector(vector, TriggerMode::Edge),
@@ -600,13 +600,42 @@ fn interrupt_generation_changes_whenever_tpr_irr_isr_or_tmr_change() {
                 let _ = a.take_level_eoi();
             }
         }
-        let after = (snapshot(&a), a.interrupt_generation());
+        let after = (snapshot(&a), a.interrupt_generations());
+        assert_eq!(after.1.any, a.interrupt_generation());
         if after.0 != before.0 {
             changes += 1;
             assert_ne!(
-                after.1, before.1,
-                "step {step}: a change kept generation {}",
+                after.1.any, before.1.any,
+                "step {step}: a change kept generation {:?}",
                 before.1
+            );
+        }
+        let moved = [
+            (
+                after.0 .0 != before.0 .0,
+                after.1.tpr != before.1.tpr,
+                "TPR",
+            ),
+            (
+                after.0 .1 != before.0 .1,
+                after.1.irr != before.1.irr,
+                "IRR",
+            ),
+            (
+                after.0 .2 != before.0 .2,
+                after.1.isr != before.1.isr,
+                "ISR",
+            ),
+            (
+                after.0 .3 != before.0 .3,
+                after.1.tmr != before.1.tmr,
+                "TMR",
+            ),
+        ];
+        for (changed, counted, register) in moved {
+            assert!(
+                !changed || counted,
+                "step {step}: the {register} changed, its generation did not"
             );
         }
     }
