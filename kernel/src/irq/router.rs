@@ -22,6 +22,7 @@ use super::lapic::LocalApic;
 use super::lines::LineSet;
 use super::msi::{decode_msi, InterruptMessage, MsiError};
 use super::pic::{DualPic, CASCADE_IRQ};
+use super::vectors::set_bits;
 use crate::time::Clock;
 
 /// Where one GSI goes.
@@ -359,17 +360,6 @@ const IOAPIC_PIN_MASK: u32 = if IOAPIC_PINS >= 32 {
 } else {
     (1 << IOAPIC_PINS) - 1
 };
-
-/// The indexes of the set bits of `mask`, lowest first.
-fn set_bits(mut mask: u32) -> impl Iterator<Item = u8> {
-    core::iter::from_fn(move || {
-        (mask != 0).then(|| {
-            let bit = mask.trailing_zeros() as u8;
-            mask &= mask - 1;
-            bit
-        })
-    })
-}
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,19 @@
 //! TMR registers are (eight 32-bit words, vector `v` in bit `v % 32` of word
 //! `v / 32`).
 
+/// The indexes of the set bits of `mask`, lowest first: the vectors of one
+/// word of a [`VectorSet`] (plus 32 times its index), or the pins of a
+/// mask of interrupt inputs.
+pub(crate) fn set_bits(mut mask: u32) -> impl Iterator<Item = u8> {
+    core::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let bit = mask.trailing_zeros() as u8;
+            mask &= mask - 1;
+            bit
+        })
+    })
+}
+
 /// A set of interrupt vectors 0..=255.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VectorSet {

@@ -70,6 +70,7 @@ use ponte_arch::{
 use crate::device::{AccessWidth, Mmio};
 use crate::irq::lapic::{reg, ApicMode, InterruptGenerations, LocalApic, MSR_X2APIC_FIRST};
 use crate::irq::msi::TriggerMode;
+use crate::irq::vectors::set_bits;
 use crate::time::Clock;
 
 /// How much of the local APIC the processor virtualizes; ordered from
@@ -667,23 +668,23 @@ impl<'a> VirtualApic<'a> {
             // Requested by a virtualized self-IPI: pending, or put in
             // service, without the model's request.
             let raised = (virr | entered) & !irr;
-            for bit in bits(raised) {
+            for bit in set_bits(raised) {
                 apic.request_self_ipi(base + bit);
                 self.stats.virtual_self_ipis += 1;
             }
             // Delivered: requested and no longer pending, or put in service
             // (and then, if pending again, raised once more).
             let delivered = ((irr | raised) & !virr) | entered;
-            for bit in bits(delivered) {
+            for bit in set_bits(delivered) {
                 apic.accept_delivered(base + bit);
                 self.stats.virtual_deliveries += 1;
             }
-            for bit in bits(delivered & virr) {
+            for bit in set_bits(delivered & virr) {
                 apic.request_self_ipi(base + bit);
                 self.stats.virtual_self_ipis += 1;
             }
             // Ended: in service for the model, not on the page.
-            for bit in bits((isr | delivered) & !visr) {
+            for bit in set_bits((isr | delivered) & !visr) {
                 apic.end_of_interrupt(base + bit);
                 self.stats.virtual_eois += 1;
             }
@@ -901,7 +902,7 @@ fn changed_words(a: &[u32; 8], b: &[u32; 8]) -> u32 {
 /// adds; `None` if it takes any away.
 fn added_vectors_only(changed: u32, new: &[u32; 8], old: &[u32; 8]) -> Option<u8> {
     let mut highest = None;
-    for index in bits(changed) {
+    for index in set_bits(changed) {
         let (new, old) = (new[usize::from(index)], old[usize::from(index)]);
         if old & !new != 0 {
             return None;
@@ -915,20 +916,9 @@ fn added_vectors_only(changed: u32, new: &[u32; 8], old: &[u32; 8]) -> Option<u8
 /// Writes the words of `words` named by the mask `changed` (see
 /// [`changed_words`]) to the 256-bit register at `base` of `page`.
 fn write_words(page: &mut VirtualApicPage<'_>, base: u32, changed: u32, words: &[u32; 8]) {
-    for index in bits(changed) {
+    for index in set_bits(changed) {
         page.write(base + 16 * u32::from(index), words[usize::from(index)]);
     }
-}
-
-/// The indexes of the set bits of `mask`, lowest first.
-fn bits(mut mask: u32) -> impl Iterator<Item = u8> {
-    core::iter::from_fn(move || {
-        (mask != 0).then(|| {
-            let bit = mask.trailing_zeros() as u8;
-            mask &= mask - 1;
-            bit
-        })
-    })
 }
 
 #[cfg(test)]
