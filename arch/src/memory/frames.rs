@@ -80,21 +80,8 @@ impl<const N: usize> PhysicalFrames<N> {
 
     /// Allocates `size` bytes aligned to `align`; returns the first address.
     pub fn allocate(&mut self, size: u64, align: u64) -> Result<u64, FrameError> {
-        if size == 0
-            || !size.is_multiple_of(FRAME_SIZE)
-            || !align.is_power_of_two()
-            || align < FRAME_SIZE
-        {
-            return Err(FrameError::BadRequest { size, align });
-        }
-        let found = self.free.iter().find_map(|r| {
-            let start = align_up(r.start, align)?;
-            let end = start.checked_add(size)?;
-            (end <= r.end).then_some(start)
-        });
-        let start = found.ok_or(FrameError::OutOfMemory { size, align })?;
-        self.remove(start..start + size)?;
-        Ok(start)
+        // An empty range to avoid overlaps nothing.
+        self.allocate_outside(size, align, 0..0)
     }
 
     /// Takes `range` out of the free memory for good (parts of it may
