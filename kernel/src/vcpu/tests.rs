@@ -673,6 +673,21 @@ struct MmioBoard<'a> {
     unclaimed: Vec<UnclaimedAccess>,
 }
 
+impl<'a> MmioBoard<'a> {
+    /// `ram` as guest RAM from address 0 and one device page at `mmio`.
+    fn new(ram: &'a mut [u8], mmio: u64) -> Self {
+        let cells = core::cell::Cell::from_mut(ram).as_slice_of_cells();
+        let mut layout = crate::memory::GuestLayout::new();
+        layout.add_ram(0, cells).unwrap();
+        layout.add_mmio(mmio, 0x1000, 7).unwrap();
+        Self {
+            layout,
+            writes: Vec::new(),
+            unclaimed: Vec::new(),
+        }
+    }
+}
+
 struct MmioDevices<'b>(&'b mut Vec<(u64, AccessWidth, u64)>);
 
 impl crate::decode::mmio::MmioBus<u8> for MmioDevices<'_> {
@@ -720,15 +735,7 @@ fn mmio_loads_and_stores_reach_the_device_and_rip_moves_by_the_decoded_length() 
     ram[0x8000..0x8006].copy_from_slice(&[0x8b, 0x87, 0x00, 0x01, 0x00, 0x00]);
     ram[0x8006..0x800c].copy_from_slice(&[0x89, 0x9f, 0x04, 0x01, 0x00, 0x00]);
     ram[0x800c..0x8011].copy_from_slice(&[0xa1, 0x00, 0x00, 0xd0, 0xfe]);
-    let cells = core::cell::Cell::from_mut(&mut ram[..]).as_slice_of_cells();
-    let mut layout = crate::memory::GuestLayout::new();
-    layout.add_ram(0, cells).unwrap();
-    layout.add_mmio(0xFEE0_0000, 0x1000, 7).unwrap();
-    let mut board = MmioBoard {
-        layout,
-        writes: Vec::new(),
-        unclaimed: Vec::new(),
-    };
+    let mut board = MmioBoard::new(&mut ram, 0xFEE0_0000);
 
     let script = vec![
         (ept_exit(0xFEE0_0100, false), 0),
@@ -760,15 +767,7 @@ fn mmio_movq_and_cmp_reach_xmm_registers_and_flags() {
     ram[0x8000..0x8005].copy_from_slice(&[0x66, 0x0f, 0xd6, 0x43, 0x08]);
     ram[0x8005..0x800a].copy_from_slice(&[0xf3, 0x0f, 0x7e, 0x4b, 0x10]);
     ram[0x800a..0x8011].copy_from_slice(&[0x81, 0x7b, 0x20, 0x20, 0x00, 0x34, 0x12]);
-    let cells = core::cell::Cell::from_mut(&mut ram[..]).as_slice_of_cells();
-    let mut layout = crate::memory::GuestLayout::new();
-    layout.add_ram(0, cells).unwrap();
-    layout.add_mmio(0xFF00_0000, 0x1000, 7).unwrap();
-    let mut board = MmioBoard {
-        layout,
-        writes: Vec::new(),
-        unclaimed: Vec::new(),
-    };
+    let mut board = MmioBoard::new(&mut ram, 0xFF00_0000);
     let script = vec![
         (ept_exit(0xFF00_0008, true), 0),
         (ept_exit(0xFF00_0010, false), 0),
@@ -1008,15 +1007,7 @@ fn apic_access_exits_are_performed_like_the_xapic_pages_mmio() {
     // mov [rdi+0x104], ebx ; mov eax, [rdi+0x100]
     ram[0x8000..0x8006].copy_from_slice(&[0x89, 0x9f, 0x04, 0x01, 0x00, 0x00]);
     ram[0x8006..0x800c].copy_from_slice(&[0x8b, 0x87, 0x00, 0x01, 0x00, 0x00]);
-    let cells = core::cell::Cell::from_mut(&mut ram[..]).as_slice_of_cells();
-    let mut layout = crate::memory::GuestLayout::new();
-    layout.add_ram(0, cells).unwrap();
-    layout.add_mmio(0xFEE0_0000, 0x1000, 7).unwrap();
-    let mut board = MmioBoard {
-        layout,
-        writes: Vec::new(),
-        unclaimed: Vec::new(),
-    };
+    let mut board = MmioBoard::new(&mut ram, 0xFEE0_0000);
     let access = |offset, access_type| {
         VmExit::ApicAccess(ApicAccess {
             offset,
