@@ -5,9 +5,11 @@
 //! borrow of the router) and raise, lower or pulse them from any context. The
 //! router [`LineSet::sample`]s each line at VM exit/entry: it sees the current
 //! level and whether the line went up since the previous sample, so a pulse,
-//! or a raise followed by a lower between two samples, is never lost.
+//! or a raise followed by a lower between two samples, is never lost. A
+//! set-wide "touched" flag says whether any line changed since the router
+//! last looked, so an exit that changed nothing samples nothing.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use super::InterruptLine;
 
@@ -29,6 +31,7 @@ pub struct LineSample {
 #[derive(Debug)]
 pub struct LineSet<const N: usize> {
     state: [AtomicU8; N],
+    touched: AtomicBool,
 }
 
 impl<const N: usize> Default for LineSet<N> {
@@ -42,6 +45,8 @@ impl<const N: usize> LineSet<N> {
     pub const fn new() -> Self {
         Self {
             state: [const { AtomicU8::new(0) }; N],
+            // A new set has not been looked at yet.
+            touched: AtomicBool::new(true),
         }
     }
 
@@ -58,6 +63,14 @@ impl<const N: usize> LineSet<N> {
     /// A handle on line `gsi` for a device, or `None` if `gsi >= N`.
     pub fn line(&self, gsi: usize) -> Option<Line<'_, N>> {
         (gsi < N).then_some(Line { set: self, gsi })
+    }
+
+    /// Whether some line's level or edge record changed since the previous
+    /// call (true for a new set); clears the flag. A caller that then
+    /// samples every line misses nothing: a change made after this call
+    /// sets the flag again.
+    pub fn take_touched(&self) -> bool {
+        self.touched.swap(false, Ordering::AcqRel)
     }
 
     /// Reads line `gsi` and clears its edge record. Out-of-range lines read
@@ -89,24 +102,25 @@ impl<const N: usize> LineSet<N> {
         let Some(word) = self.state.get(gsi) else {
             return;
         };
-        if asserted {
+        let before = if asserted {
             // One atomic step, so a sampler never sees the level without
             // the edge that produced it and then the edge again.
-            let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
-                Some(if old & LEVEL == 0 {
-                    old | LEVEL | ROSE
-                } else {
-                    old
-                })
-            });
+            word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                (old & LEVEL == 0).then_some(old | LEVEL | ROSE)
+            })
+            .unwrap_or_else(|unchanged| unchanged)
         } else {
-            word.fetch_and(!LEVEL, Ordering::AcqRel);
+            word.fetch_and(!LEVEL, Ordering::AcqRel)
+        };
+        if (before & LEVEL != 0) != asserted {
+            self.touched.store(true, Ordering::Release);
         }
     }
 
     fn pulse(&self, gsi: usize) {
         if let Some(word) = self.state.get(gsi) {
             word.fetch_or(ROSE, Ordering::AcqRel);
+            self.touched.store(true, Ordering::Release);
         }
     }
 }
@@ -140,6 +154,28 @@ mod tests {
     use super::*;
 
     static LINES: LineSet<4> = LineSet::new();
+
+    #[test]
+    fn touched_says_whether_any_line_changed_since_it_was_taken() {
+        let set = LineSet::<4>::new();
+        assert!(set.take_touched(), "a new set was never looked at");
+        assert!(!set.take_touched());
+        let line = set.line(1).unwrap();
+        line.raise();
+        assert!(set.take_touched());
+        // Raising a raised line changes nothing.
+        line.raise();
+        assert!(!set.take_touched());
+        line.lower();
+        assert!(set.take_touched());
+        line.lower();
+        assert!(!set.take_touched());
+        // A pulse leaves the level low but is an edge to deliver.
+        line.pulse();
+        assert!(set.take_touched());
+        assert!(set.sample(1).rose);
+        assert!(!set.take_touched());
+    }
 
     #[test]
     fn pulse_is_seen_once_and_leaves_level_low() {

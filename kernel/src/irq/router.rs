@@ -260,8 +260,39 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
     }
 
     /// The per-exit step; see the module documentation. Inputs whose level
-    /// is unchanged since the last step and saw no edge are not touched.
+    /// is unchanged since the last step and saw no edge are not touched,
+    /// and when no line changed at all ([`LineSet::take_touched`]) no line
+    /// is sampled: `lines` is this router's alone.
     pub fn sync<const N: usize, C: Clock>(&mut self, lines: &LineSet<N>, chips: &mut Chips<'_, C>) {
+        // The inputs last driven are still right when no line changed and
+        // the same chips are there: nothing to sample or drive.
+        let cache_valid = self.driven_pic.is_some() == chips.pic.is_some()
+            && self.driven_ioapic.is_some() == chips.ioapic.is_some();
+        if lines.take_touched() || !cache_valid {
+            self.drive_inputs(lines, chips);
+        }
+        if let Some(lapic) = chips.lapic.as_mut() {
+            while let Some(vector) = lapic.take_level_eoi() {
+                if let Some(io) = chips.ioapic.as_mut() {
+                    io.end_of_interrupt(vector);
+                }
+            }
+            lapic.poll_timer();
+        }
+        if let Some(io) = chips.ioapic.as_mut() {
+            let lapic = &mut chips.lapic;
+            let undelivered = &mut self.undelivered;
+            io.service(|message| deliver(lapic, undelivered, &message));
+        }
+    }
+
+    /// Samples every routed line and drives the 8259A and IOAPIC inputs
+    /// that changed level or saw an edge since they were last driven.
+    fn drive_inputs<const N: usize, C: Clock>(
+        &mut self,
+        lines: &LineSet<N>,
+        chips: &mut Chips<'_, C>,
+    ) {
         let mut pic_level = 0u16;
         let mut pic_rose = 0u16;
         let mut io_level = 0u32;
@@ -312,19 +343,6 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
                 self.driven_ioapic = Some(electrical);
             }
             None => self.driven_ioapic = None,
-        }
-        if let Some(lapic) = chips.lapic.as_mut() {
-            while let Some(vector) = lapic.take_level_eoi() {
-                if let Some(io) = chips.ioapic.as_mut() {
-                    io.end_of_interrupt(vector);
-                }
-            }
-            lapic.poll_timer();
-        }
-        if let Some(io) = chips.ioapic.as_mut() {
-            let lapic = &mut chips.lapic;
-            let undelivered = &mut self.undelivered;
-            io.service(|message| deliver(lapic, undelivered, &message));
         }
     }
 
