@@ -447,6 +447,10 @@ fn test_command(args: &[String]) -> Result<(), String> {
 fn static_checks() -> Vec<(&'static str, Command)> {
     let mut test = cargo();
     test.args(["test", "--all-features"]);
+    // Images build ponte-arch without its `diagnostics` feature; its tests
+    // cover both ways.
+    let mut test_terse_arch = cargo();
+    test_terse_arch.args(["test", "--package", "ponte-arch", "--lib"]);
     let mut clippy = cargo();
     clippy.args([
         "clippy",
@@ -469,6 +473,7 @@ fn static_checks() -> Vec<(&'static str, Command)> {
         .env("RUSTDOCFLAGS", "-D warnings");
     vec![
         ("host tests (cargo test)", test),
+        ("host tests (ponte-arch without diagnostics)", test_terse_arch),
         ("clippy (host crates)", clippy),
         ("clippy (images)", clippy_images),
         ("rustfmt", fmt),

@@ -289,8 +289,37 @@ pub fn finish(outcome: Outcome, reason: fmt::Arguments<'_>) -> ! {
     }
 }
 
+/// An error as the image prints it. With ponte-arch's `diagnostics` feature
+/// it is the error's `Debug` form, every field included. Without it, only the
+/// error's type is named: the image then carries none of the errors'
+/// formatting code, which is a large part of a small image, and a failing
+/// step is still named by its caller ([`or_fail!`](crate::or_fail)). Turn the
+/// feature on to see the values.
+pub struct ErrorReport<'a, E>(pub &'a E);
+
+impl<E: fmt::Debug> fmt::Display for ErrorReport<'_, E> {
+    #[cfg(feature = "diagnostics")]
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+
+    #[cfg(not(feature = "diagnostics"))]
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        name_error_type(f, core::any::type_name::<E>())
+    }
+}
+
+/// [`ErrorReport`] without details, shared by every error type.
+#[cfg(not(feature = "diagnostics"))]
+#[inline(never)]
+fn name_error_type(f: &mut fmt::Formatter<'_>, type_name: &str) -> fmt::Result {
+    f.write_str(type_name)?;
+    f.write_str(" (details with ponte-arch's diagnostics feature)")
+}
+
 /// Unwraps a `Result`, or ends the run as failed naming `what` and the
-/// error: `let vmx = or_fail!(memory.enable_vmx(), "VMX bring-up");`.
+/// error (see [`ErrorReport`]):
+/// `let vmx = or_fail!(memory.enable_vmx(), "VMX bring-up");`.
 #[macro_export]
 macro_rules! or_fail {
     ($result:expr, $what:literal) => {
@@ -298,7 +327,7 @@ macro_rules! or_fail {
             Ok(value) => value,
             Err(e) => $crate::boot::finish(
                 $crate::boot::Outcome::Fail,
-                format_args!(concat!($what, ": {:?}"), e),
+                format_args!(concat!($what, ": {}"), $crate::boot::ErrorReport(&e)),
             ),
         }
     };
@@ -354,7 +383,10 @@ mod runtime {
         // this is the only HostMemory.
         let memory = match unsafe { HostMemory::new(&boot) } {
             Ok(memory) => memory,
-            Err(e) => finish(Outcome::Fail, format_args!("memory map unusable: {e:?}")),
+            Err(e) => finish(
+                Outcome::Fail,
+                format_args!("memory map unusable: {}", ErrorReport(&e)),
+            ),
         };
         // SAFETY: `ponte_main` is defined by the image through `entry!` with
         // exactly this signature.
@@ -407,7 +439,7 @@ mod runtime {
             Ok(mbi) => mbi,
             Err(e) => finish(
                 Outcome::Fail,
-                format_args!("bad Multiboot2 information: {e:?}"),
+                format_args!("bad Multiboot2 information: {}", ErrorReport(&e)),
             ),
         };
         // SAFETY: runs once, before `main`, on the only CPU; the block it
@@ -457,14 +489,44 @@ mod runtime {
         boot
     }
 
+    /// A panic ends the run. Its message is printed with the `diagnostics`
+    /// feature; without it the location alone names the panic, and the
+    /// messages' formatting stays out of the image.
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        #[cfg(feature = "diagnostics")]
+        let message = info.message();
+        #[cfg(not(feature = "diagnostics"))]
+        let message = "message with ponte-arch's diagnostics feature";
         match info.location() {
-            Some(at) => finish(
-                Outcome::Fail,
-                format_args!("panic at {at}: {}", info.message()),
-            ),
-            None => finish(Outcome::Fail, format_args!("panic: {}", info.message())),
+            Some(at) => finish(Outcome::Fail, format_args!("panic at {at}: {message}")),
+            None => finish(Outcome::Fail, format_args!("panic: {message}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorReport;
+    use std::format;
+
+    #[derive(Debug)]
+    #[allow(dead_code)] // read through Debug only
+    enum ProbeError {
+        TooLarge { len: u64 },
+    }
+
+    #[test]
+    fn error_report_prints_details_only_with_diagnostics() {
+        let report = format!("{}", ErrorReport(&ProbeError::TooLarge { len: 7 }));
+        if cfg!(feature = "diagnostics") {
+            assert_eq!(report, "TooLarge { len: 7 }");
+        } else {
+            assert!(
+                report.starts_with("ponte_arch::boot::tests::ProbeError"),
+                "{report}"
+            );
+            assert!(!report.contains("TooLarge"), "{report}");
         }
     }
 }

@@ -382,7 +382,10 @@ impl FrameAllocator for HostMemory {
         // A failed free (double free, full list) leaks the frame rather than
         // handing it out twice.
         if let Err(e) = self.ledger.frames.free(host_physical, FRAME_SIZE) {
-            log::warn!("EPT frame {host_physical:#x} not returned: {e:?}");
+            log::warn!(
+                "EPT frame {host_physical:#x} not returned: {}",
+                crate::boot::ErrorReport(&e)
+            );
         }
     }
 }

@@ -758,9 +758,7 @@ impl Vcpu {
     fn entry_failed(&mut self, raw: u32) -> Result<VmExit, RunError> {
         let qualification = self.active.read(ReadOnlyN::ExitQualification)?;
         let reason = BasicExitReason::from_number(raw as u16);
-        log::error!(
-            "VM entry failed: exit reason {raw:#x} ({reason:?}), qualification {qualification:#x}"
-        );
+        log::error!("VM entry failed: exit reason {raw:#x}, qualification {qualification:#x}");
         self.explain_entry_failure();
         Ok(VmExit::EntryFailure {
             reason,

@@ -289,7 +289,7 @@ impl<'a> Board<'a> {
     /// Prints the state that explains a failed run.
     pub fn report(&self) {
         println!(
-            "linux-vhd: lapic isr {:?} irr {:?}, pic irr {:#x}",
+            "linux-vhd: lapic isr {} irr {}, pic irr {:#x}",
             self.lapic.isr(),
             self.lapic.irr(),
             self.pic.irr()

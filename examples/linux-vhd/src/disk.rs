@@ -17,7 +17,11 @@
 use core::cell::RefCell;
 
 use ponte_arch::{
-    boot::BootInfo, ept::HostRam, memory::HostMemory, port::IdeChannelPorts, println,
+    boot::{BootInfo, ErrorReport},
+    ept::HostRam,
+    memory::HostMemory,
+    port::IdeChannelPorts,
+    println,
 };
 use ponte_ata::{disk_file::DiskFile, AtaDisk, Channel, Drive};
 use ponte_kernel::{
@@ -181,7 +185,7 @@ fn hard_disk_file() -> Option<AtaFile> {
     let mut disk = match AtaDisk::open(ports, Channel::PRIMARY, Drive::Slave) {
         Ok(disk) => disk,
         Err(e) => {
-            println!("linux-vhd: no IDE hard disk ({e:?})");
+            println!("linux-vhd: no IDE hard disk ({})", ErrorReport(&e));
             return None;
         }
     };
@@ -189,7 +193,10 @@ fn hard_disk_file() -> Option<AtaFile> {
     match DiskFile::open(disk, 0, len) {
         Ok(file) => Some(file),
         Err(e) => {
-            println!("linux-vhd: the IDE hard disk holds no disk file ({e:?})");
+            println!(
+                "linux-vhd: the IDE hard disk holds no disk file ({})",
+                ErrorReport(&e)
+            );
             None
         }
     }

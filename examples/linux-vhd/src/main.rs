@@ -35,13 +35,13 @@ use ponte_acpi::{
     MmioWindow, OemInfo, PciIrqRoute, PciRoot,
 };
 use ponte_arch::{
-    boot::{finish, BootInfo, Outcome},
+    boot::{finish, BootInfo, ErrorReport, Outcome},
     ept::{EptTables, MemoryType, UniformHostMemory},
     memory::HostMemory,
     println,
     vmx::{
         controls::PinControl,
-        vmcs::{Control64, GuestN},
+        vmcs::{Control64, GuestN, ReadOnly32, ReadOnlyN},
         GuestState, MsrBitmap, Vcpu, VmcsExt,
     },
 };
@@ -177,9 +177,15 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         finish(Outcome::Fail, format_args!("the kernel has no PVH entry"))
     };
     println!(
-        "linux-vhd: kernel at {:#x}..{:#x}, initramfs at {:?}, entry {:#x}",
-        loaded.kernel_start, loaded.kernel_end, loaded.initrd, entry.eip
+        "linux-vhd: kernel at {:#x}..{:#x}, entry {:#x}",
+        loaded.kernel_start, loaded.kernel_end, entry.eip
     );
+    if let Some(initrd) = loaded.initrd {
+        println!(
+            "linux-vhd: initramfs at {:#x}..{:#x}",
+            initrd.start, initrd.end
+        );
+    }
     let mut guest = or_fail!(
         GuestState::protected_mode_flat(&caps, entry.eip, 0),
         "guest state"
@@ -281,12 +287,18 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         Stop::Requested(StopRequest::PowerOff) => "powered off",
         Stop::Requested(StopRequest::Reset) => "reset",
         other => {
-            let rip = vcpu.vmcs().read(GuestN::Rip).unwrap_or(0);
+            let vmcs = vcpu.vmcs();
+            let rip = vmcs.read(GuestN::Rip).unwrap_or(0);
+            let exit = vmcs.read(ReadOnly32::ExitReason).unwrap_or(0);
+            let qualification = vmcs.read(ReadOnlyN::ExitQualification).unwrap_or(0);
             println!("{}", vcpu.stats());
             board.report();
             finish(
                 Outcome::Fail,
-                format_args!("guest stopped at RIP {rip:#x}: {other:?}"),
+                format_args!(
+                    "guest stopped at RIP {rip:#x}, exit reason {exit:#x}, qualification {qualification:#x}: {}",
+                    ErrorReport(&other)
+                ),
             )
         }
     };

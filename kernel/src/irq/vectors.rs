@@ -70,9 +70,36 @@ impl VectorSet {
     }
 }
 
+/// The vectors in hex, lowest first: `{0x30, 0xef}`, or `{}` when empty.
+impl core::fmt::Display for VectorSet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("{")?;
+        let mut separator = "";
+        for (index, &word) in (0u8..).zip(&self.words) {
+            for bit in set_bits(word) {
+                write!(f, "{separator}{:#x}", index * 32 + bit)?;
+                separator = ", ";
+            }
+        }
+        f.write_str("}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn displays_its_vectors_in_hex_lowest_first() {
+        use std::string::ToString;
+        let mut s = VectorSet::new();
+        assert_eq!(s.to_string(), "{}");
+        s.insert(0xef);
+        s.insert(0x30);
+        s.insert(0x1f);
+        s.insert(0x20);
+        assert_eq!(s.to_string(), "{0x1f, 0x20, 0x30, 0xef}");
+    }
 
     #[test]
     fn register_layout_matches_the_lapic() {
