@@ -57,29 +57,22 @@ pub const MAX_PKG_LENGTH: usize = (1 << 28) - 1;
 /// Encodes a PkgLength for a body of `body_len` bytes; the encoded value
 /// counts its own bytes. Returns the bytes and how many are used.
 pub fn pkg_length(body_len: usize) -> Result<([u8; 4], usize), AcpiError> {
-    for n in 1..=4usize {
-        let total = body_len
-            .checked_add(n)
-            .ok_or(AcpiError::PackageTooLong { len: body_len })?;
-        let fits = match n {
-            1 => total < 0x40,
-            _ => total < 1 << (4 + 8 * (n - 1)),
-        };
-        if !fits {
-            continue;
-        }
-        let mut out = [0u8; 4];
-        if n == 1 {
-            out[0] = total as u8;
-        } else {
-            out[0] = (((n - 1) as u8) << 6) | (total & 0xf) as u8;
-            for (i, byte) in out.iter_mut().enumerate().take(n).skip(1) {
-                *byte = (total >> (4 + 8 * (i - 1))) as u8;
-            }
-        }
-        return Ok((out, n));
-    }
-    Err(AcpiError::PackageTooLong { len: body_len })
+    // One byte carries 6 bits of length, each further byte 8 more after
+    // the lead byte's 4.
+    let n = match body_len {
+        l if l < 0x40 - 1 => 1,
+        l if l < (1 << 12) - 2 => 2,
+        l if l < (1 << 20) - 3 => 3,
+        l if l < (1 << 28) - 4 => 4,
+        _ => return Err(AcpiError::PackageTooLong { len: body_len }),
+    };
+    let total = (body_len + n) as u32;
+    let encoded = if n == 1 {
+        total
+    } else {
+        ((total >> 4) << 8) | ((n as u32 - 1) << 6) | (total & 0xf)
+    };
+    Ok((encoded.to_le_bytes(), n))
 }
 
 /// Compresses a seven-character EISA id ("PNP0A03") into its 32-bit form as
@@ -135,7 +128,9 @@ impl<'a> Aml<'a> {
         &self.buf[..self.len]
     }
 
-    /// Appends raw bytes.
+    /// Appends raw bytes. Out of line: every opcode, constant and
+    /// descriptor goes through here.
+    #[inline(never)]
     pub fn raw(&mut self, bytes: &[u8]) -> Result<(), AcpiError> {
         let end = self
             .len
@@ -258,23 +253,18 @@ impl<'a> Aml<'a> {
     /// Writes an integer in its shortest form (`ZeroOp`, `OneOp`, `OnesOp`
     /// or a Byte/Word/DWord/QWord constant).
     pub fn integer(&mut self, value: u64) -> Result<(), AcpiError> {
-        match value {
-            0 => self.raw(&[ZERO_OP]),
-            1 => self.raw(&[ONE_OP]),
-            v if v <= 0xff => self.raw(&[BYTE_PREFIX, v as u8]),
-            v if v <= 0xffff => {
-                let b = (v as u16).to_le_bytes();
-                self.raw(&[WORD_PREFIX, b[0], b[1]])
-            }
-            v if v <= 0xffff_ffff => {
-                self.raw(&[DWORD_PREFIX])?;
-                self.raw(&(v as u32).to_le_bytes())
-            }
-            v => {
-                self.raw(&[QWORD_PREFIX])?;
-                self.raw(&v.to_le_bytes())
-            }
-        }
+        let (prefix, len) = match value {
+            0 => (ZERO_OP, 0),
+            1 => (ONE_OP, 0),
+            v if v <= 0xff => (BYTE_PREFIX, 1),
+            v if v <= 0xffff => (WORD_PREFIX, 2),
+            v if v <= 0xffff_ffff => (DWORD_PREFIX, 4),
+            _ => (QWORD_PREFIX, 8),
+        };
+        let mut bytes = [0u8; 9];
+        bytes[0] = prefix;
+        bytes[1..].copy_from_slice(&value.to_le_bytes());
+        self.raw(&bytes[..1 + len])
     }
 
     /// Writes a 32-bit constant with its DWord prefix whatever its value
@@ -575,49 +565,60 @@ impl Resources<'_, '_> {
         min: u16,
         max: u16,
     ) -> Result<(), AcpiError> {
-        let len = range_len(u64::from(min), u64::from(max), 0xffff)?;
-        self.aml
-            .raw(&[WORD_ADDRESS_SPACE, 13, 0, kind, FIXED_PRODUCER, type_flags])?;
-        for v in [0, min, max, 0, len as u16] {
-            self.aml.raw(&v.to_le_bytes())?;
-        }
-        Ok(())
+        let (min, max) = (u64::from(min), u64::from(max));
+        self.address_space(WORD_ADDRESS_SPACE, 2, kind, type_flags, min, max)
     }
 
     /// `DWordMemory(ResourceProducer, PosDecode, MinFixed, MaxFixed,
     /// Cacheable/NonCacheable, ReadWrite, 0, start, end, 0, len)`.
     pub fn dword_memory(&mut self, start: u32, end: u32, cacheable: bool) -> Result<(), AcpiError> {
-        let len = range_len(u64::from(start), u64::from(end), 0xffff_ffff)?;
-        self.aml.raw(&[
+        self.address_space(
             DWORD_ADDRESS_SPACE,
-            23,
-            0,
+            4,
             RESOURCE_MEMORY,
-            FIXED_PRODUCER,
             memory_type_flags(cacheable),
-        ])?;
-        for v in [0, start, end, 0, len as u32] {
-            self.aml.raw(&v.to_le_bytes())?;
-        }
-        Ok(())
+            u64::from(start),
+            u64::from(end),
+        )
     }
 
     /// `QWordMemory(ResourceProducer, PosDecode, MinFixed, MaxFixed,
     /// Cacheable/NonCacheable, ReadWrite, 0, start, end, 0, len)`.
     pub fn qword_memory(&mut self, start: u64, end: u64, cacheable: bool) -> Result<(), AcpiError> {
-        let len = range_len(start, end, u64::MAX)?;
-        self.aml.raw(&[
+        self.address_space(
             QWORD_ADDRESS_SPACE,
-            43,
-            0,
+            8,
             RESOURCE_MEMORY,
-            FIXED_PRODUCER,
             memory_type_flags(cacheable),
-        ])?;
-        for v in [0, start, end, 0, len] {
-            self.aml.raw(&v.to_le_bytes())?;
+            start,
+            end,
+        )
+    }
+
+    /// An address space descriptor whose five fields (granularity 0,
+    /// minimum, maximum, translation 0, length) are `width` bytes each,
+    /// assembled whole and appended at once.
+    #[inline(never)]
+    fn address_space(
+        &mut self,
+        tag: u8,
+        width: usize,
+        kind: u8,
+        type_flags: u8,
+        min: u64,
+        max: u64,
+    ) -> Result<(), AcpiError> {
+        let limit = u64::MAX >> (64 - 8 * width);
+        let len = range_len(min, max, limit)?;
+        let mut descriptor = [0u8; 6 + 5 * 8];
+        // The length field counts the bytes after itself.
+        let body_len = 3 + 5 * width as u8;
+        descriptor[..6].copy_from_slice(&[tag, body_len, 0, kind, FIXED_PRODUCER, type_flags]);
+        for (i, value) in [0, min, max, 0, len].into_iter().enumerate() {
+            let at = 6 + i * width;
+            descriptor[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
         }
-        Ok(())
+        self.aml.raw(&descriptor[..6 + 5 * width])
     }
 }
 
