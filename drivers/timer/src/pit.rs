@@ -321,34 +321,28 @@ impl Channel {
         if let Some(status) = self.latched_status.take() {
             return status;
         }
-        if let Some(latched) = self.latched_count {
-            let (byte, done) = match self.access {
-                Access::Lsb => (latched as u8, true),
-                Access::Msb => ((latched >> 8) as u8, true),
-                Access::LsbMsb if !self.latched_msb_next => {
-                    self.latched_msb_next = true;
-                    (latched as u8, false)
-                }
-                Access::LsbMsb => ((latched >> 8) as u8, true),
-            };
-            if done {
-                self.latched_count = None;
-                self.latched_msb_next = false;
-            }
-            return byte;
+        // A latched count and the live count are read out by the same
+        // byte sequence, each with its own LSB/MSB flip-flop.
+        let access = self.access;
+        let latched = self.latched_count;
+        let (value, msb_next) = match latched {
+            Some(latched) => (latched, &mut self.latched_msb_next),
+            None => (self.encode(self.count(t)), &mut self.read_msb_next),
+        };
+        let msb = match access {
+            Access::Lsb => false,
+            Access::Msb => true,
+            Access::LsbMsb => core::mem::replace(msb_next, !*msb_next),
+        };
+        if latched.is_some() && (msb || access == Access::Lsb) {
+            // The whole latched count has been read.
+            self.latched_count = None;
+            self.latched_msb_next = false;
         }
-        let count = self.encode(self.count(t));
-        match self.access {
-            Access::Lsb => count as u8,
-            Access::Msb => (count >> 8) as u8,
-            Access::LsbMsb => {
-                self.read_msb_next = !self.read_msb_next;
-                if self.read_msb_next {
-                    count as u8
-                } else {
-                    (count >> 8) as u8
-                }
-            }
+        if msb {
+            (value >> 8) as u8
+        } else {
+            value as u8
         }
     }
 
@@ -498,7 +492,11 @@ impl<C: Clock, L: InterruptLine> Pit<C, L> {
 
     /// Pulses the channel 0 line if OUT rose since the previous poll.
     pub fn poll(&mut self) {
-        let t = self.tick();
+        self.poll_at(self.tick());
+    }
+
+    /// [`Pit::poll`] at tick `t`.
+    fn poll_at(&mut self, t: u64) {
         let channel = &mut self.channels[0];
         let mut from = self.polled_tick;
         let mut edges = 0;
@@ -532,8 +530,7 @@ impl<C: Clock, L: InterruptLine> Pit<C, L> {
             .map(|tick| first_ns_at_tick(tick, PIT_HZ))
     }
 
-    fn write_command(&mut self, value: u8) {
-        let t = self.tick();
+    fn write_command(&mut self, t: u64, value: u8) {
         let select = value >> 6;
         if select == 3 {
             // Read-back: bit 5 = don't latch count, bit 4 = don't latch
@@ -559,13 +556,14 @@ impl<C: Clock, L: InterruptLine> Pit<C, L> {
         }
     }
 
-    fn read_port_b(&self) -> u8 {
-        let refresh = (self.clock.now_ns() / REFRESH_PERIOD_NS) & 1 != 0;
-        (self.port_b & 0x0F) | (u8::from(refresh) << 4) | (u8::from(self.out(2)) << 5)
+    fn read_port_b(&mut self, now_ns: u64, t: u64) -> u8 {
+        let refresh = (now_ns / REFRESH_PERIOD_NS) & 1 != 0;
+        let channel2 = &mut self.channels[2];
+        channel2.settle(t);
+        (self.port_b & 0x0F) | (u8::from(refresh) << 4) | (u8::from(channel2.out(t)) << 5)
     }
 
-    fn write_port_b(&mut self, value: u8) {
-        let t = self.tick();
+    fn write_port_b(&mut self, t: u64, value: u8) {
         self.port_b = value & 0x0F;
         self.channels[2].set_gate(t, value & 1 != 0);
     }
@@ -584,10 +582,11 @@ impl<C: Clock, L: InterruptLine> ponte_kernel::irq::board::PolledTimer for Pit<C
 impl<C: Clock, L: InterruptLine> PortIo for Pit<C, L> {
     /// Ports 0x40-0x42 (counters), 0x43 (reads 0xFF), 0x61.
     fn io_read(&mut self, port: u16, _width: AccessWidth) -> u32 {
-        let t = self.tick();
+        let now_ns = self.clock.now_ns();
+        let t = ticks_at(now_ns, PIT_HZ);
         u32::from(match port {
             0x40..=0x42 => self.channels[usize::from(port - 0x40)].read(t),
-            PORT_B => self.read_port_b(),
+            PORT_B => self.read_port_b(now_ns, t),
             _ => 0xFF,
         })
     }
@@ -595,13 +594,13 @@ impl<C: Clock, L: InterruptLine> PortIo for Pit<C, L> {
     /// Ports 0x40-0x42 (counters), 0x43 (control word), 0x61.
     fn io_write(&mut self, port: u16, _width: AccessWidth, value: u32) {
         // Edges up to now belong to the old programming.
-        self.poll();
         let t = self.tick();
+        self.poll_at(t);
         let value = value as u8;
         match port {
             0x40..=0x42 => self.channels[usize::from(port - 0x40)].write(t, value),
-            COMMAND_PORT => self.write_command(value),
-            PORT_B => self.write_port_b(value),
+            COMMAND_PORT => self.write_command(t, value),
+            PORT_B => self.write_port_b(t, value),
             _ => {}
         }
     }

@@ -250,13 +250,13 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
     fn alarm_matches(&self, secs: i64) -> bool {
         let tod = secs.rem_euclid(SECS_PER_DAY);
         let fields = [
-            (reg::HOURS_ALARM, self.encode_hour((tod / 3600) as u8)),
-            (reg::MINUTES_ALARM, self.encode((tod / 60 % 60) as u8)),
-            (reg::SECONDS_ALARM, self.encode((tod % 60) as u8)),
+            (reg::HOURS_ALARM, tod / 3600),
+            (reg::MINUTES_ALARM, tod / 60 % 60),
+            (reg::SECONDS_ALARM, tod % 60),
         ];
         fields.iter().all(|&(r, value)| {
             let alarm = self.ram[usize::from(r)];
-            alarm & 0xC0 == 0xC0 || alarm == value
+            alarm & 0xC0 == 0xC0 || alarm == self.encode_field(r, value as u8)
         })
     }
 
@@ -331,42 +331,41 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
         self.reg_b() & B_BINARY != 0
     }
 
-    fn encode(&self, value: u8) -> u8 {
-        if self.binary() {
+    /// The register byte of time field `index` (a time or alarm register)
+    /// holding `value`, in the data mode and hour format of register B.
+    fn encode_field(&self, index: u8, value: u8) -> u8 {
+        let (value, pm) = match index {
+            reg::HOURS | reg::HOURS_ALARM if self.reg_b() & B_24H == 0 => {
+                let h12 = match value % 12 {
+                    0 => 12,
+                    h => h,
+                };
+                (h12, if value >= 12 { 0x80 } else { 0 })
+            }
+            _ => (value, 0),
+        };
+        let encoded = if self.binary() {
             value
         } else {
             ((value / 10) << 4) | (value % 10)
-        }
-    }
-
-    fn decode(&self, value: u8) -> u8 {
-        if self.binary() {
-            value
-        } else {
-            (value >> 4).min(9) * 10 + (value & 0xF).min(9)
-        }
-    }
-
-    fn encode_hour(&self, hour: u8) -> u8 {
-        if self.reg_b() & B_24H != 0 {
-            return self.encode(hour);
-        }
-        let h12 = match hour % 12 {
-            0 => 12,
-            h => h,
         };
-        self.encode(h12) | if hour >= 12 { 0x80 } else { 0 }
+        encoded | pm
     }
 
-    fn decode_hour(&self, value: u8) -> u8 {
-        if self.reg_b() & B_24H != 0 {
-            return self.decode(value);
-        }
-        let h12 = self.decode(value & 0x7F) % 12;
-        if value & 0x80 != 0 {
-            h12 + 12
+    /// The value of time register `index` holding `byte`: the inverse of
+    /// [`Rtc::encode_field`], BCD digits above 9 read as 9.
+    fn decode_field(&self, index: u8, byte: u8) -> u8 {
+        let twelve_hour = index == reg::HOURS && self.reg_b() & B_24H == 0;
+        let digits = if twelve_hour { byte & 0x7F } else { byte };
+        let value = if self.binary() {
+            digits
         } else {
-            h12
+            (digits >> 4).min(9) * 10 + (digits & 0xF).min(9)
+        };
+        match (twelve_hour, byte & 0x80 != 0) {
+            (false, _) => value,
+            (true, false) => value % 12,
+            (true, true) => value % 12 + 12,
         }
     }
 
@@ -375,16 +374,34 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
         let now = self.clock.now_ns();
         self.catch_up(now);
         let (secs, subsec) = self.now_time(now);
-        let dt = self.frozen.unwrap_or_else(|| DateTime::from_unix(secs));
-        match index & 0x7F {
-            reg::SECONDS => self.encode(dt.second),
-            reg::MINUTES => self.encode(dt.minute),
-            reg::HOURS => self.encode_hour(dt.hour),
-            reg::DAY_OF_WEEK => self.encode(dt.day_of_week()),
-            reg::DAY_OF_MONTH => self.encode(dt.day),
-            reg::MONTH => self.encode(dt.month),
-            reg::YEAR => self.encode(dt.year.rem_euclid(100) as u8),
-            reg::CENTURY => self.encode(dt.year.div_euclid(100).clamp(0, 99) as u8),
+        let index = index & 0x7F;
+        let time_register = matches!(
+            index,
+            reg::SECONDS
+                | reg::MINUTES
+                | reg::HOURS
+                | reg::DAY_OF_WEEK
+                | reg::DAY_OF_MONTH
+                | reg::MONTH
+                | reg::YEAR
+                | reg::CENTURY
+        );
+        if time_register {
+            // One conversion and one encoding for every time register.
+            let dt = self.frozen.unwrap_or_else(|| DateTime::from_unix(secs));
+            let value = match index {
+                reg::SECONDS => dt.second,
+                reg::MINUTES => dt.minute,
+                reg::HOURS => dt.hour,
+                reg::DAY_OF_WEEK => dt.day_of_week(),
+                reg::DAY_OF_MONTH => dt.day,
+                reg::MONTH => dt.month,
+                reg::YEAR => dt.year.rem_euclid(100) as u8,
+                _ => dt.year.div_euclid(100).clamp(0, 99) as u8,
+            };
+            return self.encode_field(index, value);
+        }
+        match index {
             reg::A => {
                 let uip = self.frozen.is_none()
                     && self.divider_running()
@@ -456,16 +473,15 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
     fn write_time_field(&mut self, now: u64, index: u8, value: u8) {
         let (secs, subsec) = self.now_time(now);
         let mut dt = self.frozen.unwrap_or_else(|| DateTime::from_unix(secs));
+        let value = self.decode_field(index, value);
         match index {
-            reg::SECONDS => dt.second = self.decode(value).min(59),
-            reg::MINUTES => dt.minute = self.decode(value).min(59),
-            reg::HOURS => dt.hour = self.decode_hour(value).min(23),
-            reg::DAY_OF_MONTH => dt.day = self.decode(value).clamp(1, 31),
-            reg::MONTH => dt.month = self.decode(value).clamp(1, 12),
-            reg::YEAR => {
-                dt.year = dt.year.div_euclid(100) * 100 + i64::from(self.decode(value) % 100)
-            }
-            _ => dt.year = i64::from(self.decode(value)) * 100 + dt.year.rem_euclid(100),
+            reg::SECONDS => dt.second = value.min(59),
+            reg::MINUTES => dt.minute = value.min(59),
+            reg::HOURS => dt.hour = value.min(23),
+            reg::DAY_OF_MONTH => dt.day = value.clamp(1, 31),
+            reg::MONTH => dt.month = value.clamp(1, 12),
+            reg::YEAR => dt.year = dt.year.div_euclid(100) * 100 + i64::from(value % 100),
+            _ => dt.year = i64::from(value) * 100 + dt.year.rem_euclid(100),
         }
         if self.frozen.is_some() {
             self.frozen = Some(dt);
