@@ -305,16 +305,8 @@ impl<E: fmt::Debug> fmt::Display for ErrorReport<'_, E> {
 
     #[cfg(not(feature = "diagnostics"))]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        name_error_type(f, core::any::type_name::<E>())
+        fmt::Display::fmt(&ErrorType(core::any::type_name::<E>()), f)
     }
-}
-
-/// [`ErrorReport`] without details, shared by every error type.
-#[cfg(not(feature = "diagnostics"))]
-#[inline(never)]
-fn name_error_type(f: &mut fmt::Formatter<'_>, type_name: &str) -> fmt::Result {
-    f.write_str(type_name)?;
-    f.write_str(" (details with ponte-arch's diagnostics feature)")
 }
 
 /// Unwraps a `Result`, or ends the run as failed naming `what` and the
@@ -325,12 +317,46 @@ macro_rules! or_fail {
     ($result:expr, $what:literal) => {
         match $result {
             Ok(value) => value,
-            Err(e) => $crate::boot::finish(
-                $crate::boot::Outcome::Fail,
-                format_args!(concat!($what, ": {}"), $crate::boot::ErrorReport(&e)),
-            ),
+            Err(e) => $crate::boot::fail_step($what, &e),
         }
     };
+}
+
+/// Ends the run as failed: step `what` returned `error` (see
+/// [`ErrorReport`]). Out of line, so that each step that can fail costs its
+/// caller a call, not the formatting.
+#[cold]
+#[inline(never)]
+pub fn fail_step<E: fmt::Debug>(what: &str, error: &E) -> ! {
+    #[cfg(feature = "diagnostics")]
+    finish(Outcome::Fail, format_args!("{what}: {error:?}"));
+    #[cfg(not(feature = "diagnostics"))]
+    {
+        let _ = error;
+        fail_step_of_type(what, core::any::type_name::<E>())
+    }
+}
+
+/// [`fail_step`] without details, shared by every error type.
+#[cfg(not(feature = "diagnostics"))]
+#[inline(never)]
+fn fail_step_of_type(what: &str, type_name: &str) -> ! {
+    finish(
+        Outcome::Fail,
+        format_args!("{what}: {}", ErrorType(type_name)),
+    )
+}
+
+/// An error's type name, as [`ErrorReport`] prints it without details.
+#[cfg(not(feature = "diagnostics"))]
+struct ErrorType<'a>(&'a str);
+
+#[cfg(not(feature = "diagnostics"))]
+impl fmt::Display for ErrorType<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(" (details with ponte-arch's diagnostics feature)")
+    }
 }
 
 /// Names the image's `main`, a `fn(BootInfo, HostMemory) -> !` called once
