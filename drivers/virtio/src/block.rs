@@ -172,16 +172,28 @@ impl From<MemoryError> for BlockRequestError {
     }
 }
 
-/// Copies `buf.len()` bytes out of the device-readable stream of `segments`
-/// starting `pos` bytes into it.
-fn stream_read<M: GuestMemory>(
+/// Which way bytes move between the chain's buffers and the device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Out of the device-readable buffers.
+    FromGuest,
+    /// Into the device-writable buffers.
+    ToGuest,
+}
+
+/// Copies `buf.len()` bytes between `buf` and the device-readable
+/// ([`Direction::FromGuest`]) or device-writable ([`Direction::ToGuest`])
+/// stream of `segments`, starting `pos` bytes into that stream.
+fn stream_copy<M: GuestMemory>(
     mem: &M,
     segments: &[Segment],
+    direction: Direction,
     mut pos: u64,
     buf: &mut [u8],
 ) -> Result<(), MemoryError> {
+    let to_guest = direction == Direction::ToGuest;
     let mut done = 0;
-    for s in segments.iter().filter(|s| !s.device_writable) {
+    for s in segments.iter().filter(|s| s.device_writable == to_guest) {
         if done == buf.len() {
             break;
         }
@@ -191,33 +203,12 @@ fn stream_read<M: GuestMemory>(
             continue;
         }
         let n = (len - pos).min((buf.len() - done) as u64) as usize;
-        mem.read(s.addr + pos, &mut buf[done..done + n])?;
-        done += n;
-        pos = 0;
-    }
-    Ok(())
-}
-
-/// Copies `data` into the device-writable stream of `segments` starting `pos`
-/// bytes into it.
-fn stream_write<M: GuestMemory>(
-    mem: &M,
-    segments: &[Segment],
-    mut pos: u64,
-    data: &[u8],
-) -> Result<(), MemoryError> {
-    let mut done = 0;
-    for s in segments.iter().filter(|s| s.device_writable) {
-        if done == data.len() {
-            break;
+        let chunk = &mut buf[done..done + n];
+        if to_guest {
+            mem.write(s.addr + pos, chunk)?;
+        } else {
+            mem.read(s.addr + pos, chunk)?;
         }
-        let len = u64::from(s.len);
-        if pos >= len {
-            pos -= len;
-            continue;
-        }
-        let n = (len - pos).min((data.len() - done) as u64) as usize;
-        mem.write(s.addr + pos, &data[done..done + n])?;
         done += n;
         pos = 0;
     }
@@ -300,50 +291,47 @@ impl<B: BlockBackend> VirtioBlock<B> {
         })
     }
 
-    fn read_into_guest<M: GuestMemory>(
+    /// Moves `len` bytes between the disk at `offset` and the request's
+    /// data buffers (after the header for writes), through the bounce
+    /// buffer; a backend failure ends the request with IOERR.
+    fn transfer<M: GuestMemory>(
         &mut self,
         mem: &M,
         segments: &[Segment],
+        direction: Direction,
         offset: u64,
         len: u64,
     ) -> Result<Outcome, BlockRequestError> {
+        let to_guest = direction == Direction::ToGuest;
+        // Only data written into the guest's buffers counts in the used
+        // length.
+        let written = |done: u64| if to_guest { done } else { 0 };
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(BOUNCE_SIZE as u64) as usize;
-            let r = self.backend.read_at(offset + done, &mut self.bounce[..n]);
+            let at = offset + done;
+            let r = if to_guest {
+                self.backend.read_at(at, &mut self.bounce[..n])
+            } else {
+                let pos = HEADER_SIZE + done;
+                stream_copy(mem, segments, direction, pos, &mut self.bounce[..n])?;
+                self.backend.write_at(at, &self.bounce[..n])
+            };
             if self.note(r).is_err() {
                 return Ok(Outcome {
                     status: status::IOERR,
-                    data_written: done,
+                    data_written: written(done),
                 });
             }
-            stream_write(mem, segments, done, &self.bounce[..n])?;
+            if to_guest {
+                stream_copy(mem, segments, direction, done, &mut self.bounce[..n])?;
+            }
             done += n as u64;
         }
         Ok(Outcome {
             status: status::OK,
-            data_written: len,
+            data_written: written(len),
         })
-    }
-
-    fn write_from_guest<M: GuestMemory>(
-        &mut self,
-        mem: &M,
-        segments: &[Segment],
-        offset: u64,
-        len: u64,
-    ) -> Result<Outcome, BlockRequestError> {
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(BOUNCE_SIZE as u64) as usize;
-            stream_read(mem, segments, HEADER_SIZE + done, &mut self.bounce[..n])?;
-            let r = self.backend.write_at(offset + done, &self.bounce[..n]);
-            if self.note(r).is_err() {
-                return Ok(Outcome::status(status::IOERR));
-            }
-            done += n as u64;
-        }
-        Ok(Outcome::status(status::OK))
     }
 
     fn write_zeroes<M: GuestMemory>(
@@ -367,7 +355,13 @@ impl<B: BlockBackend> VirtioBlock<B> {
         }
         for i in 0..ranges {
             let mut raw = [0u8; 16];
-            stream_read(mem, segments, HEADER_SIZE + 16 * i, &mut raw)?;
+            stream_copy(
+                mem,
+                segments,
+                Direction::FromGuest,
+                HEADER_SIZE + 16 * i,
+                &mut raw,
+            )?;
             let sector = u64::from_le_bytes([
                 raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
             ]);
@@ -405,7 +399,7 @@ impl<B: BlockBackend> VirtioBlock<B> {
             return Err(BlockRequestError::NoStatusByte);
         }
         let mut header = [0u8; HEADER_SIZE as usize];
-        stream_read(mem, segments, 0, &mut header)?;
+        stream_copy(mem, segments, Direction::FromGuest, 0, &mut header)?;
         let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let sector = u64::from_le_bytes([
             header[8], header[9], header[10], header[11], header[12], header[13], header[14],
@@ -416,13 +410,15 @@ impl<B: BlockBackend> VirtioBlock<B> {
         let outcome = match kind {
             request::IN => match self.disk_range(sector, status_pos) {
                 Some(offset) if status_pos < u64::from(u32::MAX) => {
-                    self.read_into_guest(mem, segments, offset, status_pos)?
+                    self.transfer(mem, segments, Direction::ToGuest, offset, status_pos)?
                 }
                 _ => Outcome::status(status::IOERR),
             },
             request::OUT => match self.disk_range(sector, payload_len) {
                 _ if self.backend.read_only() => Outcome::status(status::IOERR),
-                Some(offset) => self.write_from_guest(mem, segments, offset, payload_len)?,
+                Some(offset) => {
+                    self.transfer(mem, segments, Direction::FromGuest, offset, payload_len)?
+                }
                 None => Outcome::status(status::IOERR),
             },
             request::FLUSH => {
@@ -434,7 +430,8 @@ impl<B: BlockBackend> VirtioBlock<B> {
             }
             request::GET_ID => {
                 let n = status_pos.min(ID_LEN as u64) as usize;
-                stream_write(mem, segments, 0, &self.id[..n])?;
+                let mut id = self.id;
+                stream_copy(mem, segments, Direction::ToGuest, 0, &mut id[..n])?;
                 Outcome {
                     status: status::OK,
                     data_written: n as u64,
@@ -443,7 +440,14 @@ impl<B: BlockBackend> VirtioBlock<B> {
             request::WRITE_ZEROES => self.write_zeroes(mem, segments, payload_len)?,
             _ => Outcome::status(status::UNSUPP),
         };
-        stream_write(mem, segments, status_pos, &[outcome.status])?;
+        let mut status_byte = [outcome.status];
+        stream_copy(
+            mem,
+            segments,
+            Direction::ToGuest,
+            status_pos,
+            &mut status_byte,
+        )?;
         // data_written <= status_pos < u32::MAX, checked above for IN.
         Ok(u32::try_from(outcome.data_written + 1).unwrap_or(u32::MAX))
     }
