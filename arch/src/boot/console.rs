@@ -64,6 +64,16 @@ impl Console {
     }
 }
 
+impl Console {
+    /// Prints `line` and a line break: what [`println!`](crate::println)
+    /// expands to, out of line so that each call site stays small.
+    #[inline(never)]
+    pub fn print_line(line: fmt::Arguments<'_>) {
+        let _ = Console.write_fmt(line);
+        Self::write_byte(b'\n');
+    }
+}
+
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         s.bytes().for_each(Self::write_byte);
@@ -83,7 +93,7 @@ macro_rules! print {
 #[macro_export]
 macro_rules! println {
     () => { $crate::print!("\n") };
-    ($($arg:tt)*) => {{ $crate::print!($($arg)*); $crate::print!("\n"); }};
+    ($($arg:tt)*) => { $crate::boot::Console::print_line(format_args!($($arg)*)) };
 }
 
 /// The `log` backend: one line per record, `[LEVEL target] message`.

@@ -433,9 +433,11 @@ impl fmt::Display for ExitStats {
             if count == 0 {
                 continue;
             }
+            // Reasons are named with the diagnostics feature, numbered
+            // (SDM Vol. 3D, appendix C) without it.
             match BasicExitReason::from_number(n as u16) {
-                Some(r) => write!(f, "{r:?}")?,
-                None => write!(f, "reason {n}")?,
+                Some(r) if cfg!(feature = "diagnostics") => write!(f, "{r:?}")?,
+                _ => write!(f, "reason {n}")?,
             }
             writeln!(f, ": {count} exits, {tsc} ticks, {} per exit", tsc / count)?;
         }
@@ -776,15 +778,21 @@ impl Vcpu {
             Ok(n) => VmInstructionError::from_number(n),
             Err(e) => return RunError::Vmcs(e),
         };
+        let instruction = if self.launched {
+            "VMRESUME"
+        } else {
+            "VMLAUNCH"
+        };
+        #[cfg(feature = "diagnostics")]
         log::error!(
-            "{} failed: VM-instruction error {} ({})",
-            if self.launched {
-                "VMRESUME"
-            } else {
-                "VMLAUNCH"
-            },
+            "{instruction} failed: VM-instruction error {} ({})",
             error.number(),
             error.description()
+        );
+        #[cfg(not(feature = "diagnostics"))]
+        log::error!(
+            "{instruction} failed: VM-instruction error {}",
+            error.number()
         );
         if matches!(error.number(), 7 | 8) {
             self.explain_entry_failure();
