@@ -332,43 +332,21 @@ impl<'a, const N: usize> PciBus<'a, N> {
         Some((address, (a & 0xFC) as u8))
     }
 
+    /// A read of CONFIG_DATA at `byte` (0-3) into it. The selected register
+    /// is dword-aligned, so an access running past 0xCFF is one crossing the
+    /// register's dword, which [`PciBus::config_read`] already splits.
     fn data_read(&mut self, byte: u8, width: AccessWidth) -> u32 {
         let Some((address, register)) = self.selected() else {
             return width.mask() as u32;
         };
-        let len = width.bytes() as u8;
-        if byte + len <= 4 {
-            return self.config_read(address, register + byte, width);
-        }
-        // The access runs past 0xCFF: only its first bytes are ours.
-        let mut value = 0;
-        for i in 0..len {
-            let b = if byte + i < 4 {
-                self.config_read(address, register + byte + i, AccessWidth::Byte)
-            } else {
-                0xFF
-            };
-            value |= b << (8 * i);
-        }
-        value
+        self.config_read(address, register + byte, width)
     }
 
+    /// A write of CONFIG_DATA at `byte` (0-3) into it, split like
+    /// [`PciBus::data_read`].
     fn data_write(&mut self, byte: u8, width: AccessWidth, value: u32) {
-        let Some((address, register)) = self.selected() else {
-            return;
-        };
-        let len = width.bytes() as u8;
-        if byte + len <= 4 {
+        if let Some((address, register)) = self.selected() {
             self.config_write(address, register + byte, width, value);
-            return;
-        }
-        for i in 0..4 - byte {
-            self.config_write(
-                address,
-                register + byte + i,
-                AccessWidth::Byte,
-                value >> (8 * i),
-            );
         }
     }
 

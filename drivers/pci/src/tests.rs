@@ -147,6 +147,22 @@ fn unaligned_writes_change_only_their_bytes() {
 }
 
 #[test]
+fn a_data_write_running_past_0xcff_writes_only_the_window_bytes() {
+    let mut t = TestFunction::new(0x0001);
+    t.header.set_bar(0, BarKind::Io, 0x40).unwrap();
+    let mut bus: PciBus<'_, 2> = PciBus::new();
+    bus.attach(1, 0, &mut t).unwrap();
+    let bar0 = read_config(&mut bus, 1, 0, 0x10, AccessWidth::Dword);
+    // A dword at 0xCFD on register 0x0C: latency timer (0x0D), header
+    // type and BIST are in the window; the last byte would be BAR 0's low
+    // byte, which is not part of this cycle.
+    select(&mut bus, 0, 1, 0, 0x0C);
+    bus.io_write(0xCFD, AccessWidth::Dword, 0xFF00_0040);
+    assert_eq!(read_config(&mut bus, 1, 0, 0x0D, AccessWidth::Byte), 0x40);
+    assert_eq!(read_config(&mut bus, 1, 0, 0x10, AccessWidth::Dword), bar0);
+}
+
+#[test]
 fn disabled_config_cycles_read_ones_and_drop_writes() {
     let mut t = TestFunction::new(0x0001);
     let mut bus: PciBus<'_, 2> = PciBus::new();
