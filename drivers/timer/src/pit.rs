@@ -159,7 +159,9 @@ impl Channel {
         matches!(self.mode, 2 | 3) && !self.gate
     }
 
-    /// OUT at absolute tick `t` (data sheet waveforms).
+    /// OUT at absolute tick `t` (data sheet waveforms). Out of line: the
+    /// status byte, port 0x61 and [`Pit::out`] share it.
+    #[inline(never)]
     fn out(&self, t: u64) -> bool {
         if self.gate_stops_periodic() {
             return true;
@@ -301,8 +303,10 @@ impl Channel {
         self.idle_out = self.mode != 0;
     }
 
+    // The writes below expect the channel settled at `t` (see
+    // `Pit::io_write`).
+
     fn latch_count(&mut self, t: u64) {
-        self.settle(t);
         if self.latched_count.is_none() {
             self.latched_count = Some(self.encode(self.count(t)));
             self.latched_msb_next = false;
@@ -310,7 +314,6 @@ impl Channel {
     }
 
     fn latch_status(&mut self, t: u64) {
-        self.settle(t);
         if self.latched_status.is_none() {
             self.latched_status = Some(self.status(t));
         }
@@ -347,7 +350,6 @@ impl Channel {
     }
 
     fn write(&mut self, t: u64, value: u8) {
-        self.settle(t);
         let complete = match self.access {
             Access::Lsb => {
                 self.count_register = u16::from(value);
@@ -416,7 +418,6 @@ impl Channel {
     }
 
     fn set_gate(&mut self, t: u64, high: bool) {
-        self.settle(t);
         if high == self.gate {
             return;
         }
@@ -593,9 +594,14 @@ impl<C: Clock, L: InterruptLine> PortIo for Pit<C, L> {
 
     /// Ports 0x40-0x42 (counters), 0x43 (control word), 0x61.
     fn io_write(&mut self, port: u16, _width: AccessWidth, value: u32) {
-        // Edges up to now belong to the old programming.
+        // Edges up to now belong to the old programming, and so do the
+        // reloads due by now: every channel method below sees its channel
+        // settled.
         let t = self.tick();
         self.poll_at(t);
+        for channel in &mut self.channels {
+            channel.settle(t);
+        }
         let value = value as u8;
         match port {
             0x40..=0x42 => self.channels[usize::from(port - 0x40)].write(t, value),

@@ -389,6 +389,7 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
         if time_register {
             // One conversion and one encoding for every time register.
             let dt = self.frozen.unwrap_or_else(|| DateTime::from_unix(secs));
+            let century = dt.year.div_euclid(100);
             let value = match index {
                 reg::SECONDS => dt.second,
                 reg::MINUTES => dt.minute,
@@ -396,8 +397,8 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
                 reg::DAY_OF_WEEK => dt.day_of_week(),
                 reg::DAY_OF_MONTH => dt.day,
                 reg::MONTH => dt.month,
-                reg::YEAR => dt.year.rem_euclid(100) as u8,
-                _ => dt.year.div_euclid(100).clamp(0, 99) as u8,
+                reg::YEAR => (dt.year - century * 100) as u8,
+                _ => century.clamp(0, 99) as u8,
             };
             return self.encode_field(index, value);
         }
