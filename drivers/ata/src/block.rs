@@ -6,7 +6,7 @@
 
 use ponte_vhd::{BlockDevice, IoError};
 
-use crate::{AtaDisk, AtaError, PortAccess, SECTOR_SIZE};
+use crate::{AtaDisk, AtaError, PortAccess, Transfer, SECTOR_SIZE};
 
 const SECTOR: u64 = SECTOR_SIZE as u64;
 
@@ -23,53 +23,37 @@ impl<P: PortAccess> AtaDisk<P> {
         })
     }
 
-    /// Reads `buf.len()` bytes at `offset`, which lies inside the disk.
-    fn read_bytes(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), AtaError> {
-        let mut at = offset;
-        let mut rest = buf;
+    /// Moves the bytes of `data` at `offset`, which lies inside the disk:
+    /// whole sectors straight between the buffer and the disk, a partial
+    /// sector through a sector buffer (read, then patched and written back
+    /// for a write).
+    fn bytes(&mut self, offset: u64, mut data: Transfer<'_>) -> Result<(), AtaError> {
+        let len = data.len();
+        let mut done = 0;
         let mut sector = [0u8; SECTOR_SIZE];
-        while !rest.is_empty() {
+        while done < len {
+            let at = offset + done as u64;
             let lba = at / SECTOR;
             let within = (at % SECTOR) as usize;
-            if within == 0 && rest.len() >= SECTOR_SIZE {
-                let whole = rest.len() - rest.len() % SECTOR_SIZE;
-                let (head, tail) = rest.split_at_mut(whole);
-                self.read_sectors(lba, head)?;
-                at += whole as u64;
-                rest = tail;
+            let rest = len - done;
+            let n = if within == 0 && rest >= SECTOR_SIZE {
+                let whole = rest - rest % SECTOR_SIZE;
+                self.transfer(lba, data.part(done..done + whole))?;
+                whole
             } else {
-                let n = (SECTOR_SIZE - within).min(rest.len());
+                let n = (SECTOR_SIZE - within).min(rest);
                 self.read_sectors(lba, &mut sector)?;
-                let (head, tail) = rest.split_at_mut(n);
-                head.copy_from_slice(&sector[within..within + n]);
-                at += n as u64;
-                rest = tail;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes `data` at `offset`, which lies inside the disk.
-    fn write_bytes(&mut self, offset: u64, data: &[u8]) -> Result<(), AtaError> {
-        let mut at = offset;
-        let mut rest = data;
-        let mut sector = [0u8; SECTOR_SIZE];
-        while !rest.is_empty() {
-            let lba = at / SECTOR;
-            let within = (at % SECTOR) as usize;
-            if within == 0 && rest.len() >= SECTOR_SIZE {
-                let whole = rest.len() - rest.len() % SECTOR_SIZE;
-                self.write_sectors(lba, &rest[..whole])?;
-                at += whole as u64;
-                rest = &rest[whole..];
-            } else {
-                let n = (SECTOR_SIZE - within).min(rest.len());
-                self.read_sectors(lba, &mut sector)?;
-                sector[within..within + n].copy_from_slice(&rest[..n]);
-                self.write_sectors(lba, &sector)?;
-                at += n as u64;
-                rest = &rest[n..];
-            }
+                let patch = &mut sector[within..within + n];
+                match &mut data {
+                    Transfer::Read(buf) => buf[done..done + n].copy_from_slice(patch),
+                    Transfer::Write(data) => {
+                        patch.copy_from_slice(&data[done..done + n]);
+                        self.write_sectors(lba, &sector)?;
+                    }
+                }
+                n
+            };
+            done += n;
         }
         Ok(())
     }
@@ -92,7 +76,7 @@ impl<P: PortAccess> BlockDevice for AtaDisk<P> {
                 })
             }
         }
-        let result = self.read_bytes(offset, buf);
+        let result = self.bytes(offset, Transfer::Read(buf));
         self.io(result)
     }
 
@@ -107,7 +91,7 @@ impl<P: PortAccess> BlockDevice for AtaDisk<P> {
                 })
             }
         }
-        let result = self.write_bytes(offset, buf);
+        let result = self.bytes(offset, Transfer::Write(buf));
         self.io(result)
     }
 

@@ -339,6 +339,31 @@ impl fmt::Display for AtaError {
     }
 }
 
+/// The caller's buffer of a sector transfer, with its direction.
+pub(crate) enum Transfer<'a> {
+    /// Sectors read from the disk into the buffer.
+    Read(&'a mut [u8]),
+    /// Sectors written from the buffer to the disk.
+    Write(&'a [u8]),
+}
+
+impl Transfer<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Transfer::Read(buf) => buf.len(),
+            Transfer::Write(data) => data.len(),
+        }
+    }
+
+    /// Bytes `range` of the buffer, in the same direction.
+    pub(crate) fn part(&mut self, range: core::ops::Range<usize>) -> Transfer<'_> {
+        match self {
+            Transfer::Read(buf) => Transfer::Read(&mut buf[range]),
+            Transfer::Write(data) => Transfer::Write(&data[range]),
+        }
+    }
+}
+
 /// One ATA disk, identified and ready for transfers.
 #[derive(Debug)]
 pub struct AtaDisk<P> {
@@ -405,41 +430,13 @@ impl<P: PortAccess> AtaDisk<P> {
 
     /// Reads `buf.len() / 512` sectors starting at `lba`.
     pub fn read_sectors(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), AtaError> {
-        let count = self.check_range(lba, buf.len())?;
-        let mut done = 0;
-        while done < count {
-            let (chunk, ext) = self.next_command(lba + done, count - done);
-            let start = (done as usize) * SECTOR_SIZE;
-            let end = start + chunk as usize * SECTOR_SIZE;
-            let command = if ext {
-                CMD_READ_SECTORS_EXT
-            } else {
-                CMD_READ_SECTORS
-            };
-            self.read_command(command, lba + done, chunk, ext, &mut buf[start..end])?;
-            done += chunk;
-        }
-        Ok(())
+        self.transfer(lba, Transfer::Read(buf))
     }
 
     /// Writes `data.len() / 512` sectors starting at `lba`. They are durable
     /// after [`AtaDisk::flush_cache`].
     pub fn write_sectors(&mut self, lba: u64, data: &[u8]) -> Result<(), AtaError> {
-        let count = self.check_range(lba, data.len())?;
-        let mut done = 0;
-        while done < count {
-            let (chunk, ext) = self.next_command(lba + done, count - done);
-            let start = (done as usize) * SECTOR_SIZE;
-            let end = start + chunk as usize * SECTOR_SIZE;
-            let command = if ext {
-                CMD_WRITE_SECTORS_EXT
-            } else {
-                CMD_WRITE_SECTORS
-            };
-            self.write_command(command, lba + done, chunk, ext, &data[start..end])?;
-            done += chunk;
-        }
-        Ok(())
+        self.transfer(lba, Transfer::Write(data))
     }
 
     /// Writes the device's cache to the medium (FLUSH CACHE EXT, or FLUSH
@@ -490,10 +487,14 @@ impl<P: PortAccess> AtaDisk<P> {
         }
     }
 
+    // Out of line, as every port access: a call costs nothing next to
+    // the access itself, and the command sequences stay short.
+    #[inline(never)]
     fn reg_read(&mut self, register: u16) -> u8 {
         self.ports.read8(self.channel.command_block + register)
     }
 
+    #[inline(never)]
     fn reg_write(&mut self, register: u16, value: u8) {
         self.ports
             .write8(self.channel.command_block + register, value)
@@ -512,6 +513,7 @@ impl<P: PortAccess> AtaDisk<P> {
     }
 
     /// Polls Alternate Status until BSY clears, at most `limit` times.
+    #[inline(never)]
     fn wait_not_busy(&mut self, phase: Phase, limit: u32) -> Result<u8, AtaError> {
         let mut status = STATUS_BSY;
         for _ in 0..limit {
@@ -528,6 +530,7 @@ impl<P: PortAccess> AtaDisk<P> {
     }
 
     /// Fails if `status` (BSY clear) reports an error or a device fault.
+    #[inline(never)]
     fn check_status(&mut self, command: u8, lba: u64, status: u8) -> Result<(), AtaError> {
         if status & STATUS_ERR != 0 {
             let error = ErrorBits(self.reg_read(ERROR));
@@ -592,6 +595,12 @@ impl<P: PortAccess> AtaDisk<P> {
     fn complete(&mut self, command: u8, lba: u64) -> Result<(), AtaError> {
         let status = self.wait_not_busy(Phase::Completion, self.limits.transfer)?;
         self.check_status(command, lba, status)?;
+        self.acknowledge(command)
+    }
+
+    /// Reads the Status register (acknowledging the command), which must no
+    /// longer request data.
+    fn acknowledge(&mut self, command: u8) -> Result<(), AtaError> {
         let status = self.reg_read(STATUS);
         if status & STATUS_DRQ != 0 {
             return Err(AtaError::DataLeftOver { command, status });
@@ -599,61 +608,68 @@ impl<P: PortAccess> AtaDisk<P> {
         Ok(())
     }
 
-    fn read_command(
-        &mut self,
-        command: u8,
-        lba: u64,
-        count: u64,
-        ext: bool,
-        buf: &mut [u8],
-    ) -> Result<(), AtaError> {
-        self.issue(command, lba, count, ext)?;
+    /// Moves the whole sectors of `data` starting at `lba`, in as few
+    /// commands as the addressing allows. Reads and writes share the
+    /// command sequence; they differ in when the device requests data:
+    /// before every sector of a read, before the first sector of a write
+    /// and after each one it took.
+    fn transfer(&mut self, lba: u64, mut data: Transfer<'_>) -> Result<(), AtaError> {
+        let count = self.check_range(lba, data.len())?;
+        let write = matches!(data, Transfer::Write(_));
+        let port = self.channel.command_block + DATA;
         let mut words = [0u16; SECTOR_WORDS];
-        for (index, sector) in buf.chunks_exact_mut(SECTOR_SIZE).enumerate() {
-            self.wait_data_request(command, lba + index as u64)?;
-            self.ports
-                .read16_block(self.channel.command_block + DATA, &mut words);
-            for (pair, word) in sector.chunks_exact_mut(2).zip(&words) {
-                pair.copy_from_slice(&word.to_le_bytes());
+        let mut done = 0;
+        while done < count {
+            let (chunk, ext) = self.next_command(lba + done, count - done);
+            let command = match (write, ext) {
+                (false, false) => CMD_READ_SECTORS,
+                (false, true) => CMD_READ_SECTORS_EXT,
+                (true, false) => CMD_WRITE_SECTORS,
+                (true, true) => CMD_WRITE_SECTORS_EXT,
+            };
+            let first = lba + done;
+            self.issue(command, first, chunk, ext)?;
+            if write {
+                self.wait_data_request(command, first)?;
             }
-        }
-        self.complete(command, lba + count)
-    }
-
-    fn write_command(
-        &mut self,
-        command: u8,
-        lba: u64,
-        count: u64,
-        ext: bool,
-        data: &[u8],
-    ) -> Result<(), AtaError> {
-        self.issue(command, lba, count, ext)?;
-        self.wait_data_request(command, lba)?;
-        let mut words = [0u16; SECTOR_WORDS];
-        for (index, sector) in data.chunks_exact(SECTOR_SIZE).enumerate() {
-            for (word, pair) in words.iter_mut().zip(sector.chunks_exact(2)) {
-                *word = u16::from_le_bytes([pair[0], pair[1]]);
+            for index in 0..chunk {
+                let sector_lba = first + index;
+                let at = (done + index) as usize * SECTOR_SIZE;
+                match &mut data {
+                    Transfer::Read(buf) => {
+                        self.wait_data_request(command, sector_lba)?;
+                        self.ports.read16_block(port, &mut words);
+                        let sector = &mut buf[at..at + SECTOR_SIZE];
+                        for (pair, word) in sector.chunks_exact_mut(2).zip(&words) {
+                            pair.copy_from_slice(&word.to_le_bytes());
+                        }
+                    }
+                    Transfer::Write(data) => {
+                        let sector = &data[at..at + SECTOR_SIZE];
+                        for (word, pair) in words.iter_mut().zip(sector.chunks_exact(2)) {
+                            *word = u16::from_le_bytes([pair[0], pair[1]]);
+                        }
+                        self.ports.write16_block(port, &words);
+                        // The device reports on a sector after taking its
+                        // data: an error now is about this sector.
+                        let status = self.wait_not_busy(Phase::Completion, self.limits.transfer)?;
+                        self.check_status(command, sector_lba, status)?;
+                        if index + 1 < chunk && status & STATUS_DRQ == 0 {
+                            return Err(AtaError::NoDataRequest {
+                                command,
+                                lba: sector_lba + 1,
+                                status,
+                            });
+                        }
+                    }
+                }
             }
-            self.ports
-                .write16_block(self.channel.command_block + DATA, &words);
-            // The device reports on a sector after taking its data: an
-            // error now is about this sector.
-            let sector_lba = lba + index as u64;
-            let status = self.wait_not_busy(Phase::Completion, self.limits.transfer)?;
-            self.check_status(command, sector_lba, status)?;
-            let more = (index as u64) + 1 < count;
-            if more && status & STATUS_DRQ == 0 {
-                return Err(AtaError::NoDataRequest {
-                    command,
-                    lba: sector_lba + 1,
-                    status,
-                });
+            if write {
+                self.acknowledge(command)?;
+            } else {
+                self.complete(command, first + chunk)?;
             }
-        }
-        let status = self.reg_read(STATUS);
-        if status & STATUS_DRQ != 0 {
-            return Err(AtaError::DataLeftOver { command, status });
+            done += chunk;
         }
         Ok(())
     }
