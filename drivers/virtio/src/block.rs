@@ -21,7 +21,7 @@ use core::fmt;
 use ponte_kernel::memory::{GuestMemory, MemoryError};
 
 use crate::device::{DeviceError, VirtioDevice};
-use crate::queue::{ChainInfo, Segment, SplitQueue};
+use crate::queue::{ChainInfo, QueueError, Segment, SplitQueue};
 
 /// The virtio device ID of a block device.
 pub const DEVICE_TYPE_BLOCK: u16 = 2;
@@ -230,6 +230,16 @@ impl Outcome {
     }
 }
 
+/// What [`VirtioBlock::serve_next`] did with the available ring.
+enum Served {
+    /// A chain was handled and returned.
+    Used,
+    /// The driver made nothing more available.
+    Empty,
+    /// The chain cannot be answered; it is not returned.
+    Malformed(BlockRequestError),
+}
+
 /// A virtio-blk device.
 pub struct VirtioBlock<B> {
     backend: B,
@@ -301,7 +311,7 @@ impl<B: BlockBackend> VirtioBlock<B> {
         direction: Direction,
         offset: u64,
         len: u64,
-    ) -> Result<Outcome, BlockRequestError> {
+    ) -> Result<Outcome, MemoryError> {
         let to_guest = direction == Direction::ToGuest;
         // Only data written into the guest's buffers counts in the used
         // length.
@@ -339,7 +349,7 @@ impl<B: BlockBackend> VirtioBlock<B> {
         mem: &M,
         segments: &[Segment],
         payload_len: u64,
-    ) -> Result<Outcome, BlockRequestError> {
+    ) -> Result<Outcome, MemoryError> {
         if self.features & features::WRITE_ZEROES == 0 {
             return Ok(Outcome::status(status::UNSUPP));
         }
@@ -398,6 +408,20 @@ impl<B: BlockBackend> VirtioBlock<B> {
         if info.writable_len == 0 {
             return Err(BlockRequestError::NoStatusByte);
         }
+        // Past the shape checks only guest memory can fail: every access
+        // below passes its error through unchanged, converted once here.
+        self.execute_in_memory(mem, segments, info)
+            .map_err(BlockRequestError::Memory)
+    }
+
+    /// [`VirtioBlock::execute`] once the chain has room for the header and
+    /// the status byte.
+    fn execute_in_memory<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        segments: &[Segment],
+        info: &ChainInfo,
+    ) -> Result<u32, MemoryError> {
         let mut header = [0u8; HEADER_SIZE as usize];
         stream_copy(mem, segments, Direction::FromGuest, 0, &mut header)?;
         let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
@@ -450,6 +474,27 @@ impl<B: BlockBackend> VirtioBlock<B> {
         )?;
         // data_written <= status_pos < u32::MAX, checked above for IN.
         Ok(u32::try_from(outcome.data_written + 1).unwrap_or(u32::MAX))
+    }
+
+    /// Takes the next available chain, handles it and returns it to the
+    /// driver. Queue errors pass through unchanged, so the caller converts
+    /// them in one place.
+    fn serve_next<M: GuestMemory>(
+        &mut self,
+        queue: &mut SplitQueue,
+        mem: &M,
+        segments: &mut [Segment],
+    ) -> Result<Served, QueueError> {
+        let Some(head) = queue.pop_available(mem)? else {
+            return Ok(Served::Empty);
+        };
+        let info = queue.read_chain(mem, head, segments)?;
+        let len = match self.execute(mem, &segments[..info.segments], &info) {
+            Ok(len) => len,
+            Err(e) => return Ok(Served::Malformed(e)),
+        };
+        queue.add_used(mem, head, len)?;
+        Ok(Served::Used)
     }
 
     fn config_bytes(&self) -> [u8; CONFIG_LEN as usize] {
@@ -524,24 +569,20 @@ impl<B: BlockBackend> VirtioDevice for VirtioBlock<B> {
         queue: &mut SplitQueue,
         mem: &M,
     ) -> Result<u16, DeviceError> {
-        let queue_error = |error| DeviceError::Queue {
-            queue: index,
-            error,
-        };
         let mut segments = [Segment::default(); MAX_CHAIN_SEGMENTS];
         let mut used = 0u16;
         for _ in 0..queue.size() {
-            let Some(head) = queue.pop_available(mem).map_err(queue_error)? else {
-                break;
-            };
-            let info = queue
-                .read_chain(mem, head, &mut segments)
-                .map_err(queue_error)?;
-            let len = self
-                .execute(mem, &segments[..info.segments], &info)
-                .map_err(DeviceError::Block)?;
-            queue.add_used(mem, head, len).map_err(queue_error)?;
-            used += 1;
+            match self.serve_next(queue, mem, &mut segments) {
+                Ok(Served::Used) => used += 1,
+                Ok(Served::Empty) => break,
+                Ok(Served::Malformed(e)) => return Err(DeviceError::Block(e)),
+                Err(error) => {
+                    return Err(DeviceError::Queue {
+                        queue: index,
+                        error,
+                    })
+                }
+            }
         }
         Ok(used)
     }
