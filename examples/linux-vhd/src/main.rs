@@ -362,7 +362,7 @@ fn write_acpi(mem: &impl ponte_kernel::memory::GuestMemory) -> Result<u64, ponte
         pin: 0,
         gsi: DISK_GSI,
     }];
-    let config = AcpiConfig {
+    static CONFIG: AcpiConfig<'static> = AcpiConfig {
         oem: OemInfo {
             oem_id: *b"PONTE ",
             oem_table_id: *b"LINUXVHD",
@@ -381,7 +381,7 @@ fn write_acpi(mem: &impl ponte_kernel::memory::GuestMemory) -> Result<u64, ponte
             nmi_lint: 1,
         },
         fadt: FadtConfig {
-            sci_irq: u16::from(SCI_IRQ),
+            sci_irq: SCI_IRQ as u16,
             pm1a_event_block: PM1A_EVENT,
             pm1a_control_block: PM1A_CONTROL,
             pm_timer_block: None,
@@ -410,7 +410,7 @@ fn write_acpi(mem: &impl ponte_kernel::memory::GuestMemory) -> Result<u64, ponte
         },
     };
     let mut scratch = [0u8; 4096];
-    ponte_acpi::write(mem, &config, ACPI_BASE, &mut scratch).map(|layout| layout.rsdp)
+    ponte_acpi::write(mem, &CONFIG, ACPI_BASE, &mut scratch).map(|layout| layout.rsdp)
 }
 
 /// Loads the kernel (an ELF vmlinux entered through its PVH note) and the
