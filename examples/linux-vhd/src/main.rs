@@ -422,8 +422,8 @@ pub fn load_kernel(
     rsdp: u64,
     extra_cmdline: &str,
 ) -> Result<linux::LoadedLinux, linux::LinuxError> {
-    let ram = [RamRange::new(0, GUEST_RAM)];
-    let reserved = [
+    static RAM: [RamRange; 1] = [RamRange::new(0, GUEST_RAM)];
+    static RESERVED: [MemoryRegion; 4] = [
         MemoryRegion::new(ACPI_BASE, ACPI_SIZE, E820::Acpi),
         MemoryRegion::new(IOAPIC_BASE, 0x1000, E820::Reserved),
         MemoryRegion::new(LAPIC_BASE, 0x1000, E820::Reserved),
@@ -445,8 +445,8 @@ pub fn load_kernel(
                 data: initramfs,
                 cmdline: "initramfs",
             }),
-            ram: &ram,
-            reserved: &reserved,
+            ram: &RAM,
+            reserved: &RESERVED,
             rsdp: Some(rsdp),
             boot_area: BootArea::LOW_MEMORY,
         },
