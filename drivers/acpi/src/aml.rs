@@ -172,31 +172,35 @@ impl<'a> Aml<'a> {
     }
 
     /// Writes `opcode`, then `body`, then puts the body's PkgLength between
-    /// them (followed by `after_length`, e.g. a buffer's size).
+    /// them (followed by what `trailer` says, e.g. a buffer's size).
     fn with_pkg_length(
         &mut self,
         opcode: &[u8],
         body: impl FnOnce(&mut Self) -> Result<(), AcpiError>,
-        after_length: impl FnOnce(usize) -> ([u8; 9], usize),
+        trailer: Trailer,
     ) -> Result<(), AcpiError> {
         self.raw(opcode)?;
         let start = self.len;
         body(self)?;
-        let extra = after_length(self.len - start);
-        self.close_pkg_length(start, extra)
+        self.close_pkg_length(start, trailer)
     }
 
     /// Puts the PkgLength of what was written from `start` on, plus the
-    /// `extra_len` bytes of `extra`, at `start`, followed by those bytes.
+    /// bytes `trailer` adds, at `start`, followed by those bytes.
     /// Out of line: every package, buffer, device, scope and method closes
     /// this way.
     #[inline(never)]
-    fn close_pkg_length(
-        &mut self,
-        start: usize,
-        (extra, extra_len): ([u8; 9], usize),
-    ) -> Result<(), AcpiError> {
+    fn close_pkg_length(&mut self, start: usize, trailer: Trailer) -> Result<(), AcpiError> {
         let body_len = self.len - start;
+        let (extra, extra_len) = match trailer {
+            Trailer::None => ([0; 9], 0),
+            Trailer::ElementCount(count) => {
+                let mut extra = [0; 9];
+                extra[0] = count;
+                (extra, 1)
+            }
+            Trailer::BufferSize => integer_encoding(body_len as u64),
+        };
         let (length, n) = pkg_length(body_len + extra_len)?;
         let mut prefix = [0u8; 13];
         prefix[..n].copy_from_slice(&length[..n]);
@@ -253,18 +257,8 @@ impl<'a> Aml<'a> {
     /// Writes an integer in its shortest form (`ZeroOp`, `OneOp`, `OnesOp`
     /// or a Byte/Word/DWord/QWord constant).
     pub fn integer(&mut self, value: u64) -> Result<(), AcpiError> {
-        let (prefix, len) = match value {
-            0 => (ZERO_OP, 0),
-            1 => (ONE_OP, 0),
-            v if v <= 0xff => (BYTE_PREFIX, 1),
-            v if v <= 0xffff => (WORD_PREFIX, 2),
-            v if v <= 0xffff_ffff => (DWORD_PREFIX, 4),
-            _ => (QWORD_PREFIX, 8),
-        };
-        let mut bytes = [0u8; 9];
-        bytes[0] = prefix;
-        bytes[1..].copy_from_slice(&value.to_le_bytes());
-        self.raw(&bytes[..1 + len])
+        let (bytes, len) = integer_encoding(value);
+        self.raw(&bytes[..len])
     }
 
     /// Writes a 32-bit constant with its DWord prefix whatever its value
@@ -312,7 +306,7 @@ impl<'a> Aml<'a> {
                 a.name_string(path)?;
                 body(a)
             },
-            |_| ([0; 9], 0),
+            Trailer::None,
         )
     }
 
@@ -328,7 +322,7 @@ impl<'a> Aml<'a> {
                 a.name_string(path)?;
                 body(a)
             },
-            |_| ([0; 9], 0),
+            Trailer::None,
         )
     }
 
@@ -351,7 +345,7 @@ impl<'a> Aml<'a> {
                 a.raw(&[args | (u8::from(serialized) << 3)])?;
                 body(a)
             },
-            |_| ([0; 9], 0),
+            Trailer::None,
         )
     }
 
@@ -379,9 +373,7 @@ impl<'a> Aml<'a> {
         elements(&mut package)?;
         let count = package.count;
         let count = u8::try_from(count).map_err(|_| AcpiError::TooManyElements { count })?;
-        let mut num_elements = [0u8; 9];
-        num_elements[0] = count;
-        self.close_pkg_length(start, (num_elements, 1))
+        self.close_pkg_length(start, Trailer::ElementCount(count))
     }
 
     /// `Buffer() { bytes written by body }`, its size taken from what
@@ -390,18 +382,7 @@ impl<'a> Aml<'a> {
         &mut self,
         body: impl FnOnce(&mut Self) -> Result<(), AcpiError>,
     ) -> Result<(), AcpiError> {
-        self.with_pkg_length(&[BUFFER_OP], body, |len| {
-            let mut size = [0u8; 9];
-            let mut sub_buf = [0u8; 9];
-            let mut sub = Aml::new(&mut sub_buf);
-            // Nine bytes hold any integer encoding.
-            let n = match sub.integer(len as u64) {
-                Ok(()) => sub.len(),
-                Err(_) => 0,
-            };
-            size[..n].copy_from_slice(&sub_buf[..n]);
-            (size, n)
-        })
+        self.with_pkg_length(&[BUFFER_OP], body, Trailer::BufferSize)
     }
 
     /// `ResourceTemplate() { descriptors }`: a buffer of resource
@@ -415,6 +396,34 @@ impl<'a> Aml<'a> {
             a.raw(&[END_TAG, 0])
         })
     }
+}
+
+/// What follows a PkgLength before the body.
+#[derive(Clone, Copy)]
+enum Trailer {
+    /// Nothing (scopes, devices, methods).
+    None,
+    /// A package's NumElements byte.
+    ElementCount(u8),
+    /// A buffer's size: the body length as an integer term.
+    BufferSize,
+}
+
+/// The shortest integer term for `value` (`ZeroOp`, `OneOp` or a
+/// Byte/Word/DWord/QWord constant): its bytes and how many are used.
+fn integer_encoding(value: u64) -> ([u8; 9], usize) {
+    let (prefix, len) = match value {
+        0 => (ZERO_OP, 0),
+        1 => (ONE_OP, 0),
+        v if v <= 0xff => (BYTE_PREFIX, 1),
+        v if v <= 0xffff => (WORD_PREFIX, 2),
+        v if v <= 0xffff_ffff => (DWORD_PREFIX, 4),
+        _ => (QWORD_PREFIX, 8),
+    };
+    let mut bytes = [0u8; 9];
+    bytes[0] = prefix;
+    bytes[1..].copy_from_slice(&value.to_le_bytes());
+    (bytes, 1 + len)
 }
 
 /// One name segment, padded with `_`.
