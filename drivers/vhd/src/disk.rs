@@ -121,7 +121,7 @@ where
     D: BlockDevice,
 {
     let f = &l.footer;
-    let header = l.sparse.map(|s| s.header);
+    let header = l.header.as_ref();
     let diff = l.kind == DiskType::Differencing;
     let mut parent_name = [0u16; PARENT_NAME_UNITS];
     let mut parent_name_len = 0;
@@ -187,7 +187,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
             if last.kind != DiskType::Differencing {
                 break;
             }
-            let Some(header) = last.sparse.map(|s| s.header) else {
+            let Some(header) = last.header else {
                 break;
             };
             let want = header.parent_uuid;
@@ -286,7 +286,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
             if l.has_pending() {
                 l.sync()?;
             } else {
-                l.dev.flush()?;
+                l.flush_dev()?;
             }
             l.restore_tail()?;
         }
@@ -387,7 +387,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                     while at < stop {
                         let m = ((stop - at) as usize).min(chunk);
                         let buf = &mut scratch[..m];
-                        top.dev.read_at(base + sp.bitmap_len + at, buf)?;
+                        top.read(base + sp.bitmap_len + at, buf)?;
                         write_chain(lower, vstart + at, buf)?;
                         at += m as u64;
                     }
@@ -400,7 +400,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
         if parent.has_pending() {
             parent.sync()?;
         } else {
-            parent.dev.flush()?;
+            parent.flush_dev()?;
         }
         Ok(stats)
     }
@@ -444,8 +444,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                         let mut at = k * SECTOR_SIZE;
                         while at < e * SECTOR_SIZE && empty {
                             let m = ((e * SECTOR_SIZE - at) as usize).min(chunk);
-                            top.dev
-                                .read_at(base + sp.bitmap_len + at, &mut scratch[..m])?;
+                            top.read(base + sp.bitmap_len + at, &mut scratch[..m])?;
                             empty = scratch[..m].iter().all(|&b| b == 0);
                             at += m as u64;
                         }
@@ -501,8 +500,8 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
             let mut at = 0;
             while at < span {
                 let m = ((span - at) as usize).min(chunk);
-                top.dev.read_at(old + at, &mut scratch[..m])?;
-                top.dev.write_at(cursor + at, &scratch[..m])?;
+                top.read(old + at, &mut scratch[..m])?;
+                top.write(cursor + at, &scratch[..m])?;
                 at += m as u64;
             }
             top.set_bat(block, (cursor / SECTOR_SIZE) as u32)?;
@@ -515,10 +514,10 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
         let new_end = cursor.max(top.metadata_end);
         if new_end < top.next_alloc {
             let footer = top.footer.to_bytes();
-            top.dev.write_at(new_end, &footer)?;
-            top.dev.flush()?;
-            top.dev.set_len(new_end + FOOTER_SIZE as u64)?;
-            top.dev.flush()?;
+            top.write(new_end, &footer)?;
+            top.flush_dev()?;
+            top.set_dev_len(new_end + FOOTER_SIZE as u64)?;
+            top.flush_dev()?;
             top.set_end(new_end);
         }
         stats.new_len = top.dev.len()?;
@@ -600,7 +599,7 @@ where
     let (buf, beyond) = buf.split_at_mut(inside);
     beyond.fill(0);
     let Some(sp) = top.sparse else {
-        return Ok(top.dev.read_at(offset, buf)?);
+        return top.read(offset, buf);
     };
     let mut pos = 0usize;
     while pos < buf.len() {
@@ -622,7 +621,7 @@ where
                     let b = (e * SECTOR_SIZE).min(end);
                     let part = &mut chunk[(a - in_block) as usize..(b - in_block) as usize];
                     if present {
-                        top.dev.read_at(data + a, part)?;
+                        top.read(data + a, part)?;
                     } else {
                         read_chain(lower, off - in_block + a, part)?;
                     }
@@ -657,7 +656,7 @@ where
         }
     }
     let Some(sp) = top.sparse else {
-        return Ok(top.dev.write_at(offset, data)?);
+        return top.write(offset, data);
     };
     let mut pos = 0usize;
     while pos < data.len() {
@@ -673,45 +672,25 @@ where
         let data_base = base + sp.bitmap_len;
         let bytes = &data[pos..pos + n];
         let end = in_block + n as u64;
+        // A leading partial sector, the whole sectors (one device write,
+        // then their bits), a trailing partial sector.
         let mut a = in_block;
-        // Leading partial sector.
-        if !a.is_multiple_of(SECTOR_SIZE) || end - a < SECTOR_SIZE {
+        while a < end {
             let k = a / SECTOR_SIZE;
-            let stop = ((k + 1) * SECTOR_SIZE).min(end);
-            write_partial(
-                top,
-                lower,
-                block,
-                data_base,
-                block_start,
-                k,
-                a,
-                &bytes[(a - in_block) as usize..(stop - in_block) as usize],
-            )?;
+            let whole = a.is_multiple_of(SECTOR_SIZE) && end - a >= SECTOR_SIZE;
+            let stop = if whole {
+                end / SECTOR_SIZE * SECTOR_SIZE
+            } else {
+                ((k + 1) * SECTOR_SIZE).min(end)
+            };
+            let piece = &bytes[(a - in_block) as usize..(stop - in_block) as usize];
+            if whole {
+                top.write(data_base + a, piece)?;
+                top.set_bits(block, k, stop / SECTOR_SIZE)?;
+            } else {
+                write_partial(top, lower, block, data_base, block_start, k, a, piece)?;
+            }
             a = stop;
-        }
-        // Whole sectors: one device write, then their bits.
-        let full_end = end / SECTOR_SIZE * SECTOR_SIZE;
-        if full_end > a {
-            top.dev.write_at(
-                data_base + a,
-                &bytes[(a - in_block) as usize..(full_end - in_block) as usize],
-            )?;
-            top.set_bits(block, a / SECTOR_SIZE, full_end / SECTOR_SIZE)?;
-            a = full_end;
-        }
-        // Trailing partial sector.
-        if a < end {
-            write_partial(
-                top,
-                lower,
-                block,
-                data_base,
-                block_start,
-                a / SECTOR_SIZE,
-                a,
-                &bytes[(a - in_block) as usize..],
-            )?;
         }
         pos += n;
     }
@@ -737,14 +716,14 @@ where
 {
     let (present, _) = top.run(block, k, k + 1)?;
     if present {
-        top.dev.write_at(data_base + from, bytes)?;
+        top.write(data_base + from, bytes)?;
         return Ok(());
     }
     let mut sector = [0u8; SECTOR_SIZE as usize];
     read_chain(lower, block_start + k * SECTOR_SIZE, &mut sector)?;
     let at = (from - k * SECTOR_SIZE) as usize;
     sector[at..at + bytes.len()].copy_from_slice(bytes);
-    top.dev.write_at(data_base + k * SECTOR_SIZE, &sector)?;
+    top.write(data_base + k * SECTOR_SIZE, &sector)?;
     top.set_bits(block, k, k + 1)
 }
 

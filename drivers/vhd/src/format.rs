@@ -71,24 +71,33 @@ pub fn checksum(bytes: &[u8], skip: core::ops::Range<usize>) -> u32 {
     !sum
 }
 
+/// The `N` bytes at `at` (zeros where `b` ends first): field access that
+/// cannot panic, folded to plain loads where `at` is a constant.
+fn field<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut x = [0u8; N];
+    if let Some(s) = b.get(at..at + N) {
+        x.copy_from_slice(s);
+    }
+    x
+}
 fn be_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    u16::from_be_bytes(field(b, at))
 }
 fn be_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    u32::from_be_bytes(field(b, at))
 }
 fn be_u64(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(x)
+    u64::from_be_bytes(field(b, at))
 }
-fn arr4(b: &[u8], at: usize) -> [u8; 4] {
-    [b[at], b[at + 1], b[at + 2], b[at + 3]]
-}
-fn arr16(b: &[u8], at: usize) -> [u8; 16] {
-    let mut x = [0u8; 16];
-    x.copy_from_slice(&b[at..at + 16]);
-    x
+
+/// Fails with [`Problem::BadCookie`] unless `b` starts with `cookie`.
+pub(crate) fn check_cookie(b: &[u8], cookie: [u8; 8], structure: Structure) -> Result<(), Problem> {
+    let found = field(b, 0);
+    if found == cookie {
+        Ok(())
+    } else {
+        Err(Problem::BadCookie { structure, found })
+    }
 }
 
 /// A 16-byte unique identifier, kept in on-disk byte order.
@@ -267,22 +276,20 @@ impl Footer {
     // Out of line: opening decodes up to three footers.
     #[inline(never)]
     pub fn parse(b: &[u8; FOOTER_SIZE]) -> Result<Footer, Problem> {
-        if b[0..8] != FOOTER_COOKIE {
-            let mut found = [0u8; 8];
-            found.copy_from_slice(&b[0..8]);
-            return Err(Problem::BadCookie {
-                structure: Structure::Footer,
-                found,
-            });
-        }
-        Ok(Footer {
+        check_cookie(b, FOOTER_COOKIE, Structure::Footer)?;
+        Ok(Footer::decode(b))
+    }
+
+    /// Decodes the fields of a footer whose cookie was checked.
+    pub(crate) fn decode(b: &[u8; FOOTER_SIZE]) -> Footer {
+        Footer {
             features: be_u32(b, 8),
             format_version: be_u32(b, 12),
             data_offset: be_u64(b, 16),
             timestamp: be_u32(b, 24),
-            creator_app: arr4(b, 28),
+            creator_app: field(b, 28),
             creator_version: be_u32(b, 32),
-            creator_host_os: arr4(b, 36),
+            creator_host_os: field(b, 36),
             original_size: be_u64(b, 40),
             current_size: be_u64(b, 48),
             geometry: Geometry {
@@ -292,9 +299,9 @@ impl Footer {
             },
             disk_type: be_u32(b, 60),
             checksum: be_u32(b, 64),
-            uuid: Uuid(arr16(b, 68)),
+            uuid: Uuid(field(b, 68)),
             saved_state: b[84],
-        })
+        }
     }
 
     /// Serialises the footer with a freshly computed checksum; reserved
@@ -468,40 +475,38 @@ impl DynamicHeader {
     /// Decodes a header. Fails only if the cookie is wrong; the checksum is
     /// checked separately by [`DynamicHeader::checksum_ok`].
     pub fn parse(b: &[u8; HEADER_SIZE]) -> Result<DynamicHeader, Problem> {
-        if b[0..8] != HEADER_COOKIE {
-            let mut found = [0u8; 8];
-            found.copy_from_slice(&b[0..8]);
-            return Err(Problem::BadCookie {
-                structure: Structure::DynamicHeader,
-                found,
-            });
-        }
+        check_cookie(b, HEADER_COOKIE, Structure::DynamicHeader)?;
+        Ok(DynamicHeader::decode(b))
+    }
+
+    /// Decodes the fields of a header whose cookie was checked.
+    pub(crate) fn decode(b: &[u8; HEADER_SIZE]) -> DynamicHeader {
         let mut parent_name = [0u16; PARENT_NAME_UNITS];
-        for (i, unit) in parent_name.iter_mut().enumerate() {
-            *unit = be_u16(b, 64 + 2 * i);
+        for (unit, pair) in parent_name.iter_mut().zip(b[64..576].chunks_exact(2)) {
+            *unit = u16::from_be_bytes([pair[0], pair[1]]);
         }
         let mut locators = [ParentLocator::EMPTY; LOCATOR_SLOTS];
         for (i, loc) in locators.iter_mut().enumerate() {
             let at = 576 + 24 * i;
             *loc = ParentLocator {
-                code: LocatorCode::from_raw(arr4(b, at)),
+                code: LocatorCode::from_raw(field(b, at)),
                 data_space: be_u32(b, at + 4),
                 data_length: be_u32(b, at + 8),
                 data_offset: be_u64(b, at + 16),
             };
         }
-        Ok(DynamicHeader {
+        DynamicHeader {
             data_offset: be_u64(b, 8),
             table_offset: be_u64(b, 16),
             header_version: be_u32(b, 24),
             max_table_entries: be_u32(b, 28),
             block_size: be_u32(b, 32),
             checksum: be_u32(b, 36),
-            parent_uuid: Uuid(arr16(b, 40)),
+            parent_uuid: Uuid(field(b, 40)),
             parent_timestamp: be_u32(b, 56),
             parent_name,
             locators,
-        })
+        }
     }
 
     /// Serialises the header with a freshly computed checksum.

@@ -50,9 +50,9 @@
 use crate::device::BlockDevice;
 use crate::error::{Error, IoError, Problem, Region, Structure};
 use crate::format::{
-    bitmap_size, DiskType, DynamicHeader, Footer, LocatorCode, BAT_UNALLOCATED, FOOTER_SIZE,
-    HEADER_SIZE, LOCATOR_SLOTS, MAX_BLOCK_SIZE, MAX_DYNAMIC_SIZE, MAX_FIXED_SIZE, MIN_BLOCK_SIZE,
-    SECTOR_SIZE,
+    bitmap_size, check_cookie, DiskType, DynamicHeader, Footer, LocatorCode, BAT_UNALLOCATED,
+    FOOTER_COOKIE, FOOTER_SIZE, HEADER_COOKIE, HEADER_SIZE, LOCATOR_SLOTS, MAX_BLOCK_SIZE,
+    MAX_DYNAMIC_SIZE, MAX_FIXED_SIZE, MIN_BLOCK_SIZE, SECTOR_SIZE,
 };
 use crate::storage::{marks_len, table_words, TableStorage, BITMAP_SLOT_WORDS};
 
@@ -130,7 +130,6 @@ pub struct Summary {
 /// Geometry of the sparse part of a dynamic or differencing image.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sparse {
-    pub header: DynamicHeader,
     pub entries: u32,
     pub block_size: u64,
     pub bitmap_len: u64,
@@ -154,6 +153,10 @@ pub(crate) struct Layer<D, B> {
     pub size: u64,
     pub writable: bool,
     pub sparse: Option<Sparse>,
+    /// The dynamic header (dynamic and differencing images); kept apart
+    /// from the small `Sparse` so that the I/O path copies only the
+    /// geometry.
+    pub header: Option<DynamicHeader>,
     table: Option<B>,
     /// Offset where the next block goes (where the footer is).
     pub next_alloc: u64,
@@ -172,62 +175,64 @@ pub(crate) struct Layer<D, B> {
     dirty_slots: usize,
 }
 
-enum TailState {
-    Ok(Footer, u64),
-    BadSum(Footer, u64, Problem),
-    Bad(Problem),
+/// A footer as read from the device, before it is decoded: footers are
+/// compared and chosen on their bytes, and only the chosen one is decoded.
+struct RawFooter {
+    raw: [u8; FOOTER_SIZE],
+    /// Offset it was read at.
+    pos: u64,
 }
 
-fn read_tail<D: BlockDevice>(dev: &mut D, len: u64) -> Result<TailState, Error> {
-    let mut raw = [0u8; FOOTER_SIZE];
-    dev.read_at(len - FOOTER_SIZE as u64, &mut raw)?;
-    let mut pos = len - FOOTER_SIZE as u64;
-    let mut parsed = Footer::parse(&raw);
-    if parsed.is_err() {
-        // Old images end with a 511-byte footer (no last reserved byte).
-        let mut old = [0u8; FOOTER_SIZE];
-        dev.read_at(len - 511, &mut old[..511])?;
-        if let Ok(f) = Footer::parse(&old) {
-            raw = old;
-            pos = len - 511;
-            parsed = Ok(f);
+impl RawFooter {
+    /// Reads `n` bytes (512, or 511 for old images) at `pos`; the rest of
+    /// the 512 bytes are zero. Filled in place: footers are not moved.
+    fn read<D: BlockDevice>(&mut self, dev: &mut D, pos: u64, n: usize) -> Result<(), Error> {
+        self.raw = [0; FOOTER_SIZE];
+        self.pos = pos;
+        Ok(dev.read_at(pos, self.raw.get_mut(..n).unwrap_or(&mut []))?)
+    }
+    fn cookie_ok(&self) -> bool {
+        self.raw[..8] == FOOTER_COOKIE
+    }
+    fn stored(&self) -> u32 {
+        be_u32_at(&self.raw, 64)
+    }
+    fn computed(&self) -> u32 {
+        Footer::compute_checksum(&self.raw)
+    }
+    /// Cookie and checksum right.
+    fn valid(&self) -> bool {
+        self.cookie_ok() && self.stored() == self.computed()
+    }
+    /// A dynamic (3) or differencing (4) footer.
+    fn sparse(&self) -> bool {
+        self.cookie_ok() && matches!(be_u32_at(&self.raw, 60), 3 | 4)
+    }
+    /// Same fields: bytes 8..85 hold every field after the cookie.
+    fn same_fields(&self, other: &RawFooter) -> bool {
+        self.raw[..85] == other.raw[..85]
+    }
+    fn bad_checksum(&self, structure: Structure) -> Problem {
+        Problem::BadChecksum {
+            structure,
+            stored: self.stored(),
+            computed: self.computed(),
         }
     }
-    Ok(match parsed {
-        Err(p) => TailState::Bad(p),
-        Ok(f) => {
-            let computed = Footer::compute_checksum(&raw);
-            if computed == f.checksum {
-                TailState::Ok(f, pos)
-            } else {
-                TailState::BadSum(
-                    f,
-                    pos,
-                    Problem::BadChecksum {
-                        structure: Structure::Footer,
-                        stored: f.checksum,
-                        computed,
-                    },
-                )
-            }
-        }
-    })
 }
 
-/// The copy at offset 0: `Ok(footer)` if cookie and checksum are right,
-/// `Err(Some(footer))` for a wrong checksum, `Err(None)` otherwise.
-fn read_head<D: BlockDevice>(dev: &mut D) -> Result<Result<Footer, Option<Footer>>, Error> {
-    let mut raw = [0u8; FOOTER_SIZE];
-    dev.read_at(0, &mut raw)?;
-    Ok(match Footer::parse(&raw) {
-        Err(_) => Err(None),
-        Ok(f) if f.checksum_ok(&raw) => Ok(f),
-        Ok(f) => Err(Some(f)),
-    })
-}
+const EMPTY_FOOTER: RawFooter = RawFooter {
+    raw: [0; FOOTER_SIZE],
+    pos: 0,
+};
 
-fn is_sparse(f: &Footer) -> bool {
-    matches!(f.kind(), Some(DiskType::Dynamic | DiskType::Differencing))
+/// Big-endian `u32` at byte `at` of a footer.
+fn be_u32_at(raw: &[u8; FOOTER_SIZE], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    if let Some(s) = raw.get(at..at + 4) {
+        b.copy_from_slice(s);
+    }
+    u32::from_be_bytes(b)
 }
 
 struct Reporter<'a> {
@@ -316,64 +321,61 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         // Choose the footer: the tail, else the copy at offset 0 (only
         // dynamic and differencing images have one; a fixed image's sector
         // 0 is guest data).
-        let head = read_head(&mut dev)?;
-        let head_ok = match head {
-            Ok(h) if is_sparse(&h) => Some(h),
-            _ => None,
-        };
-        // The arms pick one of the footers read by reference; it is copied
-        // once, after.
-        let tail = read_tail(&mut dev, len)?;
-        let (footer, limit, tail_ok) = match &tail {
-            TailState::Ok(f, pos) if is_sparse(f) => match (&head_ok, &head) {
-                (Some(h), _) if h == f => (f, *pos, true),
+        let mut footers = [EMPTY_FOOTER, EMPTY_FOOTER, EMPTY_FOOTER];
+        let [head, tail, old] = &mut footers;
+        head.read(&mut dev, 0, FOOTER_SIZE)?;
+        let head = &*head;
+        let head_ok = head.valid() && head.sparse();
+        tail.read(&mut dev, len - FOOTER_SIZE as u64, FOOTER_SIZE)?;
+        let mut tail = &*tail;
+        if !tail.cookie_ok() {
+            // Old images end with a 511-byte footer (no last reserved
+            // byte).
+            old.read(&mut dev, len - 511, 511)?;
+            if old.cookie_ok() {
+                tail = old;
+            }
+        }
+        let (chosen, limit, tail_ok) = if tail.valid() {
+            if tail.sparse() && !(head_ok && head.same_fields(tail)) {
                 // The copy at offset 0 is never rewritten; a different tail
                 // may be guest data left at the end by an interrupted
                 // append, so the copy wins.
-                (Some(h), _) => {
-                    r.warn(Problem::FooterCopyMismatch);
-                    (h, *pos, true)
-                }
-                _ => {
-                    r.warn(Problem::FooterCopyMismatch);
-                    (f, *pos, true)
-                }
-            },
-            TailState::Ok(f, pos) => (f, *pos, true),
-            TailState::BadSum(f, pos, p) => match &head_ok {
-                Some(h) => {
-                    r.warn(*p);
-                    (h, len, false)
-                }
-                None if accept => {
-                    r.warn(*p);
-                    (f, *pos, true)
-                }
-                None => return Err(r.stop(*p)),
-            },
+                r.warn(Problem::FooterCopyMismatch);
+                (if head_ok { head } else { tail }, tail.pos, true)
+            } else {
+                (tail, tail.pos, true)
+            }
+        } else if tail.cookie_ok() {
+            let p = tail.bad_checksum(Structure::Footer);
+            if head_ok {
+                r.warn(p);
+                (head, len, false)
+            } else if accept {
+                r.warn(p);
+                (tail, tail.pos, true)
+            } else {
+                return Err(r.stop(p));
+            }
+        } else if head_ok || (accept && head.sparse()) {
             // No footer at the end: an append interrupted before the footer
             // was moved leaves exactly this; the copy at offset 0 is used
             // and the unreferenced tail is leaked space.
-            TailState::Bad(p) => match (&head_ok, &head) {
-                (Some(h), _) => {
-                    r.summary.tail_footer_missing = true;
-                    (h, len, false)
-                }
-                (None, Err(Some(h))) if accept && is_sparse(h) => {
-                    let mut raw = [0u8; FOOTER_SIZE];
-                    dev.read_at(0, &mut raw)?;
-                    r.summary.tail_footer_missing = true;
-                    r.warn(Problem::BadChecksum {
-                        structure: Structure::FooterCopy,
-                        stored: h.checksum,
-                        computed: Footer::compute_checksum(&raw),
-                    });
-                    (h, len, false)
-                }
-                _ => return Err(r.stop(*p)),
-            },
+            r.summary.tail_footer_missing = true;
+            if !head_ok {
+                r.warn(head.bad_checksum(Structure::FooterCopy));
+            }
+            (head, len, false)
+        } else {
+            let mut found = [0u8; 8];
+            found.copy_from_slice(&tail.raw[..8]);
+            return Err(r.stop(Problem::BadCookie {
+                structure: Structure::Footer,
+                found,
+            }));
         };
-        let footer = *footer;
+        // Every choice has the cookie.
+        let footer = Footer::decode(&chosen.raw);
         if footer.format_version >> 16 != 1 {
             return Err(r.stop(Problem::UnsupportedFooterVersion {
                 version: footer.format_version,
@@ -400,6 +402,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             size,
             writable,
             sparse: None,
+            header: None,
             table: None,
             next_alloc: limit,
             metadata_end: 0,
@@ -435,11 +438,11 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             }));
         }
         let mut raw = [0u8; HEADER_SIZE];
-        layer.dev.read_at(data_offset, &mut raw)?;
-        let header = match DynamicHeader::parse(&raw) {
-            Ok(h) => h,
-            Err(p) => return Err(r.stop(p)),
-        };
+        layer.read(data_offset, &mut raw)?;
+        if let Err(p) = check_cookie(&raw, HEADER_COOKIE, Structure::DynamicHeader) {
+            return Err(r.stop(p));
+        }
+        let header = &*layer.header.insert(DynamicHeader::decode(&raw));
         let computed = DynamicHeader::compute_checksum(&raw);
         if computed != header.checksum {
             let p = Problem::BadChecksum {
@@ -491,7 +494,6 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             }));
         }
         let sparse = Sparse {
-            header,
             entries,
             block_size,
             bitmap_len: bitmap_size(bs),
@@ -593,17 +595,8 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         let mut done = 0usize;
         while done < bat.len() {
             let n = (bat.len() - done).min(buf.len() / 4);
-            layer
-                .dev
-                .read_at(table_offset + done as u64 * 4, &mut buf[..n * 4])?;
-            for (k, w) in bat[done..done + n].iter_mut().enumerate() {
-                *w = u32::from_be_bytes([
-                    buf[4 * k],
-                    buf[4 * k + 1],
-                    buf[4 * k + 2],
-                    buf[4 * k + 3],
-                ]);
-            }
+            layer.read(table_offset + done as u64 * 4, &mut buf[..n * 4])?;
+            words_from_be(&buf[..n * 4], &mut bat[done..done + n]);
             done += n;
         }
 
@@ -680,6 +673,29 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             Some(p) => Err(Error::Malformed(p)),
             None => Ok(layer),
         }
+    }
+
+    /// Reads the device; the one place its error becomes an [`Error`].
+    #[inline(never)]
+    pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        Ok(self.dev.read_at(offset, buf)?)
+    }
+
+    /// Writes the device; the one place its error becomes an [`Error`].
+    #[inline(never)]
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        Ok(self.dev.write_at(offset, data)?)
+    }
+
+    /// Flushes the device.
+    #[inline(never)]
+    pub fn flush_dev(&mut self) -> Result<(), Error> {
+        Ok(self.dev.flush()?)
+    }
+
+    /// Truncates or grows the device.
+    pub fn set_dev_len(&mut self, len: u64) -> Result<(), Error> {
+        Ok(self.dev.set_len(len)?)
     }
 
     /// The BAT (empty for fixed images).
@@ -840,10 +856,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         if self.slot_tag(at).1 & SLOT_DIRTY != 0 {
             self.sync()?;
         }
-        let bits = self.slot_bits_mut(at)?;
-        for (w, b) in bits.iter_mut().zip(bytes.chunks_exact(4)) {
-            *w = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        }
+        words_from_be(bytes, self.slot_bits_mut(at)?);
         self.set_slot_tag(at, block, index);
         Ok(())
     }
@@ -868,7 +881,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         let base = self.block_base(u64::from(block)).ok_or(not_allocated)?;
         let index32 = u32::try_from(index).map_err(|_| not_allocated)?;
         let mut bytes = [0u8; SECTOR_SIZE as usize];
-        self.dev.read_at(base + index * SECTOR_SIZE, &mut bytes)?;
+        self.read(base + index * SECTOR_SIZE, &mut bytes)?;
         self.fill_slot(at, block, index32, &bytes)?;
         if sparse.bitmap_len == SECTOR_SIZE {
             let sectors = sparse.sectors_per_block() as usize;
@@ -993,7 +1006,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         if !self.has_pending() {
             return Ok(());
         }
-        self.dev.flush()?;
+        self.flush_dev()?;
         let entries = self.entries();
         let cache_at = 2 * entries as usize + marks_len(entries);
         for slot in 0..self.cache_slots {
@@ -1007,12 +1020,9 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             }
             let index = tag_index & !SLOT_DIRTY;
             let mut bytes = [0u8; SECTOR_SIZE as usize];
-            for (b, w) in bytes.chunks_exact_mut(4).zip(self.slot_bits(at)?.iter()) {
-                b.copy_from_slice(&w.to_be_bytes());
-            }
+            words_to_be(self.slot_bits(at)?, &mut bytes);
             if let Some(base) = self.block_base(u64::from(block)) {
-                self.dev
-                    .write_at(base + u64::from(index) * SECTOR_SIZE, &bytes)?;
+                self.write(base + u64::from(index) * SECTOR_SIZE, &bytes)?;
             }
             self.set_slot_tag(at, block, index);
             self.dirty_slots -= 1;
@@ -1030,15 +1040,12 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             let Some(entries) = bat.get(first..last) else {
                 continue;
             };
-            for (k, e) in entries.iter().enumerate() {
-                buf[4 * k..4 * k + 4].copy_from_slice(&e.to_be_bytes());
-            }
+            words_to_be(entries, &mut buf);
             let n = entries.len() * 4;
-            self.dev
-                .write_at(table_offset + first as u64 * 4, &buf[..n])?;
+            self.write(table_offset + first as u64 * 4, &buf[..n])?;
         }
         self.dirty_bat_len = 0;
-        self.dev.flush()?;
+        self.flush_dev()?;
         Ok(())
     }
 
@@ -1055,10 +1062,9 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             return Ok(());
         }
         self.sync()?;
-        self.dev.set_len(self.next_alloc)?;
-        self.dev
-            .write_at(self.next_alloc, &self.footer.to_bytes())?;
-        self.dev.flush()?;
+        self.set_dev_len(self.next_alloc)?;
+        self.write(self.next_alloc, &self.footer.to_bytes())?;
+        self.flush_dev()?;
         self.tail_footer_missing = false;
         self.truncate_before_alloc = false;
         Ok(())
@@ -1087,12 +1093,12 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         if self.truncate_before_alloc {
             // Unreferenced bytes past the last block: cut them so that the
             // new block's data area reads as zeros.
-            self.dev.set_len(base)?;
+            self.set_dev_len(base)?;
             self.truncate_before_alloc = false;
         }
         self.tail_footer_missing = false;
         let footer = self.footer.to_bytes();
-        self.dev.write_at(new_end, &footer)?;
+        self.write(new_end, &footer)?;
         let fill = if present { 0xFF } else { 0x00 };
         let chunk = [fill; SECTOR_SIZE as usize];
         let mut at = 0;
@@ -1102,7 +1108,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             if at > 0 && !present {
                 break;
             }
-            self.dev.write_at(base + at, &chunk)?;
+            self.write(base + at, &chunk)?;
             at += SECTOR_SIZE;
         }
         self.next_alloc = new_end;
@@ -1115,6 +1121,25 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             self.fill_slot(at, block, 0, &chunk)?;
         }
         Ok(base)
+    }
+}
+
+/// Reads big-endian words from `bytes`, four bytes each, as many as both
+/// hold (the BAT and bitmap sectors on the device). Out of line: one copy
+/// for the BAT load and the bitmap cache.
+#[inline(never)]
+fn words_from_be(bytes: &[u8], words: &mut [u32]) {
+    for (w, b) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+        *w = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
+/// Writes `words` big-endian into `bytes`, as many as both hold; the
+/// inverse of [`words_from_be`].
+#[inline(never)]
+fn words_to_be(words: &[u32], bytes: &mut [u8]) {
+    for (b, w) in bytes.chunks_exact_mut(4).zip(words) {
+        b.copy_from_slice(&w.to_be_bytes());
     }
 }
 
