@@ -15,5 +15,6 @@
 #[cfg(test)]
 extern crate std;
 
+mod bcd;
 pub mod pit;
 pub mod rtc;

@@ -261,8 +261,8 @@ impl Channel {
 
     fn encode(&self, count: u64) -> u16 {
         if self.bcd {
-            let c = count % 10_000;
-            (((c / 1000) << 12) | ((c / 100 % 10) << 8) | ((c / 10 % 10) << 4) | (c % 10)) as u16
+            // A count is at most 0x10000: it fits the u32.
+            crate::bcd::from_binary(count as u32, 4) as u16
         } else {
             count as u16
         }
@@ -271,8 +271,7 @@ impl Channel {
     fn decode_initial(&self) -> u32 {
         let raw = u32::from(self.count_register);
         let value = if self.bcd {
-            let digit = |shift: u32| ((raw >> shift) & 0xF).min(9);
-            digit(12) * 1000 + digit(8) * 100 + digit(4) * 10 + digit(0)
+            crate::bcd::to_binary(raw, 4)
         } else {
             raw
         };

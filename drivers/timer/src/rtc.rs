@@ -20,6 +20,8 @@ use ponte_kernel::device::{AccessWidth, PortIo};
 use ponte_kernel::irq::InterruptLine;
 use ponte_kernel::time::{first_ns_at_tick, ticks_at, Clock, NS_PER_SEC};
 
+use crate::bcd;
+
 /// Index port.
 pub const INDEX_PORT: u16 = 0x70;
 /// Data port.
@@ -279,8 +281,11 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
                 let (s1, _) = self.now_time(now);
                 if s1 > s0 {
                     self.flags |= C_UF;
+                    // At most a day of updates: later ones repeat the alarm
+                    // times of earlier ones.
                     let first = s1.saturating_sub(SECS_PER_DAY - 1).max(s0 + 1);
-                    if (first..=s1).any(|s| self.alarm_matches(s)) {
+                    let updates = (s1 - first) as u32 + 1;
+                    if (0..updates).any(|k| self.alarm_matches(first + i64::from(k))) {
                         self.flags |= C_AF;
                     }
                 }
@@ -332,7 +337,9 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
     }
 
     /// The register byte of time field `index` (a time or alarm register)
-    /// holding `value`, in the data mode and hour format of register B.
+    /// holding `value`, in the data mode and hour format of register B. Out
+    /// of line: reads and the alarm comparison share it.
+    #[inline(never)]
     fn encode_field(&self, index: u8, value: u8) -> u8 {
         let (value, pm) = match index {
             reg::HOURS | reg::HOURS_ALARM if self.reg_b() & B_24H == 0 => {
@@ -347,7 +354,7 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
         let encoded = if self.binary() {
             value
         } else {
-            ((value / 10) << 4) | (value % 10)
+            bcd::from_binary(u32::from(value), 2) as u8
         };
         encoded | pm
     }
@@ -360,7 +367,7 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
         let value = if self.binary() {
             digits
         } else {
-            (digits >> 4).min(9) * 10 + (digits & 0xF).min(9)
+            bcd::to_binary(u32::from(digits), 2) as u8
         };
         match (twelve_hour, byte & 0x80 != 0) {
             (false, _) => value,
@@ -475,14 +482,15 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
         let (secs, subsec) = self.now_time(now);
         let mut dt = self.frozen.unwrap_or_else(|| DateTime::from_unix(secs));
         let value = self.decode_field(index, value);
+        let century = dt.year.div_euclid(100);
         match index {
             reg::SECONDS => dt.second = value.min(59),
             reg::MINUTES => dt.minute = value.min(59),
             reg::HOURS => dt.hour = value.min(23),
             reg::DAY_OF_MONTH => dt.day = value.clamp(1, 31),
             reg::MONTH => dt.month = value.clamp(1, 12),
-            reg::YEAR => dt.year = dt.year.div_euclid(100) * 100 + i64::from(value % 100),
-            _ => dt.year = i64::from(value) * 100 + dt.year.rem_euclid(100),
+            reg::YEAR => dt.year = century * 100 + i64::from(value % 100),
+            _ => dt.year = i64::from(value) * 100 + (dt.year - century * 100),
         }
         if self.frozen.is_some() {
             self.frozen = Some(dt);
