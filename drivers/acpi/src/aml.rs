@@ -171,18 +171,25 @@ impl<'a> Aml<'a> {
         Ok(())
     }
 
-    /// Writes `opcode`, then `body`, then puts the body's PkgLength between
-    /// them (followed by what `trailer` says, e.g. a buffer's size).
-    fn with_pkg_length(
-        &mut self,
-        opcode: &[u8],
-        body: impl FnOnce(&mut Self) -> Result<(), AcpiError>,
-        trailer: Trailer,
-    ) -> Result<(), AcpiError> {
+    /// Writes `opcode`, then, inside the package that follows, the name
+    /// string `path` and the bytes `head`; returns where the package starts
+    /// (for [`Aml::close_pkg_length`]). Out of line: scopes, devices and
+    /// methods open this way.
+    #[inline(never)]
+    fn open_named(&mut self, opcode: &[u8], path: &str, head: &[u8]) -> Result<usize, AcpiError> {
         self.raw(opcode)?;
         let start = self.len;
-        body(self)?;
-        self.close_pkg_length(start, trailer)
+        self.name_string(path)?;
+        self.raw(head)?;
+        Ok(start)
+    }
+
+    /// `NameOp` and the name string `path`: the start of every `Name`, out
+    /// of line so that each caller checks one result.
+    #[inline(never)]
+    fn name_head(&mut self, path: &str) -> Result<(), AcpiError> {
+        self.raw(&[NAME_OP])?;
+        self.name_string(path)
     }
 
     /// Puts the PkgLength of what was written from `start` on, plus the
@@ -289,8 +296,7 @@ impl<'a> Aml<'a> {
         path: &str,
         value: impl FnOnce(&mut Self) -> Result<(), AcpiError>,
     ) -> Result<(), AcpiError> {
-        self.raw(&[NAME_OP])?;
-        self.name_string(path)?;
+        self.name_head(path)?;
         value(self)
     }
 
@@ -300,14 +306,9 @@ impl<'a> Aml<'a> {
         path: &str,
         body: impl FnOnce(&mut Self) -> Result<(), AcpiError>,
     ) -> Result<(), AcpiError> {
-        self.with_pkg_length(
-            &[SCOPE_OP],
-            |a| {
-                a.name_string(path)?;
-                body(a)
-            },
-            Trailer::None,
-        )
+        let start = self.open_named(&[SCOPE_OP], path, &[])?;
+        body(self)?;
+        self.close_pkg_length(start, Trailer::None)
     }
 
     /// `Device(path) { body }`.
@@ -316,14 +317,9 @@ impl<'a> Aml<'a> {
         path: &str,
         body: impl FnOnce(&mut Self) -> Result<(), AcpiError>,
     ) -> Result<(), AcpiError> {
-        self.with_pkg_length(
-            &[EXT_OP_PREFIX, DEVICE_OP],
-            |a| {
-                a.name_string(path)?;
-                body(a)
-            },
-            Trailer::None,
-        )
+        let start = self.open_named(&[EXT_OP_PREFIX, DEVICE_OP], path, &[])?;
+        body(self)?;
+        self.close_pkg_length(start, Trailer::None)
     }
 
     /// `Method(path, args, Serialized/NotSerialized) { body }` with up to
@@ -338,15 +334,10 @@ impl<'a> Aml<'a> {
         if args > 7 {
             return Err(AcpiError::TooManyArguments { args });
         }
-        self.with_pkg_length(
-            &[METHOD_OP],
-            |a| {
-                a.name_string(path)?;
-                a.raw(&[args | (u8::from(serialized) << 3)])?;
-                body(a)
-            },
-            Trailer::None,
-        )
+        let flags = [args | (u8::from(serialized) << 3)];
+        let start = self.open_named(&[METHOD_OP], path, &flags)?;
+        body(self)?;
+        self.close_pkg_length(start, Trailer::None)
     }
 
     /// `Return(value)`: `value` writes one term.
@@ -382,7 +373,10 @@ impl<'a> Aml<'a> {
         &mut self,
         body: impl FnOnce(&mut Self) -> Result<(), AcpiError>,
     ) -> Result<(), AcpiError> {
-        self.with_pkg_length(&[BUFFER_OP], body, Trailer::BufferSize)
+        self.raw(&[BUFFER_OP])?;
+        let start = self.len;
+        body(self)?;
+        self.close_pkg_length(start, Trailer::BufferSize)
     }
 
     /// `ResourceTemplate() { descriptors }`: a buffer of resource
