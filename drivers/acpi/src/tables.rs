@@ -68,8 +68,16 @@ pub fn header(
     oem: &OemInfo,
 ) -> Result<(), AcpiError> {
     let len32 = u32::try_from(len).map_err(|_| AcpiError::TableTooLarge { len })?;
+    write_header(table, signature, len32, revision, oem);
+    Ok(())
+}
+
+/// [`header`] once the length is known to fit. Out of line: every table
+/// starts this way, while the length check folds away where it is known.
+#[inline(never)]
+fn write_header(table: &mut [u8], signature: &[u8; 4], len: u32, revision: u8, oem: &OemInfo) {
     table[0..4].copy_from_slice(signature);
-    put32(table, 4, len32);
+    put32(table, 4, len);
     table[8] = revision;
     table[9] = 0;
     table[10..16].copy_from_slice(&oem.oem_id);
@@ -77,10 +85,10 @@ pub fn header(
     put32(table, 24, oem.oem_revision);
     table[28..32].copy_from_slice(&oem.creator_id);
     put32(table, 32, oem.creator_revision);
-    Ok(())
 }
 
 /// Sets the header checksum of the table in `table` (its whole length).
+#[inline(never)]
 pub fn fix_checksum(table: &mut [u8]) {
     table[9] = 0;
     table[9] = checksum(table);
