@@ -410,6 +410,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
     /// do: write all ones, read back the mask, restore. Returns its kind and
     /// size, or `None` for an unimplemented BAR (or the upper half of a
     /// 64-bit one, which the lower half's probe covers).
+    #[inline(never)]
     pub fn probe_bar(&mut self, address: PciAddress, bar: usize) -> Option<(BarKind, u64)> {
         if bar >= BAR_COUNT {
             return None;
