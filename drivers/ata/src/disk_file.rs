@@ -177,16 +177,28 @@ impl<D: BlockDevice> DiskFile<D> {
         self.start + HEADER_SIZE + offset
     }
 
-    /// Zeroes the file's bytes `[from, to)`.
-    fn zero(&mut self, from: u64, to: u64) -> Result<(), IoError> {
+    /// Zeroes the file's bytes from its end up to `to`, if `to` is beyond
+    /// it (a write or a new length past the end).
+    fn zero_up_to(&mut self, to: u64) -> Result<(), IoError> {
+        let mut at = self.len;
+        if at >= to {
+            return Ok(());
+        }
         let zeros = [0u8; ZERO_CHUNK];
-        let mut at = from;
         while at < to {
             let n = (to - at).min(ZERO_CHUNK as u64) as usize;
             self.dev.write_at(self.at(at), &zeros[..n])?;
             at += n as u64;
         }
         Ok(())
+    }
+
+    /// Records the file's length, written to the header at the next flush.
+    fn record_len(&mut self, len: u64) {
+        if len != self.len {
+            self.len = len;
+            self.length_dirty = true;
+        }
     }
 
     /// Checks that `[offset, offset + len)` fits the capacity.
@@ -219,14 +231,9 @@ impl<D: BlockDevice> BlockDevice for DiskFile<D> {
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         let end = self.fits(offset, buf.len())?;
-        if offset > self.len {
-            self.zero(self.len, offset)?;
-        }
+        self.zero_up_to(offset)?;
         self.dev.write_at(self.at(offset), buf)?;
-        if end > self.len {
-            self.len = end;
-            self.length_dirty = true;
-        }
+        self.record_len(end.max(self.len));
         Ok(())
     }
 
@@ -243,13 +250,8 @@ impl<D: BlockDevice> BlockDevice for DiskFile<D> {
 
     fn set_len(&mut self, len: u64) -> Result<(), IoError> {
         self.fits(len, 0)?;
-        if len > self.len {
-            self.zero(self.len, len)?;
-        }
-        if len != self.len {
-            self.len = len;
-            self.length_dirty = true;
-        }
+        self.zero_up_to(len)?;
+        self.record_len(len);
         Ok(())
     }
 }
