@@ -168,59 +168,65 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
         R: ParentResolver<D> + ?Sized,
     {
         let mut layers: heapless::Vec<Layer<D, B>, N> = heapless::Vec::new();
-        let mut summary = Summary::default();
-        let top = Layer::inspect(
-            dev,
-            options,
-            options.writable,
-            tables,
-            &mut |_| {},
-            &mut summary,
-        )?;
-        let size = top.size;
-        if layers.push(top).is_err() {
-            return Err(Error::ChainTooDeep { limit: N });
-        }
+        // One pass per image, top first: the top image opens as asked, the
+        // parents as `writable_parents` asks, each checked against the UUID
+        // its child records.
+        let mut dev = dev;
+        let mut want = None;
         loop {
-            let depth = layers.len();
-            let Some(last) = layers.last_mut() else { break };
-            if last.kind != DiskType::Differencing {
-                break;
-            }
-            let Some(header) = last.header else {
-                break;
+            let writable = match want {
+                None => options.writable,
+                Some(_) => options.writable_parents,
             };
-            let want = header.parent_uuid;
-            if layers.iter().any(|l| l.footer.uuid == want) {
-                return Err(Error::ParentCycle { uuid: want });
-            }
-            if depth == N {
-                return Err(Error::ChainTooDeep { limit: N });
-            }
-            let Some(last) = layers.last_mut() else { break };
-            let parent = find_parent(last, &header, depth, resolver)?;
-            let mut summary = Summary::default();
             let layer = Layer::inspect(
-                parent,
+                dev,
                 options,
-                options.writable_parents,
+                writable,
                 tables,
                 &mut |_| {},
-                &mut summary,
+                &mut Summary::default(),
             )?;
-            if layer.footer.uuid != want {
-                return Err(Error::Malformed(Problem::ParentUuidMismatch {
-                    expected: want,
-                    found: layer.footer.uuid,
-                }));
+            if let Some(expected) = want {
+                if layer.footer.uuid != expected {
+                    return Err(Error::Malformed(Problem::ParentUuidMismatch {
+                        expected,
+                        found: layer.footer.uuid,
+                    }));
+                }
             }
             if layers.push(layer).is_err() {
                 return Err(Error::ChainTooDeep { limit: N });
             }
+            let depth = layers.len();
+            let Some(last) = layers.last() else { break };
+            let Some(header) = last
+                .header
+                .as_ref()
+                .filter(|_| last.kind == DiskType::Differencing)
+            else {
+                break;
+            };
+            let parent_uuid = header.parent_uuid;
+            if layers.iter().any(|l| l.footer.uuid == parent_uuid) {
+                return Err(Error::ParentCycle { uuid: parent_uuid });
+            }
+            if depth == N {
+                return Err(Error::ChainTooDeep { limit: N });
+            }
+            let Some(Layer {
+                dev: child,
+                header: Some(header),
+                ..
+            }) = layers.last_mut()
+            else {
+                break;
+            };
+            dev = find_parent(child, header, depth, resolver)?;
+            want = Some(parent_uuid);
         }
         Ok(Disk {
+            size: layers.first().map_or(0, |top| top.size),
             layers,
-            size,
             writable: options.writable,
         })
     }
@@ -533,15 +539,14 @@ fn split<D, B>(layers: &mut [Layer<D, B>]) -> Result<TopAndLower<'_, D, B>, Erro
 }
 
 /// Looks for the parent of `child` through the resolver, hint by hint.
-fn find_parent<D, B, R>(
-    child: &mut Layer<D, B>,
+fn find_parent<D, R>(
+    child: &mut D,
     header: &crate::format::DynamicHeader,
     depth: usize,
     resolver: &mut R,
 ) -> Result<D, Error>
 where
     D: BlockDevice,
-    B: AsRef<[u32]> + AsMut<[u32]>,
     R: ParentResolver<D> + ?Sized,
 {
     let request = ParentRequest {
@@ -558,7 +563,7 @@ where
                 continue;
             }
             let raw = &mut raw[..loc.data_length as usize];
-            if child.dev.read_at(loc.data_offset, raw).is_err() {
+            if child.read_at(loc.data_offset, raw).is_err() {
                 continue;
             }
             let Some(path) = decode_locator(loc.code, raw, &mut text) else {

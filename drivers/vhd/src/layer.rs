@@ -300,6 +300,9 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     /// Validates the image on `dev` and opens it. Every problem found goes
     /// to `sink`; the first fatal one makes this fail.
+    // Out of line: inlined into `Disk::open`, its one caller in an image,
+    // it makes the image larger.
+    #[inline(never)]
     pub fn inspect<T: TableStorage<B> + ?Sized>(
         mut dev: D,
         options: &OpenOptions,
@@ -772,6 +775,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     /// Whether every sector of `block` is known to be present, so that its
     /// sector bitmap need not be read. The mark describes the bitmap as
     /// this layer sees it (the device's copy with the queued bit updates).
+    #[inline(never)]
     fn is_full(&self, block: u32) -> bool {
         self.mark_of(block)
             .and_then(|(at, bit)| Some(self.words().get(at)? & bit != 0))
@@ -797,6 +801,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     /// slots wrapped below it: a cache as large as the image maps one
     /// sector per slot, and a smaller one spreads strided accesses (every
     /// other block, say) over all its slots.
+    #[inline(never)]
     fn slot_at(&self, block: u32, index: u64) -> usize {
         let entries = self.entries();
         let bitmap_sectors = self.sparse.map_or(1, |s| s.bitmap_len / SECTOR_SIZE);
@@ -821,6 +826,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         }
     }
 
+    #[inline(never)]
     fn slot_bits(&self, at: usize) -> Result<&SectorBits, Error> {
         let available = self.words().len();
         self.words()
@@ -832,6 +838,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             })
     }
 
+    #[inline(never)]
     fn slot_bits_mut(&mut self, at: usize) -> Result<&mut SectorBits, Error> {
         let available = self.words().len();
         self.words_mut()
@@ -1155,6 +1162,7 @@ fn bit(bits: &SectorBits, i: usize) -> bool {
 
 /// End of the run of bits equal to `v` starting at `i`, before `end`
 /// (`end` at most the sector's 4096 bits).
+#[inline(never)]
 fn run_end(bits: &SectorBits, i: usize, end: usize, v: bool) -> usize {
     let flip = if v { u32::MAX } else { 0 };
     let mut k = i;

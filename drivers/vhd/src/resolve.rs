@@ -69,15 +69,17 @@ pub(crate) fn hint_rank(code: LocatorCode) -> Option<u8> {
     }
 }
 
-fn put_str(s: &str, out: &mut [u8], at: usize) -> Option<usize> {
+fn put_bytes(s: &[u8], out: &mut [u8], at: usize) -> Option<usize> {
     let end = at.checked_add(s.len())?;
-    out.get_mut(at..end)?.copy_from_slice(s.as_bytes());
+    out.get_mut(at..end)?.copy_from_slice(s);
     Some(end)
 }
 
 /// Decodes a locator's raw data into `out` as UTF-8; `None` if the code is
 /// not a path code, the data is not valid text, or `out` is too small.
 pub fn decode_locator<'o>(code: LocatorCode, raw: &[u8], out: &'o mut [u8]) -> Option<&'o str> {
+    // The 8-bit codes end at the first NUL; their bytes must be UTF-8.
+    let text = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
     let mut n = 0;
     match code {
         LocatorCode::W2ku | LocatorCode::W2ru => {
@@ -91,20 +93,17 @@ pub fn decode_locator<'o>(code: LocatorCode, raw: &[u8], out: &'o mut [u8]) -> O
             for c in char::decode_utf16(units) {
                 let c = c.ok()?;
                 let mut tmp = [0u8; 4];
-                n = put_str(c.encode_utf8(&mut tmp), out, n)?;
+                n = put_bytes(c.encode_utf8(&mut tmp).as_bytes(), out, n)?;
             }
         }
-        LocatorCode::Wi2k | LocatorCode::Wi2r => {
-            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-            let s = core::str::from_utf8(&raw[..end]).ok()?;
-            n = put_str(s, out, 0)?;
-        }
+        // Copied as they are; the text is checked once, in `out`.
+        LocatorCode::Wi2k | LocatorCode::Wi2r => n = put_bytes(text, out, 0)?,
         LocatorCode::MacX => {
-            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-            let s = core::str::from_utf8(&raw[..end]).ok()?;
-            let s = s.strip_prefix("file://").unwrap_or(s);
-            let s = s.strip_prefix("localhost").unwrap_or(s);
-            let b = s.as_bytes();
+            // Checked before percent decoding, which could make text of
+            // bytes that are not.
+            core::str::from_utf8(text).ok()?;
+            let b = text.strip_prefix(b"file://").unwrap_or(text);
+            let b = b.strip_prefix(b"localhost").unwrap_or(b);
             let mut i = 0;
             while i < b.len() {
                 let byte = if b[i] == b'%' && i + 2 < b.len() {
@@ -118,7 +117,6 @@ pub fn decode_locator<'o>(code: LocatorCode, raw: &[u8], out: &'o mut [u8]) -> O
                 *out.get_mut(n)? = byte;
                 n += 1;
             }
-            return core::str::from_utf8(&out[..n]).ok();
         }
         _ => return None,
     }
