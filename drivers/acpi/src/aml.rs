@@ -209,9 +209,10 @@ impl<'a> Aml<'a> {
             Trailer::BufferSize => integer_encoding(body_len as u64),
         };
         let (length, n) = pkg_length(body_len + extra_len)?;
-        let mut prefix = [0u8; 13];
-        prefix[..n].copy_from_slice(&length[..n]);
-        prefix[n..n + extra_len].copy_from_slice(&extra[..extra_len]);
+        // Whole-array copies: the lengths only choose how much is inserted.
+        let mut prefix = [0u8; 4 + 9];
+        prefix[..4].copy_from_slice(&length);
+        prefix[n..n + 9].copy_from_slice(&extra);
         self.insert(start, &prefix[..n + extra_len])
     }
 
