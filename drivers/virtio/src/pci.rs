@@ -609,17 +609,27 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
             }
         }
         if touches(0x1C, 2) && u16_at(0x1C) == 1 {
-            let select = self.queue_select;
-            let result = match self.selected_queue() {
-                Some(q) if !q.is_ready() => q.enable(),
-                _ => Ok(()),
-            };
-            if let Err(error) = result {
-                self.fail(DeviceError::Queue {
-                    queue: select,
-                    error,
-                });
-            }
+            self.enable_selected_queue(None);
+        }
+    }
+
+    /// Enables the selected queue from the rings the driver set or, for a
+    /// legacy driver, from the page frame number `legacy_pfn` (0 disables
+    /// it); rings that do not validate put the device into NEEDS_RESET. Out
+    /// of line: both register blocks enable queues this way.
+    #[inline(never)]
+    fn enable_selected_queue(&mut self, legacy_pfn: Option<u32>) {
+        let select = self.queue_select;
+        let result = match (self.selected_queue(), legacy_pfn) {
+            (Some(q), Some(pfn)) => q.set_legacy_pfn(pfn),
+            (Some(q), None) if !q.is_ready() => q.enable(),
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            self.fail(DeviceError::Queue {
+                queue: select,
+                error,
+            });
         }
     }
 
@@ -707,17 +717,7 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
                 self.driver_features = value & 0xFFFF_FFFF;
             }
             (legacy::QUEUE_PFN, AccessWidth::Dword) => {
-                let select = self.queue_select;
-                let result = match self.selected_queue() {
-                    Some(q) => q.set_legacy_pfn(value as u32),
-                    None => Ok(()),
-                };
-                if let Err(error) = result {
-                    self.fail(DeviceError::Queue {
-                        queue: select,
-                        error,
-                    });
-                }
+                self.enable_selected_queue(Some(value as u32));
             }
             (legacy::QUEUE_SELECT, AccessWidth::Word) => self.queue_select = value as u16,
             (legacy::QUEUE_NOTIFY, AccessWidth::Word) => self.notify(value as u16),
