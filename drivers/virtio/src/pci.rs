@@ -196,6 +196,30 @@ fn le_extract(bytes: &[u8], offset: u64, width: AccessWidth) -> u64 {
     value
 }
 
+/// Adds the vendor-specific capability describing the region of the modern
+/// BAR at `offset`, `length` bytes long. Not generic and out of line: one
+/// copy serves every region of every device type.
+#[inline(never)]
+fn add_region_capability(
+    header: &mut ConfigHeader,
+    cfg_type: u8,
+    offset: u64,
+    length: u32,
+) -> Result<u8, HeaderError> {
+    // struct virtio_pci_cap after cap_vndr and cap_next: cap_len, cfg_type,
+    // bar, id, padding[2], offset, length; the notify capability adds
+    // notify_off_multiplier.
+    let mut body = [0u8; 18];
+    let cap_len: u8 = if cfg_type == cap_type::NOTIFY { 20 } else { 16 };
+    body[0] = cap_len;
+    body[1] = cfg_type;
+    body[2] = MODERN_BAR as u8;
+    body[6..10].copy_from_slice(&(offset as u32).to_le_bytes());
+    body[10..14].copy_from_slice(&length.to_le_bytes());
+    body[14..18].copy_from_slice(&layout::NOTIFY_OFF_MULTIPLIER.to_le_bytes());
+    header.add_capability(0x09, &body[..usize::from(cap_len) - 2])
+}
+
 /// A virtio device of type `D` as a PCI function, reaching guest memory
 /// through `M` and interrupting through `L`.
 pub struct VirtioPci<M, D, L> {
@@ -277,18 +301,7 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
             (cap_type::DEVICE, layout::DEVICE, config_len as u32),
         ];
         for (cfg_type, offset, length) in regions {
-            // struct virtio_pci_cap after cap_vndr and cap_next: cap_len,
-            // cfg_type, bar, id, padding[2], offset, length; the notify
-            // capability adds notify_off_multiplier.
-            let mut body = [0u8; 18];
-            let cap_len: u8 = if cfg_type == cap_type::NOTIFY { 20 } else { 16 };
-            body[0] = cap_len;
-            body[1] = cfg_type;
-            body[2] = MODERN_BAR as u8;
-            body[6..10].copy_from_slice(&(offset as u32).to_le_bytes());
-            body[10..14].copy_from_slice(&length.to_le_bytes());
-            body[14..18].copy_from_slice(&layout::NOTIFY_OFF_MULTIPLIER.to_le_bytes());
-            header.add_capability(0x09, &body[..usize::from(cap_len) - 2])?;
+            add_region_capability(&mut header, cfg_type, offset, length)?;
         }
         // The PCI configuration access capability (struct
         // virtio_pci_cfg_cap): bar, offset and length are the driver's to
