@@ -384,16 +384,12 @@ pub enum LocatorCode {
 impl LocatorCode {
     /// Decodes the raw platform code.
     pub fn from_raw(raw: [u8; 4]) -> LocatorCode {
-        match &raw {
-            [0, 0, 0, 0] => LocatorCode::None,
-            b"Wi2r" => LocatorCode::Wi2r,
-            b"Wi2k" => LocatorCode::Wi2k,
-            b"W2ru" => LocatorCode::W2ru,
-            b"W2ku" => LocatorCode::W2ku,
-            b"Mac " => LocatorCode::Mac,
-            b"MacX" => LocatorCode::MacX,
-            _ => LocatorCode::Other(raw),
+        for code in NAMED_LOCATOR_CODES {
+            if code.to_raw() == raw {
+                return code;
+            }
         }
+        LocatorCode::Other(raw)
     }
     /// The raw platform code.
     pub fn to_raw(self) -> [u8; 4] {
@@ -409,6 +405,17 @@ impl LocatorCode {
         }
     }
 }
+
+/// The codes with a name, looked up by [`LocatorCode::from_raw`].
+const NAMED_LOCATOR_CODES: [LocatorCode; 7] = [
+    LocatorCode::None,
+    LocatorCode::Wi2r,
+    LocatorCode::Wi2k,
+    LocatorCode::W2ru,
+    LocatorCode::W2ku,
+    LocatorCode::Mac,
+    LocatorCode::MacX,
+];
 
 /// One of the eight parent locator entries of the dynamic header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
