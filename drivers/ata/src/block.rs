@@ -16,6 +16,9 @@ impl<P: PortAccess> AtaDisk<P> {
         self.sectors() * SECTOR
     }
 
+    /// Records a failure as the last error and reports its code. Out of
+    /// line: every device call ends here.
+    #[inline(never)]
     fn io(&mut self, result: Result<(), AtaError>) -> Result<(), IoError> {
         result.map_err(|e| {
             self.last_error = Some(e);

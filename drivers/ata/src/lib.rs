@@ -506,6 +506,7 @@ impl<P: PortAccess> AtaDisk<P> {
 
     /// The 400 ns the device may take to show a valid status after a
     /// device selection or a command: four Alternate Status reads.
+    #[inline(never)]
     fn settle(&mut self) {
         for _ in 0..4 {
             self.alt_status();
