@@ -119,8 +119,8 @@ pub fn write_body(aml: &mut Aml<'_>, config: &DsdtConfig<'_>) -> Result<(), Acpi
         }
         if config.com1 {
             a.device("COM1", |a| {
-                a.name("_HID", |a| a.eisa_id("PNP0501"))?;
-                a.name("_UID", |a| a.integer(1))?;
+                name_eisa_id(a, "_HID", "PNP0501")?;
+                name_integer(a, "_UID", 1)?;
                 a.name("_CRS", |a| {
                     a.resource_template(|r| {
                         r.io(0x3f8, 8)?;
@@ -143,7 +143,7 @@ pub fn write_body(aml: &mut Aml<'_>, config: &DsdtConfig<'_>) -> Result<(), Acpi
                 core::str::from_utf8(&name).map_err(|_| AcpiError::BadName { position: 0 })?;
             a.device(name, |a| {
                 a.name("_HID", |a| a.string("LNRO0005"))?;
-                a.name("_UID", |a| a.integer(i as u64))?;
+                name_integer(a, "_UID", i as u64)?;
                 a.name("_CRS", |a| {
                     a.resource_template(|r| {
                         r.memory32_fixed(dev.base, dev.len, true)?;
@@ -164,6 +164,19 @@ pub fn write_body(aml: &mut Aml<'_>, config: &DsdtConfig<'_>) -> Result<(), Acpi
     })
 }
 
+/// `Name(path, value)` with an integer value, as most names here are; out
+/// of line so that each use is one call.
+#[inline(never)]
+fn name_integer(a: &mut Aml<'_>, path: &str, value: u64) -> Result<(), AcpiError> {
+    a.name(path, |a| a.integer(value))
+}
+
+/// `Name(path, EisaId(id))`.
+#[inline(never)]
+fn name_eisa_id(a: &mut Aml<'_>, path: &str, id: &str) -> Result<(), AcpiError> {
+    a.name(path, |a| a.eisa_id(id))
+}
+
 fn hex_digit(n: usize) -> u8 {
     b"0123456789ABCDEF"[n & 0xf]
 }
@@ -176,10 +189,10 @@ fn pci_root(a: &mut Aml<'_>, pci: &PciRoot<'_>) -> Result<(), AcpiError> {
         });
     }
     a.device("PCI0", |a| {
-        a.name("_HID", |a| a.eisa_id("PNP0A03"))?;
-        a.name("_UID", |a| a.integer(0))?;
-        a.name("_SEG", |a| a.integer(pci.segment.into()))?;
-        a.name("_BBN", |a| a.integer(pci.bus_start.into()))?;
+        name_eisa_id(a, "_HID", "PNP0A03")?;
+        name_integer(a, "_UID", 0)?;
+        name_integer(a, "_SEG", pci.segment.into())?;
+        name_integer(a, "_BBN", pci.bus_start.into())?;
         a.name("_CRS", |a| {
             a.resource_template(|r| {
                 r.word_bus_number(pci.bus_start, pci.bus_end)?;
