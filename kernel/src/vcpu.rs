@@ -61,6 +61,9 @@ pub trait VcpuHardware {
     fn registers(&mut self) -> &mut GuestRegisters;
     /// The VMCS.
     fn vmcs(&mut self) -> &mut Self::Vmcs;
+    /// The general registers and the VMCS at once, for the handlers that
+    /// read a register by its encoding (RSP is in the VMCS).
+    fn registers_and_vmcs(&mut self) -> (&mut GuestRegisters, &mut Self::Vmcs);
     /// The host's time-stamp counter now.
     fn host_tsc(&self) -> u64;
     /// Bits 63:0 of the guest's XMM register `n` (0-15).
@@ -91,6 +94,11 @@ impl VcpuHardware for ponte_arch::vmx::Vcpu {
     #[inline]
     fn vmcs(&mut self) -> &mut Self::Vmcs {
         ponte_arch::vmx::Vcpu::vmcs(self)
+    }
+
+    #[inline]
+    fn registers_and_vmcs(&mut self) -> (&mut GuestRegisters, &mut Self::Vmcs) {
+        self.regs_and_vmcs_mut()
     }
 
     fn host_tsc(&self) -> u64 {
@@ -734,13 +742,12 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
                 let Some(control) = self.control_registers else {
                     return Ok(Handled::Stop(Stop::Unhandled(exit)));
                 };
-                let registers = *cpu.registers();
-                let vmcs = cpu.vmcs();
+                let (registers, vmcs) = cpu.registers_and_vmcs();
                 let ia32e = vmcs.read(Control32::EntryControls)? & ENTRY_IA32E_MODE != 0;
                 let efer = guest_efer(vmcs, ia32e);
                 // #GP is injected by the handler; both outcomes continue.
                 if let CrOutcome::NotHandled(_) =
-                    handle_cr_access(vmcs, &registers, access, &control.cr4, control.fixed, efer)?
+                    handle_cr_access(vmcs, registers, access, &control.cr4, control.fixed, efer)?
                 {
                     return Ok(Handled::Stop(Stop::Unhandled(exit)));
                 }
@@ -823,20 +830,19 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         let Some(apic) = platform.interrupts().and_then(|i| i.local_apic()) else {
             return Ok(Handled::Stop(Stop::Unhandled(exit)));
         };
-        let mut registers = *cpu.registers();
+        let (registers, vmcs) = cpu.registers_and_vmcs();
         match access {
             CrAccessType::MovTo { gpr } => {
-                let value = read_gpr(cpu.vmcs(), &registers, gpr)?;
+                let value = read_gpr(vmcs, registers, gpr)?;
                 if value >> 4 != 0 {
-                    inject_gp(cpu.vmcs())?;
+                    inject_gp(vmcs)?;
                     return Ok(Handled::Continue);
                 }
                 apic.set_tpr((value as u8) << 4);
             }
             CrAccessType::MovFrom { gpr } => {
                 let value = u64::from(apic.tpr() >> 4);
-                write_gpr(cpu.vmcs(), &mut registers, gpr, value)?;
-                *cpu.registers() = registers;
+                write_gpr(vmcs, registers, gpr, value)?;
             }
             _ => return Ok(Handled::Stop(Stop::Unhandled(exit))),
         }
@@ -853,12 +859,16 @@ fn vcpu_state<H: VcpuHardware + ?Sized>(
     cpu: &mut H,
     physical_address_bits: u8,
 ) -> Result<VcpuState, VmcsError> {
-    let r = *cpu.registers();
+    let r = cpu.registers();
+    let mut gpr = [
+        r.rax, r.rcx, r.rdx, r.rbx, 0, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13,
+        r.r14, r.r15,
+    ];
     // Read always: the instruction is decoded later, and sixteen register
     // moves cost little next to the exit.
     let xmm = core::array::from_fn(|n| cpu.xmm_low(n as u8));
     let vmcs = cpu.vmcs();
-    let rsp = vmcs.read(GuestN::Rsp)?;
+    gpr[4] = vmcs.read(GuestN::Rsp)?;
     let rflags = vmcs.read(GuestN::Rflags)?;
     let access = vmcs.read(Guest32::CsAccessRights)?;
     let ia32e = vmcs.read(Control32::EntryControls)? & ENTRY_IA32E_MODE != 0;
@@ -877,14 +887,7 @@ fn vcpu_state<H: VcpuHardware + ?Sized>(
     let efer = guest_efer(vmcs, ia32e);
     let ss_dpl = (vmcs.read(Guest32::SsAccessRights)? >> 5) & 3;
     Ok(VcpuState {
-        registers: Registers {
-            gpr: [
-                r.rax, r.rcx, r.rdx, r.rbx, rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
-                r.r12, r.r13, r.r14, r.r15,
-            ],
-            rflags,
-            xmm,
-        },
+        registers: Registers { gpr, rflags, xmm },
         rip_linear,
         paging: PagingContext {
             cr0: vmcs.read(GuestN::Cr0)?,

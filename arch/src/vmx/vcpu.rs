@@ -541,6 +541,12 @@ impl Vcpu {
         &mut self.state.regs
     }
 
+    /// Guest general registers and the VMCS, both writable: RSP, RIP and
+    /// RFLAGS are in the VMCS.
+    pub fn regs_and_vmcs_mut(&mut self) -> (&mut GuestRegisters, &mut ActiveVmcs) {
+        (&mut self.state.regs, &mut self.active)
+    }
+
     /// General register by SDM encoding (0 RAX .. 15 R15; 4 is RSP, in the VMCS).
     pub fn gpr(&mut self, index: u8) -> Result<u64, VmcsError> {
         match self.state.regs.slot(index) {

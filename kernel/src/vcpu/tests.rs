@@ -103,6 +103,10 @@ impl VcpuHardware for ScriptedCpu {
         &mut self.vmcs
     }
 
+    fn registers_and_vmcs(&mut self) -> (&mut GuestRegisters, &mut MemVmcs) {
+        (&mut self.regs, &mut self.vmcs)
+    }
+
     fn host_tsc(&self) -> u64 {
         self.tsc
     }
