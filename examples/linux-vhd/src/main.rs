@@ -26,14 +26,14 @@
 
 mod board;
 mod disk;
+mod platform;
 mod pm;
 
-use ponte_acpi::smbios::SmbiosConfig;
-use ponte_acpi::tables::{BOOT_ARCH_LEGACY_DEVICES, BOOT_ARCH_VGA_NOT_PRESENT};
-use ponte_acpi::{
-    AcpiConfig, DsdtConfig, FadtConfig, InterruptOverride, IoWindow, MadtConfig, McfgConfig,
-    MmioWindow, OemInfo, PciIrqRoute, PciRoot,
-};
+/// The firmware tables, built from [`platform`] by the build script.
+mod firmware_tables {
+    include!(concat!(env!("OUT_DIR"), "/firmware_tables.rs"));
+}
+
 use ponte_arch::{
     boot::{finish, BootInfo, ErrorReport, Outcome},
     ept::{EptTables, MemoryType, UniformHostMemory},
@@ -52,7 +52,7 @@ use ponte_kernel::{
         linux::{self, BootArea, LinuxConfig, LinuxEntry, MemoryRegion, MemoryType as E820},
         Module, RamRange,
     },
-    memory::GuestLayout,
+    memory::{GuestLayout, GuestMemory},
     time::TscClock,
     vcpu::{
         apicv::{ApicVirtualization, VirtualApic},
@@ -62,57 +62,12 @@ use ponte_kernel::{
 };
 
 use board::{Board, Dev, LINES};
+use firmware_tables::{ACPI_TABLES, RSDP, SMBIOS_TABLES};
+pub use platform::*;
 use ponte_virtio::{pci::VirtioPci, VirtioBlock, VirtioPciTransport};
 
 ponte_arch::entry!(main);
 
-/// Guest RAM, from guest-physical 0.
-pub const GUEST_RAM: u64 = 128 << 20;
-/// ACPI tables at the top of guest RAM, reported as ACPI memory.
-const ACPI_SIZE: u64 = 0x1_0000;
-const ACPI_BASE: u64 = GUEST_RAM - ACPI_SIZE;
-/// The IOAPIC and LAPIC register pages.
-pub const IOAPIC_BASE: u64 = 0xfec0_0000;
-/// The local APIC's default base.
-pub const LAPIC_BASE: u64 = 0xfee0_0000;
-/// The PCI memory window (BARs) and I/O window.
-pub const PCI_MMIO_BASE: u64 = 0xfe00_0000;
-/// Size of the PCI memory window.
-pub const PCI_MMIO_SIZE: u64 = 0x80_0000;
-/// The SMBIOS entry point, where a guest booted without UEFI scans for it
-/// (in the legacy hole, reserved in the memory map).
-pub const SMBIOS_BASE: u64 = 0xf_0000;
-/// What the machine says about itself through SMBIOS.
-const SMBIOS: SmbiosConfig<'static> = SmbiosConfig {
-    bios_vendor: "ponte",
-    bios_version: env!("CARGO_PKG_VERSION"),
-    bios_date: "11/25/2026",
-    manufacturer: "ponte",
-    product: "linux-vhd",
-    version: env!("CARGO_PKG_VERSION"),
-    serial: "0",
-    uuid: [0; 16],
-    family: "ponte appliance",
-};
-/// The ECAM window (bus 0 only), described by the MCFG table.
-pub const ECAM_BASE: u64 = 0xe000_0000;
-/// First port of the PCI I/O window.
-pub const PCI_IO_BASE: u16 = 0xc000;
-/// Ports in the PCI I/O window.
-pub const PCI_IO_SIZE: u16 = 0x1000;
-/// FADT PM1a blocks.
-pub const PM1A_EVENT: u16 = 0x600;
-/// PM1a control block.
-pub const PM1A_CONTROL: u16 = 0x604;
-/// `\_S5`'s SLP_TYP.
-pub const S5_SLEEP_TYPE: u8 = 5;
-/// The SCI's ISA IRQ.
-pub const SCI_IRQ: u8 = 9;
-/// The disk's PCI slot and the GSI its INTA# drives (IOAPIC pin 16,
-/// level-triggered, active low, as PCI interrupts are).
-pub const DISK_SLOT: u8 = 3;
-/// GSI of the disk's INTA#.
-pub const DISK_GSI: u32 = 16;
 /// The LAPIC timer's input clock and the core crystal CPUID 0x15 names.
 pub const CRYSTAL_HZ: u64 = 25_000_000;
 /// The kernel's command line.
@@ -164,13 +119,10 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     );
 
     // The guest.
-    let rsdp = or_fail!(write_acpi(&layout), "ACPI tables");
-    or_fail!(
-        ponte_acpi::smbios::install(&layout, SMBIOS_BASE, &SMBIOS),
-        "SMBIOS"
-    );
+    or_fail!(layout.write(ACPI_BASE, ACPI_TABLES), "ACPI tables");
+    or_fail!(layout.write(SMBIOS_BASE, SMBIOS_TABLES), "SMBIOS");
     let loaded = or_fail!(
-        load_kernel(&layout, kernel, initramfs, rsdp, extra_cmdline),
+        load_kernel(&layout, kernel, initramfs, RSDP, extra_cmdline),
         "loading Linux"
     );
     let LinuxEntry::Pvh(entry) = loaded.entry else {
@@ -338,79 +290,6 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             format_args!("guest reached userspace and {reason}"),
         ),
     }
-}
-
-/// The ACPI tables at [`ACPI_BASE`]; returns the RSDP's address.
-fn write_acpi(mem: &impl ponte_kernel::memory::GuestMemory) -> Result<u64, ponte_acpi::AcpiError> {
-    static OVERRIDES: [InterruptOverride; 2] = InterruptOverride::pc_defaults(SCI_IRQ);
-    static IO: [IoWindow; 2] = [
-        IoWindow {
-            start: 0,
-            end: 0xcf7,
-        },
-        IoWindow {
-            start: 0xd00,
-            end: 0xffff,
-        },
-    ];
-    static MMIO: [MmioWindow; 1] = [MmioWindow {
-        start: PCI_MMIO_BASE,
-        end: PCI_MMIO_BASE + PCI_MMIO_SIZE - 1,
-    }];
-    static ROUTES: [PciIrqRoute; 1] = [PciIrqRoute {
-        slot: DISK_SLOT,
-        pin: 0,
-        gsi: DISK_GSI,
-    }];
-    static CONFIG: AcpiConfig<'static> = AcpiConfig {
-        oem: OemInfo {
-            oem_id: *b"PONTE ",
-            oem_table_id: *b"LINUXVHD",
-            oem_revision: 1,
-            creator_id: *b"PNTE",
-            creator_revision: 1,
-        },
-        madt: MadtConfig {
-            apic_ids: &[0],
-            local_apic_address: LAPIC_BASE as u32,
-            pcat_compat: true,
-            io_apic_id: 1,
-            io_apic_address: IOAPIC_BASE as u32,
-            io_apic_gsi_base: 0,
-            overrides: &OVERRIDES,
-            nmi_lint: 1,
-        },
-        fadt: FadtConfig {
-            sci_irq: SCI_IRQ as u16,
-            pm1a_event_block: PM1A_EVENT,
-            pm1a_control_block: PM1A_CONTROL,
-            pm_timer_block: None,
-            reset: None,
-            boot_arch: BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_VGA_NOT_PRESENT,
-        },
-        hpet: None,
-        mcfg: Some(McfgConfig {
-            base: ECAM_BASE,
-            segment: 0,
-            bus_start: 0,
-            bus_end: 0,
-        }),
-        dsdt: DsdtConfig {
-            pci: Some(PciRoot {
-                segment: 0,
-                bus_start: 0,
-                bus_end: 0,
-                io_windows: &IO,
-                mmio_windows: &MMIO,
-                irq_routes: &ROUTES,
-            }),
-            com1: true,
-            virtio_mmio: &[],
-            s5_sleep_type: S5_SLEEP_TYPE,
-        },
-    };
-    let mut scratch = [0u8; 4096];
-    ponte_acpi::write(mem, &CONFIG, ACPI_BASE, &mut scratch).map(|layout| layout.rsdp)
 }
 
 /// Loads the kernel (an ELF vmlinux entered through its PVH note) and the
