@@ -179,11 +179,12 @@ impl BootModule {
         })
     }
 
-    /// The module's arguments: its command line after the first word.
+    /// The module's arguments: its command line after the first word
+    /// (words are separated by ASCII whitespace, as loaders write them).
     pub fn arguments(&self) -> &'static str {
-        let line = self.name.trim_start();
-        line.find(char::is_whitespace)
-            .map_or("", |i| line[i..].trim_start())
+        let line = self.name.trim_ascii_start();
+        line.find(|c: char| c.is_ascii_whitespace())
+            .map_or("", |i| line[i..].trim_ascii_start())
     }
 }
 
@@ -227,12 +228,14 @@ impl BootInfo {
     pub fn module(&self, name: &str) -> Option<&BootModule> {
         self.modules
             .iter()
-            .find(|m| m.name.split_whitespace().next() == Some(name))
+            .find(|m| m.name.split_ascii_whitespace().next() == Some(name))
     }
 
     /// Whether the image's command line contains the word `word`.
     pub fn has_argument(&self, word: &str) -> bool {
-        self.command_line.split_whitespace().any(|w| w == word)
+        self.command_line
+            .split_ascii_whitespace()
+            .any(|w| w == word)
     }
 }
 

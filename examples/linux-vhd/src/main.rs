@@ -93,7 +93,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let extra_cmdline = boot
         .command_line
         .split_once("--")
-        .map_or("", |(_, after)| after.trim());
+        .map_or("", |(_, after)| after.trim_ascii());
     let tsc_hz = ponte_arch::cpu::tsc_hz();
     println!(
         "linux-vhd: kernel {} bytes, initramfs {} bytes, TSC {} Hz",
