@@ -225,6 +225,78 @@ fn tail_differing_from_copy_loses_to_copy() {
     assert_eq!(d.size(), 8 << 20);
 }
 
+/// Recomputes the checksum of the footer at `at` (the one's complement of
+/// the sum of its bytes, the checksum field counted as zero).
+fn reseal_footer(dev: &mut VecDevice, at: usize) {
+    let sum = !dev.bytes[at..at + 512]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(64..68).contains(i))
+        .fold(0u32, |s, (_, &b)| s.wrapping_add(u32::from(b)));
+    dev.bytes[at + 64..at + 68].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[test]
+fn tail_differing_only_in_reserved_bytes_is_the_same_footer() {
+    // Bytes 85..512 of a footer are reserved: a tail and a copy that
+    // differ only there (one reserved byte set in each, so the checksums
+    // agree too) hold the same footer, and nothing is reported.
+    let mut dev = two_blocks();
+    let n = dev.bytes.len();
+    dev.bytes[100] = 1;
+    dev.bytes[n - 512 + 101] = 1;
+    reseal_footer(&mut dev, 0);
+    reseal_footer(&mut dev, n - 512);
+    assert_ne!(dev.bytes[..512], dev.bytes[n - 512..]);
+    assert_eq!(problems(&dev), vec![]);
+    assert_eq!(
+        try_open(dev, &OpenOptions::default()).unwrap().size(),
+        8 << 20
+    );
+}
+
+#[test]
+fn missing_tail_with_damaged_copy_opens_only_for_recovery() {
+    // No footer at the end and a copy whose checksum is wrong: the file
+    // has no trustworthy footer, so opening fails with the tail's cookie;
+    // recovery takes the copy and reports its checksum.
+    let mut dev = two_blocks();
+    let n = dev.bytes.len();
+    dev.bytes[n - 512..n - 504].copy_from_slice(b"garbage!");
+    dev.bytes[67] ^= 0x01; // the copy's stored checksum, lowest byte
+    assert_eq!(
+        try_open(dev.clone(), &OpenOptions::default()).err(),
+        Some(Error::Malformed(Problem::BadCookie {
+            structure: Structure::Footer,
+            found: *b"garbage!",
+        }))
+    );
+    let stored = u32::from_be_bytes(dev.bytes[64..68].try_into().unwrap());
+    let lenient = OpenOptions {
+        accept_bad_checksums: true,
+        ..OpenOptions::default()
+    };
+    let mut found = Vec::new();
+    let summary = check(&mut dev.clone(), &lenient, &mut VecStorage, &mut |p| {
+        found.push(*p)
+    })
+    .unwrap();
+    assert_eq!(
+        found,
+        vec![Problem::BadChecksum {
+            structure: Structure::FooterCopy,
+            stored,
+            // Flipping the low bit of the stored value is what made it wrong.
+            computed: stored ^ 0x01,
+        }]
+    );
+    assert!(summary.tail_footer_missing);
+    let mut d = try_open(dev, &lenient).unwrap();
+    let mut buf = [0u8; 8];
+    d.read_at(1 << 20, &mut buf).unwrap();
+    assert_eq!(buf, [2; 8]);
+}
+
 #[test]
 fn old_511_byte_footer_is_accepted() {
     let mut dev = fixed(1 << 20, 1);
