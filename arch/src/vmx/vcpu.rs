@@ -480,6 +480,9 @@ pub struct Vcpu {
 
 impl Vcpu {
     /// Prepares `region` as a VMCS, clears it and makes it current.
+    // Out of line: inlined, the capabilities it copies are rebuilt field by
+    // field from wherever the caller's code kept them.
+    #[inline(never)]
     pub fn new(vmx: &Vmx, region: &'static mut Page4K) -> Result<Vcpu, VmxError> {
         let mut vmcs = Vmcs::new(region, vmx.caps());
         vmcs.clear(vmx)?;
