@@ -8,7 +8,9 @@
 //! This module also owns the conversions between nanoseconds and ticks of a
 //! counter running at a given frequency ([`ticks_at`], [`first_ns_at_tick`]),
 //! so that every timer rounds the same way, and [`ManualClock`], a clock that
-//! only moves when told to (tests, deterministic replay).
+//! only moves when told to (tests, deterministic replay). The conversions are
+//! kept out of line: their 128-bit arithmetic would otherwise be repeated at
+//! every timer register access that uses them.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,6 +31,7 @@ impl<T: Clock + ?Sized> Clock for &T {
 
 /// Number of whole ticks of a `hz` counter that have elapsed in `ns`
 /// nanoseconds (rounded down). Saturates at `u64::MAX`; `hz == 0` gives 0.
+#[inline(never)]
 pub const fn ticks_at(ns: u64, hz: u64) -> u64 {
     let ticks = (ns as u128 * hz as u128) / NS_PER_SEC as u128;
     if ticks > u64::MAX as u128 {
@@ -41,6 +44,7 @@ pub const fn ticks_at(ns: u64, hz: u64) -> u64 {
 /// The first nanosecond at which [`ticks_at`] reaches `ticks` (rounded up),
 /// so that `ticks_at(first_ns_at_tick(t, hz), hz) >= t`. Saturates at
 /// `u64::MAX`; `hz == 0` gives `u64::MAX` (never).
+#[inline(never)]
 pub const fn first_ns_at_tick(ticks: u64, hz: u64) -> u64 {
     if hz == 0 {
         return u64::MAX;
@@ -83,6 +87,7 @@ impl TscClock {
 
     /// Nanoseconds for `ticks` TSC ticks (saturating; within a nanosecond
     /// for up to 2^32 ticks, one part in 2^32 beyond).
+    #[inline(never)]
     pub const fn ticks_to_ns(&self, ticks: u64) -> u64 {
         let ns = (ticks as u128 * self.ns_per_tick) >> 32;
         if ns > u64::MAX as u128 {
