@@ -310,6 +310,8 @@ impl<const N: usize> CpuidPolicy<N> {
     }
 
     /// Answers `leaf`/`subleaf` with `result` (`subleaf` `None` for every ECX).
+    // Out of line: building a policy calls it a few dozen times.
+    #[inline(never)]
     pub fn set(
         &mut self,
         leaf: u32,
@@ -330,9 +332,7 @@ impl<const N: usize> CpuidPolicy<N> {
     }
 
     fn find(&self, leaf: u32, subleaf: Option<u32>) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|e| e.leaf == leaf && e.subleaf == subleaf)
+        position(&self.entries, leaf, subleaf)
     }
 
     /// The guest's answer to CPUID with EAX = `leaf`, ECX = `subleaf`.
@@ -341,23 +341,39 @@ impl<const N: usize> CpuidPolicy<N> {
     /// hypervisor ranges) answers like the highest basic leaf, as Intel
     /// processors do; unknown leaves in the other ranges answer zeros.
     pub fn lookup(&self, leaf: u32, subleaf: u32) -> CpuidResult {
-        if let Some(result) = self.entry(leaf, subleaf) {
-            return result;
-        }
-        let max_basic = self.entry(0, 0).map_or(0, |r| r.eax);
-        let in_other_range = (0x4000_0000..0x5000_0000).contains(&leaf) || leaf >= 0x8000_0000;
-        if leaf > max_basic && !in_other_range {
-            return self.entry(max_basic, subleaf).unwrap_or_default();
-        }
-        CpuidResult::default()
+        lookup(&self.entries, leaf, subleaf)
     }
+}
 
-    fn entry(&self, leaf: u32, subleaf: u32) -> Option<CpuidResult> {
-        self.entries
-            .iter()
-            .find(|e| e.leaf == leaf && e.subleaf.is_none_or(|s| s == subleaf))
-            .map(|e| e.result)
+/// The index of the entry for exactly `leaf`/`subleaf`.
+#[inline(never)]
+fn position(entries: &[Entry], leaf: u32, subleaf: Option<u32>) -> Option<usize> {
+    entries
+        .iter()
+        .position(|e| e.leaf == leaf && e.subleaf == subleaf)
+}
+
+/// [`CpuidPolicy::lookup`] over the table's entries (one copy for every
+/// capacity).
+#[inline(never)]
+fn lookup(entries: &[Entry], leaf: u32, subleaf: u32) -> CpuidResult {
+    if let Some(result) = entry(entries, leaf, subleaf) {
+        return result;
     }
+    let max_basic = entry(entries, 0, 0).map_or(0, |r| r.eax);
+    let in_other_range = (0x4000_0000..0x5000_0000).contains(&leaf) || leaf >= 0x8000_0000;
+    if leaf > max_basic && !in_other_range {
+        return entry(entries, max_basic, subleaf).unwrap_or_default();
+    }
+    CpuidResult::default()
+}
+
+/// The answer of the first entry for `leaf` that applies to `subleaf`.
+fn entry(entries: &[Entry], leaf: u32, subleaf: u32) -> Option<CpuidResult> {
+    entries
+        .iter()
+        .find(|e| e.leaf == leaf && e.subleaf.is_none_or(|s| s == subleaf))
+        .map(|e| e.result)
 }
 
 #[cfg(test)]
