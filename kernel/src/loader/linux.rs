@@ -151,13 +151,14 @@ pub fn build_memory_map(
     );
     // Every boundary of every range; the type is constant between two.
     let mut bounds: Vec<u64, { 2 * MAX_LAYOUT_RANGES + 2 }> = Vec::new();
-    let all_starts_ends = ram
-        .iter()
-        .flat_map(|r| [r.start, r.end()])
-        .chain(reserved.iter().flat_map(|r| [r.start, r.end()]))
-        .chain([hole.start, hole.end()]);
-    for b in all_starts_ends {
-        bounds.push(b).map_err(|_| LinuxError::Overflow)?;
+    let mut push = |b: u64| bounds.push(b).map_err(|_| LinuxError::Overflow);
+    for r in ram {
+        push(r.start)?;
+        push(r.end())?;
+    }
+    for r in reserved.iter().chain([&hole]) {
+        push(r.start)?;
+        push(r.end())?;
     }
     sort_few(&mut bounds);
     let mut map = MemoryMap::new();
