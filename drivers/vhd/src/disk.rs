@@ -613,26 +613,25 @@ where
         let in_block = off % sp.block_size;
         let n = ((sp.block_size - in_block) as usize).min(buf.len() - pos);
         let chunk = &mut buf[pos..pos + n];
-        match top.block_base(block) {
-            None => read_chain(lower, off, chunk)?,
-            Some(base) => {
-                let data = base + sp.bitmap_len;
-                let end = in_block + n as u64;
-                let mut k = in_block / SECTOR_SIZE;
-                let last = end.div_ceil(SECTOR_SIZE);
-                while k < last {
-                    let (present, e) = top.run(block as u32, k, last)?;
-                    let a = (k * SECTOR_SIZE).max(in_block);
-                    let b = (e * SECTOR_SIZE).min(end);
-                    let part = &mut chunk[(a - in_block) as usize..(b - in_block) as usize];
-                    if present {
-                        top.read(data + a, part)?;
-                    } else {
-                        read_chain(lower, off - in_block + a, part)?;
-                    }
-                    k = e;
-                }
+        let base = top.block_base(block);
+        let end = in_block + n as u64;
+        let mut k = in_block / SECTOR_SIZE;
+        let last = end.div_ceil(SECTOR_SIZE);
+        // Runs of sectors present in this image or not; an unallocated
+        // block is one run, not present, read whole from below.
+        while k < last {
+            let (present, e) = match base {
+                Some(_) => top.run(block as u32, k, last)?,
+                None => (false, last),
+            };
+            let a = (k * SECTOR_SIZE).max(in_block);
+            let b = (e * SECTOR_SIZE).min(end);
+            let part = &mut chunk[(a - in_block) as usize..(b - in_block) as usize];
+            match base {
+                Some(base) if present => top.read(base + sp.bitmap_len + a, part)?,
+                _ => read_chain(lower, off - in_block + a, part)?,
             }
+            k = e;
         }
         pos += n;
     }
