@@ -241,6 +241,18 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
         self.layers.len()
     }
 
+    /// The top image's type: what [`Disk::info`] says, without building
+    /// the rest of the description.
+    pub fn disk_type(&self) -> DiskType {
+        self.layers[0].kind
+    }
+
+    /// Blocks allocated in the top image (0 for a fixed image): what
+    /// [`Disk::info`] says, without building the rest of the description.
+    pub fn allocated_blocks(&self) -> u32 {
+        self.layers[0].allocated_blocks()
+    }
+
     /// Description of the top image.
     pub fn info(&self) -> Info {
         // A disk always holds its top image (open pushes it first).

@@ -87,6 +87,8 @@ fn write_zeroes_frees_dynamic_blocks_and_covers_parent() {
     // Blocks 1 and 2 whole, half of block 0 and of block 3.
     d.write_zeroes(block / 2, 3 * block).unwrap();
     assert_eq!(d.info().allocated_blocks, 2);
+    assert_eq!(d.allocated_blocks(), 2);
+    assert_eq!(d.disk_type(), DiskType::Dynamic);
     let mut buf = vec![0u8; (4 * block) as usize];
     d.read_at(0, &mut buf).unwrap();
     let half = (block / 2) as usize;

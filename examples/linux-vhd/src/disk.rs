@@ -234,12 +234,11 @@ pub fn open<'w>(
         ),
         "opening the disk"
     );
-    let info = disk.info();
     println!(
         "linux-vhd: disk of {} bytes ({:?}, {} blocks allocated), writes go to {:?}",
         disk.size(),
-        info.disk_type,
-        info.allocated_blocks,
+        disk.disk_type(),
+        disk.allocated_blocks(),
         persistence
     );
     Some((disk, persistence))

@@ -266,9 +266,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         Some(disk) => {
             let mut disk = disk.borrow_mut();
             or_fail!(disk.flush(), "flushing the disk");
-            let info = disk.info();
             Some((
-                info.allocated_blocks,
+                disk.allocated_blocks(),
                 persistence.map_or("", disk::Persistence::place),
             ))
         }
