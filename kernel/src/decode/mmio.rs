@@ -248,16 +248,34 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
     instruction: &Instruction,
     registers: &Registers,
 ) -> Result<WriteBack, MmioError> {
-    let width = instruction.width;
-    let target = target(layout, guest_physical, width)?;
-    let mut out = WriteBack {
+    let target = target(layout, guest_physical, instruction.width)?;
+    // Built where it is returned and completed in place: the write-back
+    // holds every register, and each copy of it is dozens of moves.
+    let mut result = Ok(WriteBack {
         registers: *registers,
         changed: 0,
         rflags_changed: false,
         xmm_loaded: 0,
         rip_advance: u64::from(instruction.length),
         unclaimed: None,
-    };
+    });
+    if let Ok(out) = &mut result {
+        perform(out, bus, target, guest_physical, instruction, registers);
+    }
+    result
+}
+
+/// The device access and register updates of [`emulate`], into `out`
+/// (which starts as `registers` with RIP advanced by the instruction).
+fn perform<D: Copy>(
+    out: &mut WriteBack,
+    bus: &mut impl MmioBus<D>,
+    target: Target<D>,
+    guest_physical: u64,
+    instruction: &Instruction,
+    registers: &Registers,
+) {
+    let width = instruction.width;
     let mut read = |out: &mut WriteBack| match target {
         Target::Device(device, offset) => bus.mmio_read(device, offset, width) & width.mask(),
         Target::Nothing => {
@@ -281,7 +299,7 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
             destination_width,
             extension,
         } => {
-            let value = extend(read(&mut out), width, extension);
+            let value = extend(read(out), width, extension);
             out.registers.write(destination, destination_width, value);
             out.changed |= 1 << destination.number;
         }
@@ -294,7 +312,7 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
             };
             let count = registers.gpr[1] & counter_mask;
             if repeat && count == 0 {
-                return Ok(out);
+                return;
             }
             store = Some(registers.read(Gpr::new(0), width));
             let step = width.bytes() as u64;
@@ -320,7 +338,7 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
             source,
             register_destination,
         } => {
-            let memory = read(&mut out);
+            let memory = read(out);
             let other = source_value(source);
             let result = match op {
                 LogicOp::And => memory & other,
@@ -337,12 +355,12 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
             }
         }
         Operation::Test { source } => {
-            let result = read(&mut out) & source_value(source);
+            let result = read(out) & source_value(source);
             out.registers.rflags = logic_flags(registers.rflags, result, width);
             out.rflags_changed = true;
         }
         Operation::Exchange { register } => {
-            let old = read(&mut out);
+            let old = read(out);
             store = Some(registers.read(register, width));
             out.registers.write(register, width, old);
             out.changed |= 1 << register.number;
@@ -351,7 +369,7 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
             source,
             register_first,
         } => {
-            let memory = read(&mut out);
+            let memory = read(out);
             let other = source_value(source);
             let (minuend, subtrahend) = if register_first {
                 (other, memory)
@@ -363,7 +381,7 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
         }
         Operation::LoadXmm { register } => {
             let register = usize::from(register & 15);
-            out.registers.xmm[register] = read(&mut out);
+            out.registers.xmm[register] = read(out);
             out.xmm_loaded |= 1 << register;
         }
         Operation::StoreXmm { register } => {
@@ -382,7 +400,6 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
             }
         }
     }
-    Ok(out)
 }
 
 /// Reads up to 15 instruction bytes at linear address `rip_linear`,
