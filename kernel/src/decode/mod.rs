@@ -238,6 +238,7 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    #[inline(never)]
     fn byte(&mut self) -> Result<u8, DecodeErrorKind> {
         if self.at >= MAX_INSTRUCTION_LEN {
             return Err(DecodeErrorKind::TooLong);
@@ -249,14 +250,12 @@ impl Reader<'_> {
 
     /// A little-endian value of `n` bytes, sign-extended.
     fn signed(&mut self, n: usize) -> Result<i64, DecodeErrorKind> {
-        let mut v: u64 = 0;
-        for i in 0..n {
-            v |= u64::from(self.byte()?) << (8 * i);
-        }
+        let v = self.unsigned(n)?;
         let shift = 64 - 8 * n as u32;
         Ok(((v << shift) as i64) >> shift)
     }
 
+    /// A little-endian value of `n` bytes (at most 8).
     fn unsigned(&mut self, n: usize) -> Result<u64, DecodeErrorKind> {
         let mut v: u64 = 0;
         for i in 0..n {
@@ -309,6 +308,25 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
     })
 }
 
+/// What follows the opcode of an instruction with a ModRM byte, decided
+/// before the ModRM byte is read.
+#[derive(Clone, Copy)]
+enum ModrmForm {
+    /// MOVQ between an XMM register (ModRM.reg) and m64.
+    Xmm {
+        /// 66 0F D6 (else F3 0F 7E).
+        store: bool,
+    },
+    /// MOVZX/MOVSX of a `width` memory operand into ModRM.reg.
+    Extend(AccessWidth, Extension),
+    /// An operation between ModRM.reg and memory (88-8B, 86/87, 84/85, AND,
+    /// OR, CMP).
+    Register,
+    /// An operation between memory and an immediate, chosen by ModRM.reg
+    /// (C6/C7, F6/F7, 80/81/83).
+    Immediate,
+}
+
 fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, DecodeErrorKind> {
     let mut p = Prefixes::default();
     let opcode = loop {
@@ -346,13 +364,11 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
         (CpuMode::Bits64, true) | (CpuMode::Bits32, false) | (CpuMode::Bits16, true) => 4,
         _ => 2,
     };
-    let width_of = |bytes: usize| AccessWidth::from_bytes(bytes).unwrap_or(AccessWidth::Dword);
-    let full = width_of(operand_size);
-    // Immediate of a full-size operation: 16 bits for 16-bit operands,
-    // else 32 bits sign-extended.
-    let imm_full = |r: &mut Reader<'_>| -> Result<u64, DecodeErrorKind> {
-        Ok(r.signed(operand_size.min(4))? as u64)
-    };
+    let full = AccessWidth::from_bytes(operand_size).unwrap_or(AccessWidth::Dword);
+    let byte_op = opcode & 1 == 0;
+    // The access width of the forms whose low opcode bit selects byte or
+    // full size.
+    let width = if byte_op { AccessWidth::Byte } else { full };
     let no_repeat = |p: &Prefixes| {
         if p.repeat {
             Err(DecodeErrorKind::UnexpectedRepeat)
@@ -360,24 +376,19 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
             Ok(())
         }
     };
+    let mut memory = MemoryOperand {
+        segment: p.segment,
+        base: None,
+        index: None,
+        displacement: 0,
+        rip_relative: false,
+        address_size,
+    };
 
-    let (width, operation, memory) = match opcode {
+    let form = match opcode {
         0xa0..=0xa3 => {
             no_repeat(&p)?;
-            let offset = r.unsigned(usize::from(address_size))?;
-            let memory = MemoryOperand {
-                segment: p.segment,
-                base: None,
-                index: None,
-                displacement: offset as i64,
-                rip_relative: false,
-                address_size,
-            };
-            let width = if opcode & 1 == 0 {
-                AccessWidth::Byte
-            } else {
-                full
-            };
+            memory.displacement = r.unsigned(usize::from(address_size))? as i64;
             let rax = Gpr::new(0);
             let operation = if opcode < 0xa2 {
                 Operation::Load {
@@ -390,65 +401,37 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
                     source: Source::Register(rax),
                 }
             };
-            (width, operation, memory)
+            return Ok(instruction(r, &p, width, operation, memory));
         }
         0xaa | 0xab => {
-            let width = if opcode == 0xaa {
-                AccessWidth::Byte
-            } else {
-                full
-            };
-            let memory = MemoryOperand {
-                segment: Some(Segment::Es),
-                base: Some(7),
-                index: None,
-                displacement: 0,
-                rip_relative: false,
-                address_size,
-            };
-            (width, Operation::StoreString { repeat: p.repeat }, memory)
+            memory.segment = Some(Segment::Es);
+            memory.base = Some(7);
+            let operation = Operation::StoreString { repeat: p.repeat };
+            return Ok(instruction(r, &p, width, operation, memory));
         }
         0x0f => {
             let second = r.byte()?;
-            if let Some((width, operation, memory)) = sse_move(r, &p, mode, address_size, second)? {
-                return Ok(Instruction {
-                    length: r.at as u8,
-                    width,
-                    operation,
-                    memory,
-                    lock: p.lock,
-                });
+            // The SSE2 MOVQ forms: 66 0F D6 /r stores xmm to m64, F3 0F 7E
+            // /r loads m64 into xmm. The mandatory prefix selects the
+            // instruction, so 66 and F3 together (or F2) name another one.
+            match (second, p.operand_size, p.last_repeat) {
+                (0xd6, true, None) => ModrmForm::Xmm { store: true },
+                (0x7e, false, Some(0xf3)) => ModrmForm::Xmm { store: false },
+                (0xd6 | 0x7e, _, _) => return Err(DecodeErrorKind::Unsupported),
+                _ => {
+                    no_repeat(&p)?;
+                    match second {
+                        0xb6 => ModrmForm::Extend(AccessWidth::Byte, Extension::Zero),
+                        0xb7 => ModrmForm::Extend(AccessWidth::Word, Extension::Zero),
+                        0xbe => ModrmForm::Extend(AccessWidth::Byte, Extension::Sign),
+                        0xbf => ModrmForm::Extend(AccessWidth::Word, Extension::Sign),
+                        _ => return Err(DecodeErrorKind::Unsupported),
+                    }
+                }
             }
-            no_repeat(&p)?;
-            let (width, extension) = match second {
-                0xb6 => (AccessWidth::Byte, Extension::Zero),
-                0xb7 => (AccessWidth::Word, Extension::Zero),
-                0xbe => (AccessWidth::Byte, Extension::Sign),
-                0xbf => (AccessWidth::Word, Extension::Sign),
-                _ => return Err(DecodeErrorKind::Unsupported),
-            };
-            let (reg, memory) = modrm(r, &p, mode, address_size)?;
-            let operation = Operation::Load {
-                destination: Gpr::new(reg),
-                destination_width: full,
-                extension,
-            };
-            (width, operation, memory)
         }
         _ => {
             no_repeat(&p)?;
-            let byte_op = opcode & 1 == 0;
-            let width = if byte_op { AccessWidth::Byte } else { full };
-            let reg_operand = |reg: u8| -> Gpr {
-                if byte_op && p.rex == 0 && (4..8).contains(&reg) {
-                    Gpr {
-                        number: reg - 4,
-                        high_byte: true,
-                    }
-                } else {
-                    Gpr::new(reg)
-                }
-            };
             match opcode {
                 0x88
                 | 0x89
@@ -460,116 +443,130 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
                 | 0x85
                 | 0x20..=0x23
                 | 0x08..=0x0b
-                | 0x38..=0x3b => {
-                    let (reg, memory) = modrm(r, &p, mode, address_size)?;
-                    let reg = reg_operand(reg);
-                    let operation = match opcode {
-                        0x88 | 0x89 => Operation::Store {
-                            source: Source::Register(reg),
-                        },
-                        0x8a | 0x8b => Operation::Load {
-                            destination: reg,
-                            destination_width: width,
-                            extension: Extension::None,
-                        },
-                        0x86 | 0x87 => Operation::Exchange { register: reg },
-                        0x84 | 0x85 => Operation::Test {
-                            source: Source::Register(reg),
-                        },
-                        0x38..=0x3b => Operation::Compare {
-                            source: Source::Register(reg),
-                            register_first: opcode & 2 != 0,
-                        },
-                        _ => Operation::Logic {
-                            op: if opcode >= 0x20 {
-                                LogicOp::And
-                            } else {
-                                LogicOp::Or
-                            },
-                            source: Source::Register(reg),
-                            register_destination: opcode & 2 != 0,
-                        },
-                    };
-                    (width, operation, memory)
-                }
-                0xc6 | 0xc7 | 0xf6 | 0xf7 | 0x80 | 0x81 | 0x83 => {
-                    let (ext, memory) = modrm(r, &p, mode, address_size)?;
-                    let ext = ext & 7;
-                    let imm = match opcode {
-                        0x83 => r.signed(1)? as u64,
-                        _ if byte_op => r.unsigned(1)?,
-                        _ => imm_full(r)?,
-                    };
-                    let source = Source::Immediate(imm);
-                    let width = if opcode == 0x83 { full } else { width };
-                    let operation = match (opcode, ext) {
-                        (0xc6 | 0xc7, 0) => Operation::Store { source },
-                        (0xf6 | 0xf7, 0) => Operation::Test { source },
-                        (0x80 | 0x81 | 0x83, 1) => Operation::Logic {
-                            op: LogicOp::Or,
-                            source,
-                            register_destination: false,
-                        },
-                        (0x80 | 0x81 | 0x83, 4) => Operation::Logic {
-                            op: LogicOp::And,
-                            source,
-                            register_destination: false,
-                        },
-                        (0x80 | 0x81 | 0x83, 7) => Operation::Compare {
-                            source,
-                            register_first: false,
-                        },
-                        _ => return Err(DecodeErrorKind::Unsupported),
-                    };
-                    (width, operation, memory)
-                }
+                | 0x38..=0x3b => ModrmForm::Register,
+                0xc6 | 0xc7 | 0xf6 | 0xf7 | 0x80 | 0x81 | 0x83 => ModrmForm::Immediate,
                 _ => return Err(DecodeErrorKind::Unsupported),
             }
         }
     };
-    Ok(Instruction {
+
+    let reg = modrm(r, &p, mode, &mut memory)?;
+    let (width, operation) = match form {
+        ModrmForm::Xmm { store } => {
+            let operation = if store {
+                Operation::StoreXmm { register: reg }
+            } else {
+                Operation::LoadXmm { register: reg }
+            };
+            (AccessWidth::Qword, operation)
+        }
+        ModrmForm::Extend(width, extension) => {
+            let operation = Operation::Load {
+                destination: Gpr::new(reg),
+                destination_width: full,
+                extension,
+            };
+            (width, operation)
+        }
+        ModrmForm::Register => {
+            let reg = if byte_op && p.rex == 0 && (4..8).contains(&reg) {
+                Gpr {
+                    number: reg - 4,
+                    high_byte: true,
+                }
+            } else {
+                Gpr::new(reg)
+            };
+            let operation = match opcode {
+                0x88 | 0x89 => Operation::Store {
+                    source: Source::Register(reg),
+                },
+                0x8a | 0x8b => Operation::Load {
+                    destination: reg,
+                    destination_width: width,
+                    extension: Extension::None,
+                },
+                0x86 | 0x87 => Operation::Exchange { register: reg },
+                0x84 | 0x85 => Operation::Test {
+                    source: Source::Register(reg),
+                },
+                0x38..=0x3b => Operation::Compare {
+                    source: Source::Register(reg),
+                    register_first: opcode & 2 != 0,
+                },
+                _ => Operation::Logic {
+                    op: if opcode >= 0x20 {
+                        LogicOp::And
+                    } else {
+                        LogicOp::Or
+                    },
+                    source: Source::Register(reg),
+                    register_destination: opcode & 2 != 0,
+                },
+            };
+            (width, operation)
+        }
+        ModrmForm::Immediate => {
+            let ext = reg & 7;
+            // A full-size immediate is 16 bits for 16-bit operands, else 32
+            // bits sign-extended; 83 takes 8 bits sign-extended.
+            let imm = match opcode {
+                0x83 => r.signed(1)? as u64,
+                _ if byte_op => r.unsigned(1)?,
+                _ => r.signed(operand_size.min(4))? as u64,
+            };
+            let source = Source::Immediate(imm);
+            let width = if opcode == 0x83 { full } else { width };
+            let operation = match (opcode, ext) {
+                (0xc6 | 0xc7, 0) => Operation::Store { source },
+                (0xf6 | 0xf7, 0) => Operation::Test { source },
+                (0x80 | 0x81 | 0x83, 1) => Operation::Logic {
+                    op: LogicOp::Or,
+                    source,
+                    register_destination: false,
+                },
+                (0x80 | 0x81 | 0x83, 4) => Operation::Logic {
+                    op: LogicOp::And,
+                    source,
+                    register_destination: false,
+                },
+                (0x80 | 0x81 | 0x83, 7) => Operation::Compare {
+                    source,
+                    register_first: false,
+                },
+                _ => return Err(DecodeErrorKind::Unsupported),
+            };
+            (width, operation)
+        }
+    };
+    Ok(instruction(r, &p, width, operation, memory))
+}
+
+/// The decoded instruction, `r` having read all of it.
+fn instruction(
+    r: &Reader<'_>,
+    p: &Prefixes,
+    width: AccessWidth,
+    operation: Operation,
+    memory: MemoryOperand,
+) -> Instruction {
+    Instruction {
         length: r.at as u8,
         width,
         operation,
         memory,
         lock: p.lock,
-    })
+    }
 }
 
-/// The SSE2 MOVQ forms after 0F (`second` is the opcode byte after it):
-/// 66 0F D6 /r stores xmm to m64, F3 0F 7E /r loads m64 into xmm. The
-/// mandatory prefix selects the instruction, so 66 and F3 together (or F2)
-/// name another one and are refused. `None` for any other opcode.
-fn sse_move(
-    r: &mut Reader<'_>,
-    p: &Prefixes,
-    mode: CpuMode,
-    address_size: u8,
-    second: u8,
-) -> Result<Option<(AccessWidth, Operation, MemoryOperand)>, DecodeErrorKind> {
-    let store = match (second, p.operand_size, p.last_repeat) {
-        (0xd6, true, None) => true,
-        (0x7e, false, Some(0xf3)) => false,
-        (0xd6 | 0x7e, _, _) => return Err(DecodeErrorKind::Unsupported),
-        _ => return Ok(None),
-    };
-    let (register, memory) = modrm(r, p, mode, address_size)?;
-    let operation = if store {
-        Operation::StoreXmm { register }
-    } else {
-        Operation::LoadXmm { register }
-    };
-    Ok(Some((AccessWidth::Qword, operation, memory)))
-}
-
-/// Decodes ModRM (and SIB, displacement); returns the reg field (with
-/// REX.R) and the memory operand.
+/// Decodes ModRM (and SIB, displacement) into `memory` (which holds the
+/// segment and address size); returns the reg field (with REX.R).
 fn modrm(
     r: &mut Reader<'_>,
     p: &Prefixes,
     mode: CpuMode,
-    address_size: u8,
-) -> Result<(u8, MemoryOperand), DecodeErrorKind> {
+    memory: &mut MemoryOperand,
+) -> Result<u8, DecodeErrorKind> {
     let m = r.byte()?;
     let mo = m >> 6;
     let reg = ((m >> 3) & 7) | p.r();
@@ -577,15 +574,7 @@ fn modrm(
     if mo == 3 {
         return Err(DecodeErrorKind::NotMemory);
     }
-    let mut memory = MemoryOperand {
-        segment: p.segment,
-        base: None,
-        index: None,
-        displacement: 0,
-        rip_relative: false,
-        address_size,
-    };
-    if address_size == 2 {
+    if memory.address_size == 2 {
         // 16-bit addressing: BX=3, BP=5, SI=6, DI=7.
         let (base, index) = match rm {
             0 => (Some(3), Some(6)),
@@ -605,7 +594,7 @@ fn modrm(
             (1, _) => r.signed(1)?,
             _ => 0,
         };
-        return Ok((reg, memory));
+        return Ok(reg);
     }
     let mut disp32 = mo == 2;
     if rm == 4 {
@@ -632,7 +621,7 @@ fn modrm(
     } else {
         0
     };
-    Ok((reg, memory))
+    Ok(reg)
 }
 
 #[cfg(test)]
