@@ -249,20 +249,23 @@ pub fn emulate<B: RamBacking, D: Copy, const N: usize>(
     registers: &Registers,
 ) -> Result<WriteBack, MmioError> {
     let target = target(layout, guest_physical, instruction.width)?;
-    // Built where it is returned and completed in place: the write-back
-    // holds every register, and each copy of it is dozens of moves.
-    let mut result = Ok(WriteBack {
+    let mut out = WriteBack {
         registers: *registers,
         changed: 0,
         rflags_changed: false,
         xmm_loaded: 0,
         rip_advance: u64::from(instruction.length),
         unclaimed: None,
-    });
-    if let Ok(out) = &mut result {
-        perform(out, bus, target, guest_physical, instruction, registers);
-    }
-    result
+    };
+    perform(
+        &mut out,
+        bus,
+        target,
+        guest_physical,
+        instruction,
+        registers,
+    );
+    Ok(out)
 }
 
 /// The device access and register updates of [`emulate`], into `out`
@@ -446,6 +449,9 @@ pub struct VcpuState {
 /// Handles an EPT violation on an address that is not RAM: fetches and
 /// decodes the faulting instruction, performs the access on the owning
 /// device (or reports it as unclaimed) and returns the state to write back.
+// Out of line: inlined, its write-back was copied once more where the
+// error paths join it in the caller.
+#[inline(never)]
 pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
     layout: &GuestLayout<B, D, N>,
     bus: &mut impl MmioBus<D>,
