@@ -161,6 +161,8 @@ impl PagingContext {
         above_width | nx
     }
 
+    // Out of line: every failing step of every walk builds one.
+    #[inline(never)]
     fn fault(&self, linear: u64, access: Access, present: bool, reserved: bool) -> TranslateError {
         let mut code = 0;
         if present || reserved {
@@ -225,27 +227,17 @@ pub fn translate<M: GuestMemory + ?Sized>(
         }),
         PagingMode::Bits32 => walk_32bit(mem, ctx, linear & 0xffff_ffff, access),
         PagingMode::Pae => walk_pae(mem, ctx, linear & 0xffff_ffff, access),
-        PagingMode::Level4 => {
-            check_canonical(linear, 48)?;
+        mode @ (PagingMode::Level4 | PagingMode::Level5) => {
+            // 9 linear-address bits per level above the 12-bit page offset.
+            let levels = if mode == PagingMode::Level5 { 5 } else { 4 };
+            check_canonical(linear, 12 + 9 * u32::from(levels))?;
             walk_64bit(
                 mem,
                 ctx,
                 linear,
                 access,
                 ctx.cr3 & ctx.address_mask(),
-                4,
-                (true, true),
-            )
-        }
-        PagingMode::Level5 => {
-            check_canonical(linear, 57)?;
-            walk_64bit(
-                mem,
-                ctx,
-                linear,
-                access,
-                ctx.cr3 & ctx.address_mask(),
-                5,
+                levels,
                 (true, true),
             )
         }
@@ -317,7 +309,8 @@ fn walk_pae<M: GuestMemory + ?Sized>(
         return Err(ctx.fault(linear, access, false, false));
     }
     // PDPTE bits 2:1, 8:5 and 63 are reserved, as are bits above the width.
-    let reserved = 0x1e6 | EXECUTE_DISABLE | (0x000f_ffff_ffff_f000 & !ctx.address_mask());
+    let address_mask = ctx.address_mask();
+    let reserved = 0x1e6 | EXECUTE_DISABLE | (0x000f_ffff_ffff_f000 & !address_mask);
     if pdpte & reserved != 0 {
         return Err(ctx.fault(linear, access, true, true));
     }
@@ -326,7 +319,7 @@ fn walk_pae<M: GuestMemory + ?Sized>(
         ctx,
         linear,
         access,
-        pdpte & ctx.address_mask(),
+        pdpte & address_mask,
         2,
         (true, true),
     )
