@@ -206,37 +206,33 @@ impl<const N: usize> CpuidPolicy<N> {
 
         for subleaf in 0..SUBLEAVES_COPIED {
             // Deterministic cache parameters: one logical processor per cache.
-            if self.find(4, Some(subleaf)).is_some() {
-                let mut cache = self.lookup(4, subleaf);
+            if let Some(cache) = self.copied(4, Some(subleaf)) {
                 cache.eax &= 0x3FF;
-                self.set(4, Some(subleaf), cache)?;
             }
         }
-        if self.find(7, Some(0)).is_some() {
-            let mut leaf7 = self.lookup(7, 0);
+        if let Some(leaf7) = self.copied(7, Some(0)) {
             leaf7.ebx &= !(EBX7_SGX | EBX7_INTEL_PT | EBX7_TSC_ADJUST | EBX7_HLE | EBX7_RTM);
             leaf7.ecx &= !(ECX7_WAITPKG | ECX7_SGX_LC);
             leaf7.edx &= !EDX7_SPECULATION;
-            self.set(7, Some(0), leaf7)?;
         }
         // No thermal/power management, no performance monitoring, no SGX,
         // no processor trace: those leaves read as zero.
         for leaf in [0x5, 0x6, 0xA] {
-            if self.find(leaf, None).is_some() {
-                self.set(leaf, None, CpuidResult::default())?;
+            if let Some(result) = self.copied(leaf, None) {
+                *result = CpuidResult::default();
             }
         }
         for leaf in [0xD, 0x12, 0x14] {
             for subleaf in 0..SUBLEAVES_COPIED {
-                if self.find(leaf, Some(subleaf)).is_some() {
-                    self.set(leaf, Some(subleaf), CpuidResult::default())?;
+                if let Some(result) = self.copied(leaf, Some(subleaf)) {
+                    *result = CpuidResult::default();
                 }
             }
         }
         // Topology: one thread of one core; x2APIC id in EDX.
         for leaf in [0xB, 0x1F] {
             for subleaf in 0..SUBLEAVES_COPIED {
-                if self.find(leaf, Some(subleaf)).is_some() {
+                if let Some(result) = self.copied(leaf, Some(subleaf)) {
                     let level = match subleaf {
                         0 => CpuidResult {
                             eax: 0,
@@ -257,14 +253,10 @@ impl<const N: usize> CpuidPolicy<N> {
                             edx: 0,
                         },
                     };
-                    self.set(
-                        leaf,
-                        Some(subleaf),
-                        CpuidResult {
-                            edx: u32::from(guest.apic_id),
-                            ..level
-                        },
-                    )?;
+                    *result = CpuidResult {
+                        edx: u32::from(guest.apic_id),
+                        ..level
+                    };
                 }
             }
         }
@@ -333,6 +325,13 @@ impl<const N: usize> CpuidPolicy<N> {
 
     fn find(&self, leaf: u32, subleaf: Option<u32>) -> Option<usize> {
         position(&self.entries, leaf, subleaf)
+    }
+
+    /// The answer for exactly `leaf`/`subleaf`, if the table has it (as the
+    /// host's leaves copied by [`CpuidPolicy::from_host`] are).
+    fn copied(&mut self, leaf: u32, subleaf: Option<u32>) -> Option<&mut CpuidResult> {
+        let i = self.find(leaf, subleaf)?;
+        self.entries.get_mut(i).map(|e| &mut e.result)
     }
 
     /// The guest's answer to CPUID with EAX = `leaf`, ECX = `subleaf`.
