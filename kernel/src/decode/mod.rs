@@ -520,13 +520,8 @@ fn decode_inner(r: &mut Reader<'_>, mode: CpuMode) -> Result<Instruction, Decode
             let operation = match (opcode, ext) {
                 (0xc6 | 0xc7, 0) => Operation::Store { source },
                 (0xf6 | 0xf7, 0) => Operation::Test { source },
-                (0x80 | 0x81 | 0x83, 1) => Operation::Logic {
-                    op: LogicOp::Or,
-                    source,
-                    register_destination: false,
-                },
-                (0x80 | 0x81 | 0x83, 4) => Operation::Logic {
-                    op: LogicOp::And,
+                (0x80 | 0x81 | 0x83, 1 | 4) => Operation::Logic {
+                    op: if ext == 4 { LogicOp::And } else { LogicOp::Or },
                     source,
                     register_destination: false,
                 },
