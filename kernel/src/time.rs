@@ -99,6 +99,7 @@ impl TscClock {
 }
 
 impl Clock for TscClock {
+    #[inline(never)]
     fn now_ns(&self) -> u64 {
         self.ticks_to_ns(ponte_arch::cpu::tsc())
     }
