@@ -906,6 +906,7 @@ impl Placement {
     }
 
     /// The first claimed structure overlapping `[start, start + len)`.
+    #[inline(never)]
     fn conflict(&self, start: u64, len: u64) -> Option<(BootStructure, u64, u64)> {
         let end = start.saturating_add(len);
         self.claims
