@@ -473,7 +473,10 @@ fn static_checks() -> Vec<(&'static str, Command)> {
         .env("RUSTDOCFLAGS", "-D warnings");
     vec![
         ("host tests (cargo test)", test),
-        ("host tests (ponte-arch without diagnostics)", test_terse_arch),
+        (
+            "host tests (ponte-arch without diagnostics)",
+            test_terse_arch,
+        ),
         ("clippy (host crates)", clippy),
         ("clippy (images)", clippy_images),
         ("rustfmt", fmt),
