@@ -395,6 +395,9 @@ impl HostMemory {
     /// from this memory. Safe because a `HostMemory` exists only inside the
     /// image runtime, which runs at CPL 0 in 64-bit mode on an identity map
     /// with a loaded TR; a second call fails with VMXON's own error.
+    // Out of line: inlined into an image's main, the capabilities it reads
+    // were kept in scattered registers and stored field by field.
+    #[inline(never)]
     pub fn enable_vmx(&mut self) -> Result<crate::vmx::Vmx, EnableVmxError> {
         let region = self.page().map_err(EnableVmxError::Memory)?;
         // SAFETY: the runtime guarantees CPL 0, 64-bit mode and paging with

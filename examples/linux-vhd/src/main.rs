@@ -103,7 +103,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     );
 
     let vmx = or_fail!(memory.enable_vmx(), "VMX bring-up");
-    let caps = *vmx.caps();
+    let caps = vmx.caps();
     let ram = or_fail!(memory.ram(GUEST_RAM, 2 << 20), "guest RAM");
     let mut layout: GuestLayout<_, Dev, 8> = GuestLayout::new();
     or_fail!(layout.add_ram(0, ram), "layout");
@@ -139,7 +139,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         );
     }
     let mut guest = or_fail!(
-        GuestState::protected_mode_flat(&caps, entry.eip, 0),
+        GuestState::protected_mode_flat(caps, entry.eip, 0),
         "guest state"
     );
     guest.cr0 = entry.cr0;
@@ -157,9 +157,9 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
 
     // The local APIC is virtualized as far as the processor allows.
     let settings = or_fail!(
-        ApicVirtualization::best(&caps)
+        ApicVirtualization::best(caps)
             .require_controls(appliance_controls(false, false).prefer(PinControl::PreemptionTimer),)
-            .reconcile(&caps),
+            .reconcile(caps),
         "VMX controls"
     );
     let mut vcpu = or_fail!(
@@ -188,7 +188,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     or_fail!(
         configure_vmcs(
             vcpu.vmcs(),
-            &caps,
+            caps,
             &settings,
             &host,
             &guest,
@@ -231,7 +231,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
         })
         .with_control_registers(cr4_policy, [caps.cr0, caps.cr4])
         .with_virtual_apic(
-            virtual_apic.map(|apic| apic.with_x2apic_virtualization(msr_bitmap, &caps)),
+            virtual_apic.map(|apic| apic.with_x2apic_virtualization(msr_bitmap, caps)),
         );
     vcpu.set_accounting(boot.has_argument("stats"));
     println!("kernel entry tsc {}", ponte_arch::cpu::tsc());
