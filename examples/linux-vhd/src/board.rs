@@ -202,6 +202,9 @@ fn line(gsi: usize) -> Result<Line<'static, 24>, BoardError> {
 
 impl<'a> Board<'a> {
     /// The board over `layout`, with `disk` on PCI slot [`DISK_SLOT`] if given.
+    // Out of line, the board is built in place rather than assembled from
+    // pieces main's code kept apart.
+    #[inline(never)]
     pub fn new(
         clock: &'a TscClock,
         layout: &'a GuestLayout<HostRam, Dev, 8>,
