@@ -206,11 +206,11 @@ impl<const N: usize> CpuidPolicy<N> {
 
         for subleaf in 0..SUBLEAVES_COPIED {
             // Deterministic cache parameters: one logical processor per cache.
-            if let Some(cache) = self.copied(4, Some(subleaf)) {
+            if let Some(cache) = self.answer_mut(4, Some(subleaf)) {
                 cache.eax &= 0x3FF;
             }
         }
-        if let Some(leaf7) = self.copied(7, Some(0)) {
+        if let Some(leaf7) = self.answer_mut(7, Some(0)) {
             leaf7.ebx &= !(EBX7_SGX | EBX7_INTEL_PT | EBX7_TSC_ADJUST | EBX7_HLE | EBX7_RTM);
             leaf7.ecx &= !(ECX7_WAITPKG | ECX7_SGX_LC);
             leaf7.edx &= !EDX7_SPECULATION;
@@ -218,13 +218,13 @@ impl<const N: usize> CpuidPolicy<N> {
         // No thermal/power management, no performance monitoring, no SGX,
         // no processor trace: those leaves read as zero.
         for leaf in [0x5, 0x6, 0xA] {
-            if let Some(result) = self.copied(leaf, None) {
+            if let Some(result) = self.answer_mut(leaf, None) {
                 *result = CpuidResult::default();
             }
         }
         for leaf in [0xD, 0x12, 0x14] {
             for subleaf in 0..SUBLEAVES_COPIED {
-                if let Some(result) = self.copied(leaf, Some(subleaf)) {
+                if let Some(result) = self.answer_mut(leaf, Some(subleaf)) {
                     *result = CpuidResult::default();
                 }
             }
@@ -232,7 +232,7 @@ impl<const N: usize> CpuidPolicy<N> {
         // Topology: one thread of one core; x2APIC id in EDX.
         for leaf in [0xB, 0x1F] {
             for subleaf in 0..SUBLEAVES_COPIED {
-                if let Some(result) = self.copied(leaf, Some(subleaf)) {
+                if let Some(result) = self.answer_mut(leaf, Some(subleaf)) {
                     let level = match subleaf {
                         0 => CpuidResult {
                             eax: 0,
@@ -310,8 +310,8 @@ impl<const N: usize> CpuidPolicy<N> {
         subleaf: Option<u32>,
         result: CpuidResult,
     ) -> Result<(), CpuidTableFull> {
-        if let Some(i) = self.find(leaf, subleaf) {
-            self.entries[i].result = result;
+        if let Some(answer) = self.answer_mut(leaf, subleaf) {
+            *answer = result;
             return Ok(());
         }
         self.entries
@@ -327,9 +327,8 @@ impl<const N: usize> CpuidPolicy<N> {
         position(&self.entries, leaf, subleaf)
     }
 
-    /// The answer for exactly `leaf`/`subleaf`, if the table has it (as the
-    /// host's leaves copied by [`CpuidPolicy::from_host`] are).
-    fn copied(&mut self, leaf: u32, subleaf: Option<u32>) -> Option<&mut CpuidResult> {
+    /// The stored answer for exactly `leaf`/`subleaf`, if the table has one.
+    fn answer_mut(&mut self, leaf: u32, subleaf: Option<u32>) -> Option<&mut CpuidResult> {
         let i = self.find(leaf, subleaf)?;
         self.entries.get_mut(i).map(|e| &mut e.result)
     }
