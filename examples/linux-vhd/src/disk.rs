@@ -32,9 +32,10 @@ use ponte_vhd::{
     BlockDevice, Disk, IoError, LocatorHint, OpenOptions, ParentRequest, ParentResolver,
     SliceDevice, SlicePool,
 };
-use ponte_virtio::{pci::VirtioPci, BlockBackend, VirtioBlock};
+use ponte_virtio::{pci::VirtioPci, BlockBackend, VirtioBlock, VirtioPciTransport};
 
-use crate::board::Dev;
+use crate::board::{Dev, LINES};
+use crate::DISK_GSI;
 
 /// Room the in-memory image may grow by.
 const GROWTH: usize = 8 << 20;
@@ -159,6 +160,26 @@ impl BlockBackend for VhdBackend<'_, '_> {
 /// The virtio-blk PCI function.
 pub type DiskFunction<'a, 'w> =
     VirtioPci<GuestRam<'a>, VirtioBlock<VhdBackend<'a, 'w>>, Line<'static, 24>>;
+
+/// The virtio-blk function over `disk`, its interrupt on [`DISK_GSI`];
+/// a transitional device, so that drivers of either virtio revision find
+/// it. Out of line, so that the function is built where it is returned.
+#[inline(never)]
+pub fn function<'a, 'w>(
+    disk: &'a RefCell<VhdDisk<'w>>,
+    layout: &'a GuestLayout<HostRam, Dev, 8>,
+) -> DiskFunction<'a, 'w> {
+    let line = ponte_arch::or_fail!(LINES.line(DISK_GSI as usize).ok_or(DISK_GSI), "disk line");
+    ponte_arch::or_fail!(
+        VirtioPci::new(
+            VirtioBlock::new(VhdBackend(disk), b"ponte-vhd-0"),
+            GuestRam(layout),
+            line,
+            VirtioPciTransport::Transitional,
+        ),
+        "virtio-blk"
+    )
+}
 
 /// Where the disk's writes go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -61,10 +61,9 @@ use ponte_kernel::{
     vm::{appliance_controls, configure_vmcs},
 };
 
-use board::{Board, Dev, LINES};
+use board::{Board, Dev};
 use firmware_tables::{ACPI_TABLES, RSDP, SMBIOS_TABLES};
 pub use platform::*;
-use ponte_virtio::{pci::VirtioPci, VirtioBlock, VirtioPciTransport};
 
 ponte_arch::entry!(main);
 
@@ -205,17 +204,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let cr4_policy = Cr4Policy::from_cpuid(&cpuid);
     or_fail!(cr4_policy.install(vcpu.vmcs()), "CR4 guest/host mask");
     let clock = TscClock::new(tsc_hz);
-    let mut function = disk.as_ref().map(|disk| {
-        or_fail!(
-            VirtioPci::new(
-                VirtioBlock::new(disk::VhdBackend(disk), b"ponte-vhd-0"),
-                disk::GuestRam(&layout),
-                or_fail!(LINES.line(DISK_GSI as usize).ok_or(DISK_GSI), "disk line"),
-                VirtioPciTransport::Transitional,
-            ),
-            "virtio-blk"
-        )
-    });
+    let mut function = disk.as_ref().map(|disk| disk::function(disk, &layout));
     let mut board = or_fail!(Board::new(&clock, &layout, tsc_hz), "board");
     or_fail!(board.attach_pci(function.as_mut()), "PCI");
     // Everything taken from host memory except guest RAM and the disk's
