@@ -182,7 +182,7 @@ impl<B, D, const N: usize> GuestLayout<B, D, N> {
     fn index_of(&self, addr: u64) -> Option<usize> {
         let after = self.regions.partition_point(|r| r.start <= addr);
         let i = after.checked_sub(1)?;
-        (addr < self.regions[i].end()).then_some(i)
+        (addr < self.regions.get(i)?.end()).then_some(i)
     }
 }
 
@@ -221,10 +221,9 @@ impl<B: RamBacking, D: Copy, const N: usize> GuestLayout<B, D, N> {
 
     /// What `addr` is.
     pub fn lookup(&self, addr: u64) -> Lookup<'_, B, D> {
-        let Some(i) = self.index_of(addr) else {
+        let Some(r) = self.index_of(addr).and_then(|i| self.regions.get(i)) else {
             return Lookup::Nothing;
         };
-        let r = &self.regions[i];
         let offset = addr - r.start;
         let remaining = r.len - offset;
         match &r.kind {
@@ -255,7 +254,7 @@ impl<B: RamBacking, D: Copy, const N: usize> GuestLayout<B, D, N> {
         let first = self.index_of(addr).ok_or(not_ram)?;
         let mut i = first;
         loop {
-            let r = &self.regions[i];
+            let r = self.regions.get(i).ok_or(not_ram)?;
             if !matches!(r.kind, RegionKind::Ram(_)) {
                 return Err(not_ram);
             }
@@ -279,7 +278,11 @@ impl<B: RamBacking, D: Copy, const N: usize> GuestLayout<B, D, N> {
     ) -> Result<(), MemoryError> {
         let (first, last) = self.ram_span(addr, len)?;
         let end = addr + len;
-        for r in &self.regions[first..last] {
+        let span = self
+            .regions
+            .get(first..last)
+            .ok_or(MemoryError::NotRam { addr, len })?;
+        for r in span {
             let RegionKind::Ram(backing) = &r.kind else {
                 return Err(MemoryError::NotRam { addr, len });
             };
@@ -295,19 +298,19 @@ impl<B: RamBacking, D: Copy, const N: usize> GuestLayout<B, D, N> {
 impl<B: RamBacking, D: Copy, const N: usize> GuestMemory for GuestLayout<B, D, N> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         let len = buf.len() as u64;
+        let not_ram = MemoryError::NotRam { addr, len };
         self.pieces(addr, len, |backing, offset, range| {
-            backing
-                .read(offset, &mut buf[range])
-                .map_err(|_| MemoryError::NotRam { addr, len })
+            let piece = buf.get_mut(range).ok_or(not_ram)?;
+            backing.read(offset, piece).map_err(|_| not_ram)
         })
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
         let len = data.len() as u64;
+        let not_ram = MemoryError::NotRam { addr, len };
         self.pieces(addr, len, |backing, offset, range| {
-            backing
-                .write(offset, &data[range])
-                .map_err(|_| MemoryError::NotRam { addr, len })
+            let piece = data.get(range).ok_or(not_ram)?;
+            backing.write(offset, piece).map_err(|_| not_ram)
         })
     }
 
