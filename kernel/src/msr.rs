@@ -120,12 +120,16 @@ impl VirtualMsrs {
             IA32_MISC_ENABLE => self.misc_enable,
             IA32_MTRR_DEF_TYPE => self.mtrr_def_type,
             _ => {
-                if let Some(i) = Self::variable_index(msr) {
-                    self.variable_mtrrs[i]
-                } else if let Some(i) = FIXED_MTRRS.iter().position(|&m| m == msr) {
-                    self.fixed_mtrrs[i]
-                } else {
-                    return Err(GeneralProtection { msr, written: None });
+                let mtrr = match Self::variable_index(msr) {
+                    Some(i) => self.variable_mtrrs.get(i),
+                    None => FIXED_MTRRS
+                        .iter()
+                        .position(|&m| m == msr)
+                        .and_then(|i| self.fixed_mtrrs.get(i)),
+                };
+                match mtrr {
+                    Some(&value) => value,
+                    None => return Err(GeneralProtection { msr, written: None }),
                 }
             }
         })
@@ -168,7 +172,10 @@ impl VirtualMsrs {
                     if value & reserved != 0 || (i % 2 == 0 && !valid_memory_type(value & 0xFF)) {
                         return gp;
                     }
-                    self.variable_mtrrs[i] = value;
+                    let Some(slot) = self.variable_mtrrs.get_mut(i) else {
+                        return gp;
+                    };
+                    *slot = value;
                 } else if let Some(i) = FIXED_MTRRS.iter().position(|&m| m == msr) {
                     if !value
                         .to_le_bytes()
@@ -177,7 +184,10 @@ impl VirtualMsrs {
                     {
                         return gp;
                     }
-                    self.fixed_mtrrs[i] = value;
+                    let Some(slot) = self.fixed_mtrrs.get_mut(i) else {
+                        return gp;
+                    };
+                    *slot = value;
                 } else {
                     return gp;
                 }
