@@ -74,7 +74,13 @@ impl<const N: usize> PortBus<N> {
         if count == 0 || last > 0x1_0000 {
             return Err(PortBusError::BadRange { first, count });
         }
-        for r in self.ranges[..self.len].iter().flatten() {
+        for r in self
+            .ranges
+            .get(..self.len)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+        {
             let r_last = u32::from(r.first) + u32::from(r.count);
             if u32::from(first) < r_last && u32::from(r.first) < last {
                 return Err(PortBusError::Overlap {
@@ -98,7 +104,9 @@ impl<const N: usize> PortBus<N> {
 
     /// The device index owning `port`.
     pub fn lookup(&self, port: u16) -> Option<usize> {
-        self.ranges[..self.len]
+        self.ranges
+            .get(..self.len)
+            .unwrap_or_default()
             .iter()
             .flatten()
             .find(|r| r.contains(port))
