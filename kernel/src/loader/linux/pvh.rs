@@ -119,7 +119,9 @@ fn scan_notes(kernel: &[u8], start: u64, end: u64) -> Result<Option<u64>, LinuxE
             .filter(|&n| n <= end)
             .ok_or(bad)?;
         // Both ranges were just checked against `end`, itself inside the file.
-        let name = &kernel[name_at as usize..(name_at + u64::from(namesz)) as usize];
+        let name = kernel
+            .get(name_at as usize..(name_at + u64::from(namesz)) as usize)
+            .ok_or(bad)?;
         if note_type == XEN_ELFNOTE_PHYS32_ENTRY && name == b"Xen\0" {
             let entry = match descsz {
                 4 => u64::from(field32(kernel, desc_at)?),
