@@ -781,11 +781,11 @@ impl<'p, const CPUID: usize> Dispatcher<'p, CPUID> {
         match outcome {
             None | Some(Err(MmioError::Ram { .. })) => Ok(Handled::Stop(Stop::Unhandled(exit))),
             Some(Err(e)) => Ok(Handled::Stop(Stop::Mmio(e))),
-            Some(Ok(write_back)) => {
+            Some(Ok(ref write_back)) => {
                 if let Some(access) = write_back.unclaimed {
                     platform.unclaimed_access(access);
                 }
-                apply_write_back(cpu, &write_back)?;
+                apply_write_back(cpu, write_back)?;
                 Ok(Handled::Continue)
             }
         }

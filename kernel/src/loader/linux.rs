@@ -1084,22 +1084,22 @@ fn write_cstr(mem: &impl GuestMemory, addr: u64, s: &str) -> Result<u64, LinuxEr
 /// A little-endian field reader over the kernel file, failing with
 /// [`LinuxError::FileTooShort`].
 fn field16(data: &[u8], offset: u64) -> Result<u16, LinuxError> {
-    le16(data, offset).ok_or(LinuxError::FileTooShort {
-        needed: offset + 2,
+    le16(data, offset).ok_or_else(|| LinuxError::FileTooShort {
+        needed: offset.saturating_add(2),
         len: data.len() as u64,
     })
 }
 
 fn field32(data: &[u8], offset: u64) -> Result<u32, LinuxError> {
-    le32(data, offset).ok_or(LinuxError::FileTooShort {
-        needed: offset + 4,
+    le32(data, offset).ok_or_else(|| LinuxError::FileTooShort {
+        needed: offset.saturating_add(4),
         len: data.len() as u64,
     })
 }
 
 fn field64(data: &[u8], offset: u64) -> Result<u64, LinuxError> {
-    le64(data, offset).ok_or(LinuxError::FileTooShort {
-        needed: offset + 8,
+    le64(data, offset).ok_or_else(|| LinuxError::FileTooShort {
+        needed: offset.saturating_add(8),
         len: data.len() as u64,
     })
 }

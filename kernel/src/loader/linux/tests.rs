@@ -1094,3 +1094,23 @@ fn a_firmware_map_becomes_the_kernels_memory_map_with_ram_clipped() {
         Err(LinuxError::TooManyRanges { .. })
     ));
 }
+
+#[test]
+fn a_header_field_past_the_end_of_the_address_space_is_too_short_not_an_overflow() {
+    let data = [0u8; 16];
+    assert_eq!(
+        field32(&data, u64::MAX - 1),
+        Err(LinuxError::FileTooShort {
+            needed: u64::MAX,
+            len: 16
+        })
+    );
+    assert_eq!(
+        field16(&data, 15),
+        Err(LinuxError::FileTooShort {
+            needed: 17,
+            len: 16
+        })
+    );
+    assert_eq!(field64(&data, 8), Ok(0));
+}
