@@ -86,13 +86,15 @@ pub(crate) unsafe fn vmread_unchecked(field: u32) -> u64 {
 /// VMX root operation with a current VMCS.
 #[inline(always)]
 pub(crate) unsafe fn vmwrite(field: u32, value: u64) -> bool {
-    let ok: u8;
+    // The failure test is a branch inside the assembly (VMfailInvalid sets
+    // CF, VMfailValid ZF: "not above" covers both), so each call site is the
+    // VMWRITE and one jump instead of materializing and testing a flag byte.
     // SAFETY: guaranteed by the caller.
     unsafe {
-        asm!("vmwrite {0}, {1}", "seta {2}", in(reg) field as u64, in(reg) value,
-             out(reg_byte) ok, options(nostack, nomem));
+        asm!("vmwrite {0}, {1}", "jna {2}", in(reg) field as u64, in(reg) value,
+             label { return false }, options(nostack, nomem));
     }
-    ok != 0
+    true
 }
 
 /// INVEPT (`kind` 1 single-context, 2 all-context) or INVVPID (`kind` 0
