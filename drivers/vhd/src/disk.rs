@@ -3,11 +3,13 @@
 //! (zeroing, commit, compaction) and [`Info`].
 
 use crate::device::BlockDevice;
-use crate::error::{Error, Problem};
+use crate::error::{Error, IoError, Problem};
 use crate::format::{
     DiskType, Footer, Geometry, Uuid, BAT_UNALLOCATED, FOOTER_SIZE, PARENT_NAME_UNITS, SECTOR_SIZE,
 };
-use crate::layer::{sort_by_sector, Layer, OpenOptions, Summary, MAX_LOCATOR_LEN};
+use crate::layer::{
+    sort_by_sector, take_fault, Failed, Layer, OpenOptions, Step, Summary, MAX_LOCATOR_LEN,
+};
 use crate::resolve::{decode_locator, hint_rank, LocatorHint, ParentRequest, ParentResolver};
 use crate::storage::TableStorage;
 
@@ -284,7 +286,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
     /// image are read with one device read straight into `buf`.
     pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         self.check_range(offset, buf.len())?;
-        read_chain(&mut self.layers, offset, buf)
+        read_chain(&mut self.layers, offset, buf).map_err(|Failed| take_fault(&mut self.layers))
     }
 
     /// Writes `data` at `offset`, allocating blocks as needed. Only the top
@@ -294,21 +296,22 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
             return Err(Error::ReadOnly);
         }
         self.check_range(offset, data.len())?;
-        write_chain(&mut self.layers, offset, data)
+        let (top, lower) = split(&mut self.layers)?;
+        write_chain(top, lower, offset, data).map_err(|Failed| take_fault(&mut self.layers))
     }
 
     /// Makes every completed write durable, then writes queued metadata in
     /// the crash-safe order (see the `layer` module).
     pub fn flush(&mut self) -> Result<(), Error> {
-        for l in self.layers.iter_mut().filter(|l| l.writable) {
-            if l.has_pending() {
-                l.sync()?;
-            } else {
-                l.flush_dev()?;
-            }
-            l.restore_tail()?;
-        }
-        Ok(())
+        flush_chain(&mut self.layers).map_err(|Failed| take_fault(&mut self.layers))
+    }
+
+    /// The error a maintenance operation stopped with.
+    fn stopped<T>(&mut self, result: Result<T, Stop>) -> Result<T, Error> {
+        result.map_err(|stop| match stop {
+            Stop::Failed => take_fault(&mut self.layers),
+            Stop::Error(e) => e,
+        })
     }
 
     /// Makes `[offset, offset + len)` read as zeros. Whole blocks of a
@@ -317,8 +320,13 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
     /// allocated with every sector present and no data written; the rest is
     /// written with zeros.
     pub fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), Error> {
+        let result = self.zero_range(offset, len);
+        self.stopped(result)
+    }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), Stop> {
         if !self.writable {
-            return Err(Error::ReadOnly);
+            return Err(Error::ReadOnly.into());
         }
         let end = offset
             .checked_add(len)
@@ -358,7 +366,8 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                     let mut done = 0;
                     while done < n {
                         let m = (n - done).min(zeros.len() as u64);
-                        write_chain(&mut self.layers, pos + done, &zeros[..m as usize])?;
+                        let (top, lower) = split(&mut self.layers)?;
+                        write_chain(top, lower, pos + done, &zeros[..m as usize])?;
                         done += m;
                     }
                 }
@@ -373,19 +382,28 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
     /// The parent must have been opened writable
     /// ([`OpenOptions::writable_parents`]); the top image is left unchanged.
     pub fn commit(&mut self, scratch: &mut [u8]) -> Result<CommitStats, Error> {
+        let result = self.commit_top(scratch);
+        self.stopped(result)
+    }
+
+    fn commit_top(&mut self, scratch: &mut [u8]) -> Result<CommitStats, Stop> {
         let chunk = scratch.len() / SECTOR_SIZE as usize * SECTOR_SIZE as usize;
         if chunk == 0 {
             return Err(Error::BufferTooSmall {
                 needed: SECTOR_SIZE as usize,
                 available: scratch.len(),
-            });
+            }
+            .into());
         }
         let (top, lower) = split(&mut self.layers)?;
-        if top.kind != DiskType::Differencing || lower.is_empty() {
-            return Err(Error::NoParent);
-        }
-        if !lower[0].writable {
-            return Err(Error::ReadOnly);
+        let Some((parent, below)) = lower
+            .split_first_mut()
+            .filter(|_| top.kind == DiskType::Differencing)
+        else {
+            return Err(Error::NoParent.into());
+        };
+        if !parent.writable {
+            return Err(Error::ReadOnly.into());
         }
         let sp = top.sparse.ok_or(Error::NoParent)?;
         let spb = sp.sectors_per_block();
@@ -406,7 +424,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                         let m = ((stop - at) as usize).min(chunk);
                         let buf = &mut scratch[..m];
                         top.read(base + sp.bitmap_len + at, buf)?;
-                        write_chain(lower, vstart + at, buf)?;
+                        write_chain(parent, below, vstart + at, buf)?;
                         at += m as u64;
                     }
                     stats.sectors += e - k;
@@ -414,7 +432,6 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                 k = e;
             }
         }
-        let parent = &mut lower[0];
         if parent.has_pending() {
             parent.sync()?;
         } else {
@@ -428,15 +445,21 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
     /// holes and truncates the file. `scratch` (at least 512 bytes) is the
     /// copy buffer. Every step keeps the crash invariant.
     pub fn compact(&mut self, scratch: &mut [u8]) -> Result<CompactStats, Error> {
+        let result = self.compact_top(scratch);
+        self.stopped(result)
+    }
+
+    fn compact_top(&mut self, scratch: &mut [u8]) -> Result<CompactStats, Stop> {
         if !self.writable {
-            return Err(Error::ReadOnly);
+            return Err(Error::ReadOnly.into());
         }
         let chunk = scratch.len() / SECTOR_SIZE as usize * SECTOR_SIZE as usize;
         if chunk == 0 {
             return Err(Error::BufferTooSmall {
                 needed: SECTOR_SIZE as usize,
                 available: scratch.len(),
-            });
+            }
+            .into());
         }
         self.flush()?;
         let (top, _) = split(&mut self.layers)?;
@@ -543,6 +566,49 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
     }
 }
 
+/// Flushes every writable image of `layers`: queued metadata in the
+/// crash-safe order, the footer back at the end of a file opened without.
+fn flush_chain<D, B>(layers: &mut [Layer<D, B>]) -> Step
+where
+    D: BlockDevice,
+    B: AsRef<[u32]> + AsMut<[u32]>,
+{
+    for l in layers.iter_mut().filter(|l| l.writable) {
+        if l.has_pending() {
+            l.sync()?;
+        } else {
+            l.flush_dev()?;
+        }
+        l.restore_tail()?;
+    }
+    Ok(())
+}
+
+/// How a maintenance operation stopped: with the error a layer recorded,
+/// or with one of its own.
+enum Stop {
+    Failed,
+    Error(Error),
+}
+
+impl From<Failed> for Stop {
+    fn from(_: Failed) -> Self {
+        Stop::Failed
+    }
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+impl From<IoError> for Stop {
+    fn from(e: IoError) -> Self {
+        Stop::Error(Error::Io(e))
+    }
+}
+
 /// The top image and the images below it.
 type TopAndLower<'a, D, B> = (&'a mut Layer<D, B>, &'a mut [Layer<D, B>]);
 
@@ -603,7 +669,7 @@ where
 
 /// Reads from the chain `layers` (top first); below the last image, and
 /// beyond an image's size, the disk reads as zeros.
-fn read_chain<D, B>(layers: &mut [Layer<D, B>], offset: u64, buf: &mut [u8]) -> Result<(), Error>
+fn read_chain<D, B>(layers: &mut [Layer<D, B>], offset: u64, buf: &mut [u8]) -> Step
 where
     D: BlockDevice,
     B: AsRef<[u32]> + AsMut<[u32]>,
@@ -650,25 +716,30 @@ where
     Ok(())
 }
 
-/// Writes to the top of `layers`; sectors only partly written and not yet
-/// held by the top image are completed from the images below.
-fn write_chain<D, B>(layers: &mut [Layer<D, B>], offset: u64, data: &[u8]) -> Result<(), Error>
+/// Writes to `top`; sectors only partly written and not yet held by `top`
+/// are completed from the images `lower` below it.
+fn write_chain<D, B>(
+    top: &mut Layer<D, B>,
+    lower: &mut [Layer<D, B>],
+    offset: u64,
+    data: &[u8],
+) -> Step
 where
     D: BlockDevice,
     B: AsRef<[u32]> + AsMut<[u32]>,
 {
-    let (top, lower) = split(layers)?;
     if !top.writable {
-        return Err(Error::ReadOnly);
+        return Err(top.fail(Error::ReadOnly));
     }
     match offset.checked_add(data.len() as u64) {
         Some(end) if end <= top.size => {}
         _ => {
-            return Err(Error::OutOfRange {
+            let size = top.size;
+            return Err(top.fail(Error::OutOfRange {
                 offset,
                 len: data.len() as u64,
-                size: top.size,
-            })
+                size,
+            }));
         }
     }
     let Some(sp) = top.sparse else {
@@ -725,7 +796,7 @@ fn write_partial<D, B>(
     k: u64,
     from: u64,
     bytes: &[u8],
-) -> Result<(), Error>
+) -> Step
 where
     D: BlockDevice,
     B: AsRef<[u32]> + AsMut<[u32]>,

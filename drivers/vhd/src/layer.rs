@@ -145,6 +145,34 @@ impl Sparse {
     }
 }
 
+/// Marks that an operation on a layer failed. The error itself is held by
+/// the layer where it arose ([`Layer::fail`]) until the public call that
+/// started the operation takes it ([`take_fault`]): passed up through the
+/// I/O path, this one-byte marker costs a test and a branch per step where
+/// the 40-byte [`Error`] is copied at every step.
+#[derive(Debug)]
+pub(crate) struct Failed;
+
+/// Outcome of an internal step on a layer.
+pub(crate) type Step<T = ()> = Result<T, Failed>;
+
+/// Takes the error recorded by the layer of `layers` that failed (and
+/// clears any other), once, where a public call returns it.
+#[cold]
+#[inline(never)]
+pub(crate) fn take_fault<D, B>(layers: &mut [Layer<D, B>]) -> Error {
+    let mut found = None;
+    for l in layers {
+        if let Some(e) = l.fault.take() {
+            found.get_or_insert(e);
+        }
+    }
+    // Every `Failed` is made by `Layer::fail`, which records the error
+    // first; an OS error without a code (-1) stands in should that not
+    // hold.
+    found.unwrap_or(Error::Io(IoError::Os { code: -1 }))
+}
+
 /// One opened image file.
 pub(crate) struct Layer<D, B> {
     pub dev: D,
@@ -173,6 +201,8 @@ pub(crate) struct Layer<D, B> {
     cache_slots: usize,
     /// Slots holding bits not written to the device yet.
     dirty_slots: usize,
+    /// The error of the step that failed, until [`take_fault`] takes it.
+    fault: Option<Error>,
 }
 
 /// A footer as read from the device, before it is decoded: footers are
@@ -415,6 +445,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             dirty_bat_len: 0,
             cache_slots: 0,
             dirty_slots: 0,
+            fault: None,
         };
         if kind == DiskType::Fixed {
             if size > limit {
@@ -441,7 +472,9 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             }));
         }
         let mut raw = [0u8; HEADER_SIZE];
-        layer.read(data_offset, &mut raw)?;
+        if layer.read(data_offset, &mut raw).is_err() {
+            return Err(layer.take_fault());
+        }
         if let Err(p) = check_cookie(&raw, HEADER_COOKIE, Structure::DynamicHeader) {
             return Err(r.stop(p));
         }
@@ -598,7 +631,12 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         let mut done = 0usize;
         while done < bat.len() {
             let n = (bat.len() - done).min(buf.len() / 4);
-            layer.read(table_offset + done as u64 * 4, &mut buf[..n * 4])?;
+            if layer
+                .read(table_offset + done as u64 * 4, &mut buf[..n * 4])
+                .is_err()
+            {
+                return Err(layer.take_fault());
+            }
             words_from_be(&buf[..n * 4], &mut bat[done..done + n]);
             done += n;
         }
@@ -678,27 +716,59 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         }
     }
 
-    /// Reads the device; the one place its error becomes an [`Error`].
+    /// Records `e` as the error of the failing step.
+    #[cold]
     #[inline(never)]
-    pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        Ok(self.dev.read_at(offset, buf)?)
+    pub fn fail(&mut self, e: Error) -> Failed {
+        self.fault = Some(e);
+        Failed
     }
 
-    /// Writes the device; the one place its error becomes an [`Error`].
+    /// Takes the error this layer recorded.
+    pub fn take_fault(&mut self) -> Error {
+        take_fault(core::slice::from_mut(self))
+    }
+
+    /// Records a device failure; the one place its error becomes an
+    /// [`Error`].
+    #[cold]
     #[inline(never)]
-    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
-        Ok(self.dev.write_at(offset, data)?)
+    fn device_failed(&mut self, e: IoError) -> Failed {
+        self.fail(Error::Io(e))
+    }
+
+    /// Reads the device.
+    #[inline(never)]
+    pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Step {
+        self.dev
+            .read_at(offset, buf)
+            .map_err(|e| self.device_failed(e))
+    }
+
+    /// Writes the device.
+    #[inline(never)]
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Step {
+        self.dev
+            .write_at(offset, data)
+            .map_err(|e| self.device_failed(e))
     }
 
     /// Flushes the device.
     #[inline(never)]
-    pub fn flush_dev(&mut self) -> Result<(), Error> {
-        Ok(self.dev.flush()?)
+    pub fn flush_dev(&mut self) -> Step {
+        self.dev.flush().map_err(|e| self.device_failed(e))
     }
 
     /// Truncates or grows the device.
-    pub fn set_dev_len(&mut self, len: u64) -> Result<(), Error> {
-        Ok(self.dev.set_len(len)?)
+    pub fn set_dev_len(&mut self, len: u64) -> Step {
+        self.dev.set_len(len).map_err(|e| self.device_failed(e))
+    }
+
+    /// Fails an operation that needs a dynamic or differencing image.
+    #[cold]
+    #[inline(never)]
+    fn not_sparse(&mut self) -> Failed {
+        self.fail(Error::WrongDiskType { found: self.kind })
     }
 
     /// The BAT (empty for fixed images).
@@ -826,44 +896,44 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         }
     }
 
+    /// The bits of the slot at `at` (`None` if the storage is too short:
+    /// [`Layer::slot_missing`] reports it).
     #[inline(never)]
-    fn slot_bits(&self, at: usize) -> Result<&SectorBits, Error> {
-        let available = self.words().len();
+    fn slot_bits(&self, at: usize) -> Option<&SectorBits> {
         self.words()
             .get(at + SLOT_BITS..at + BITMAP_SLOT_WORDS)
             .and_then(|w| w.try_into().ok())
-            .ok_or(Error::StorageTooSmall {
-                needed: at + BITMAP_SLOT_WORDS,
-                available,
-            })
     }
 
     #[inline(never)]
-    fn slot_bits_mut(&mut self, at: usize) -> Result<&mut SectorBits, Error> {
-        let available = self.words().len();
+    fn slot_bits_mut(&mut self, at: usize) -> Option<&mut SectorBits> {
         self.words_mut()
             .get_mut(at + SLOT_BITS..at + BITMAP_SLOT_WORDS)
             .and_then(|w| w.try_into().ok())
-            .ok_or(Error::StorageTooSmall {
-                needed: at + BITMAP_SLOT_WORDS,
-                available,
-            })
+    }
+
+    /// Fails for want of the storage of the slot at `at`.
+    #[cold]
+    #[inline(never)]
+    fn slot_missing(&mut self, at: usize) -> Failed {
+        let available = self.words().len();
+        self.fail(Error::StorageTooSmall {
+            needed: at + BITMAP_SLOT_WORDS,
+            available,
+        })
     }
 
     /// Gives the slot at `at` to bitmap sector `index` of `block`, clean,
     /// holding `bytes`. A dirty occupant is written first, with everything
     /// else queued (`sync`), so no update is lost.
-    fn fill_slot(
-        &mut self,
-        at: usize,
-        block: u32,
-        index: u32,
-        bytes: &SectorBytes,
-    ) -> Result<(), Error> {
+    fn fill_slot(&mut self, at: usize, block: u32, index: u32, bytes: &SectorBytes) -> Step {
         if self.slot_tag(at).1 & SLOT_DIRTY != 0 {
             self.sync()?;
         }
-        words_from_be(bytes, self.slot_bits_mut(at)?);
+        let Some(bits) = self.slot_bits_mut(at) else {
+            return Err(self.slot_missing(at));
+        };
+        words_from_be(bytes, bits);
         self.set_slot_tag(at, block, index);
         Ok(())
     }
@@ -871,28 +941,32 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     /// The slot holding bitmap sector `index` of `block`, read from the
     /// device on a miss. A block whose only bitmap sector reads back with
     /// every sector present is marked fully present.
-    fn slot_of(&mut self, block: u32, index: u64) -> Result<usize, Error> {
-        let sparse = self
-            .sparse
-            .ok_or(Error::WrongDiskType { found: self.kind })?;
+    fn slot_of(&mut self, block: u32, index: u64) -> Step<usize> {
+        let Some(sparse) = self.sparse else {
+            return Err(self.not_sparse());
+        };
         let at = self.slot_at(block, index);
         let (tag_block, tag_index) = self.slot_tag(at);
         if tag_block == block && u64::from(tag_index & !SLOT_DIRTY) == index {
             return Ok(at);
         }
-        let not_allocated = Error::Io(IoError::OutOfBounds {
-            offset: u64::from(block),
-            len: 0,
-            device_len: 0,
-        });
-        let base = self.block_base(u64::from(block)).ok_or(not_allocated)?;
-        let index32 = u32::try_from(index).map_err(|_| not_allocated)?;
+        let (Some(base), Ok(index32)) = (self.block_base(u64::from(block)), u32::try_from(index))
+        else {
+            return Err(self.fail(Error::Io(IoError::OutOfBounds {
+                offset: u64::from(block),
+                len: 0,
+                device_len: 0,
+            })));
+        };
         let mut bytes = [0u8; SECTOR_SIZE as usize];
         self.read(base + index * SECTOR_SIZE, &mut bytes)?;
         self.fill_slot(at, block, index32, &bytes)?;
         if sparse.bitmap_len == SECTOR_SIZE {
             let sectors = sparse.sectors_per_block() as usize;
-            let full = run_end(self.slot_bits(at)?, 0, sectors, true) == sectors;
+            let Some(bits) = self.slot_bits(at) else {
+                return Err(self.slot_missing(at));
+            };
+            let full = run_end(bits, 0, sectors, true) == sectors;
             self.set_full(block, full);
         }
         Ok(at)
@@ -902,7 +976,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     /// `block`, before `end`) whose bitmap bits all equal the first one's;
     /// returns (present, run end). A block marked fully present is
     /// answered without its bitmap.
-    pub fn run(&mut self, block: u32, sector: u64, end: u64) -> Result<(bool, u64), Error> {
+    pub fn run(&mut self, block: u32, sector: u64, end: u64) -> Step<(bool, u64)> {
         if sector < end && self.is_full(block) {
             return Ok((true, end));
         }
@@ -911,7 +985,9 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         while k < end {
             let index = k / BITS_PER_BITMAP_SECTOR;
             let at = self.slot_of(block, index)?;
-            let bits = self.slot_bits(at)?;
+            let Some(bits) = self.slot_bits(at) else {
+                return Err(self.slot_missing(at));
+            };
             let first = (k % BITS_PER_BITMAP_SECTOR) as usize;
             let stop =
                 ((end - index * BITS_PER_BITMAP_SECTOR).min(BITS_PER_BITMAP_SECTOR)) as usize;
@@ -928,13 +1004,13 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     /// Marks sectors `[first, end)` of `block` present in the bitmap (queued
     /// until the next sync). Changing a block's bitmap recomputes its
     /// fully-present mark; a marked block has every bit set already.
-    pub fn set_bits(&mut self, block: u32, first: u64, end: u64) -> Result<(), Error> {
+    pub fn set_bits(&mut self, block: u32, first: u64, end: u64) -> Step {
         if self.is_full(block) {
             return Ok(());
         }
-        let sparse = self
-            .sparse
-            .ok_or(Error::WrongDiskType { found: self.kind })?;
+        let Some(sparse) = self.sparse else {
+            return Err(self.not_sparse());
+        };
         let mut k = first;
         while k < end {
             let index = k / BITS_PER_BITMAP_SECTOR;
@@ -942,7 +1018,9 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             let start = (k % BITS_PER_BITMAP_SECTOR) as usize;
             let stop =
                 ((end - index * BITS_PER_BITMAP_SECTOR).min(BITS_PER_BITMAP_SECTOR)) as usize;
-            let bits = self.slot_bits_mut(at)?;
+            let Some(bits) = self.slot_bits_mut(at) else {
+                return Err(self.slot_missing(at));
+            };
             if set_run(bits, start, stop) {
                 let full = sparse.bitmap_len == SECTOR_SIZE && {
                     let sectors = sparse.sectors_per_block() as usize;
@@ -960,7 +1038,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         Ok(())
     }
 
-    fn mark_bat_dirty(&mut self, block: u32) -> Result<(), Error> {
+    fn mark_bat_dirty(&mut self, block: u32) -> Step {
         let sector = block / 128;
         if self.dirty_bat[..self.dirty_bat_len].contains(&sector) {
             return Ok(());
@@ -974,7 +1052,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     }
 
     /// Sets a BAT entry in memory; written at the next sync.
-    pub fn set_bat(&mut self, block: u32, entry: u32) -> Result<(), Error> {
+    pub fn set_bat(&mut self, block: u32, entry: u32) -> Step {
         // Queue first: queueing may sync, which must not see the new entry
         // before its block is complete.
         self.mark_bat_dirty(block)?;
@@ -1009,7 +1087,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
 
     /// Writes queued metadata in crash-safe order: flush (data durable),
     /// bitmaps and BAT sectors, flush.
-    pub fn sync(&mut self) -> Result<(), Error> {
+    pub fn sync(&mut self) -> Step {
         if !self.has_pending() {
             return Ok(());
         }
@@ -1027,7 +1105,10 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             }
             let index = tag_index & !SLOT_DIRTY;
             let mut bytes = [0u8; SECTOR_SIZE as usize];
-            words_to_be(self.slot_bits(at)?, &mut bytes);
+            let Some(bits) = self.slot_bits(at) else {
+                return Err(self.slot_missing(at));
+            };
+            words_to_be(bits, &mut bytes);
             if let Some(base) = self.block_base(u64::from(block)) {
                 self.write(base + u64::from(index) * SECTOR_SIZE, &bytes)?;
             }
@@ -1064,7 +1145,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     }
     /// Writes the footer back at the end of a file opened without one:
     /// unreferenced bytes past the last block are cut first.
-    pub fn restore_tail(&mut self) -> Result<(), Error> {
+    pub fn restore_tail(&mut self) -> Step {
         if !self.tail_footer_missing || !self.writable {
             return Ok(());
         }
@@ -1085,17 +1166,17 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
     /// unreferenced until a sync writes its BAT entry after a device flush,
     /// so a cut anywhere in here or before that sync leaves leaked space and
     /// the previous, valid image.
-    pub fn allocate(&mut self, block: u32, present: bool) -> Result<u64, Error> {
-        let sparse = self
-            .sparse
-            .ok_or(Error::WrongDiskType { found: self.kind })?;
+    pub fn allocate(&mut self, block: u32, present: bool) -> Step<u64> {
+        let Some(sparse) = self.sparse else {
+            return Err(self.not_sparse());
+        };
         let base = self.next_alloc;
         let new_end = base + sparse.span();
         if new_end / SECTOR_SIZE > u64::from(u32::MAX) {
-            return Err(Error::Io(IoError::CapacityExceeded {
+            return Err(self.fail(Error::Io(IoError::CapacityExceeded {
                 requested: new_end,
                 capacity: u64::from(u32::MAX) * SECTOR_SIZE,
-            }));
+            })));
         }
         if self.truncate_before_alloc {
             // Unreferenced bytes past the last block: cut them so that the
