@@ -5,15 +5,10 @@ use core::arch::asm;
 
 /// Outcome of a VMX instruction: `Err(true)` for VMfailInvalid (CF=1),
 /// `Err(false)` for VMfailValid (ZF=1).
+///
+/// The instructions below branch on CF and ZF inside the assembly ("jc",
+/// then "jz") rather than materializing both flags as bytes to test.
 pub(crate) type VmxResult = Result<(), bool>;
-
-fn vmx_result(cf: u8, zf: u8) -> VmxResult {
-    match (cf, zf) {
-        (0, 0) => Ok(()),
-        (0, _) => Err(false),
-        _ => Err(true),
-    }
-}
 
 macro_rules! vmx_op {
     ($name:ident, $insn:literal) => {
@@ -22,13 +17,12 @@ macro_rules! vmx_op {
         /// # Safety
         /// VMX root operation at CPL 0; `addr` names a suitable region.
         pub(crate) unsafe fn $name(addr: u64) -> VmxResult {
-            let (cf, zf): (u8, u8);
             // SAFETY: guaranteed by the caller; the operand is on the stack.
             unsafe {
-                asm!(concat!($insn, " qword ptr [{0}]"), "setc {1}", "setz {2}",
-                     in(reg) &addr, out(reg_byte) cf, out(reg_byte) zf, options(nostack));
+                asm!(concat!($insn, " qword ptr [{0}]"), "jc {1}", "jz {2}", in(reg) &addr,
+                     label { return Err(true) }, label { return Err(false) }, options(nostack));
             }
-            vmx_result(cf, zf)
+            Ok(())
         }
     };
 }
@@ -41,12 +35,12 @@ vmx_op!(vmptrld, "vmptrld");
 /// # Safety
 /// VMX root operation at CPL 0.
 pub(crate) unsafe fn vmxoff() -> VmxResult {
-    let (cf, zf): (u8, u8);
     // SAFETY: guaranteed by the caller.
     unsafe {
-        asm!("vmxoff", "setc {0}", "setz {1}", out(reg_byte) cf, out(reg_byte) zf, options(nostack))
-    };
-    vmx_result(cf, zf)
+        asm!("vmxoff", "jc {0}", "jz {1}", label { return Err(true) },
+             label { return Err(false) }, options(nostack));
+    }
+    Ok(())
 }
 
 /// VMREAD of `field` from the current VMCS; `None` on failure.
@@ -104,18 +98,17 @@ pub(crate) unsafe fn vmwrite(field: u32, value: u64) -> bool {
 /// # Safety
 /// VMX root operation; the CPU supports the instruction and `kind`.
 pub(crate) unsafe fn invalidate(ept: bool, kind: u64, desc: [u64; 2]) -> VmxResult {
-    let (cf, zf): (u8, u8);
     // SAFETY: guaranteed by the caller; the descriptor is on the stack.
     unsafe {
         if ept {
-            asm!("invept {0}, [{1}]", "setc {2}", "setz {3}", in(reg) kind, in(reg) &desc,
-                 out(reg_byte) cf, out(reg_byte) zf, options(nostack));
+            asm!("invept {0}, [{1}]", "jc {2}", "jz {3}", in(reg) kind, in(reg) &desc,
+                 label { return Err(true) }, label { return Err(false) }, options(nostack));
         } else {
-            asm!("invvpid {0}, [{1}]", "setc {2}", "setz {3}", in(reg) kind, in(reg) &desc,
-                 out(reg_byte) cf, out(reg_byte) zf, options(nostack));
+            asm!("invvpid {0}, [{1}]", "jc {2}", "jz {3}", in(reg) kind, in(reg) &desc,
+                 label { return Err(true) }, label { return Err(false) }, options(nostack));
         }
     }
-    vmx_result(cf, zf)
+    Ok(())
 }
 
 /// RDMSR.
