@@ -6,7 +6,7 @@
 
 use ponte_vhd::{BlockDevice, IoError};
 
-use crate::{AtaDisk, AtaError, PortAccess, Transfer, SECTOR_SIZE};
+use crate::{AtaDisk, Failed, PortAccess, Step, Transfer, SECTOR_SIZE};
 
 const SECTOR: u64 = SECTOR_SIZE as u64;
 
@@ -19,8 +19,9 @@ impl<P: PortAccess> AtaDisk<P> {
     /// Records a failure as the last error and reports its code. Out of
     /// line: every device call ends here.
     #[inline(never)]
-    fn io(&mut self, result: Result<(), AtaError>) -> Result<(), IoError> {
-        result.map_err(|e| {
+    fn io(&mut self, result: Step) -> Result<(), IoError> {
+        result.map_err(|Failed| {
+            let e = self.take_fault();
             self.last_error = Some(e);
             IoError::Os { code: e.code() }
         })
@@ -30,7 +31,7 @@ impl<P: PortAccess> AtaDisk<P> {
     /// whole sectors straight between the buffer and the disk, a partial
     /// sector through a sector buffer (read, then patched and written back
     /// for a write).
-    fn bytes(&mut self, offset: u64, mut data: Transfer<'_>) -> Result<(), AtaError> {
+    fn bytes(&mut self, offset: u64, mut data: Transfer<'_>) -> Step {
         let len = data.len();
         let mut done = 0;
         let mut sector = [0u8; SECTOR_SIZE];
@@ -45,13 +46,13 @@ impl<P: PortAccess> AtaDisk<P> {
                 whole
             } else {
                 let n = (SECTOR_SIZE - within).min(rest);
-                self.read_sectors(lba, &mut sector)?;
+                self.transfer(lba, Transfer::Read(&mut sector))?;
                 let patch = &mut sector[within..within + n];
                 match &mut data {
                     Transfer::Read(buf) => buf[done..done + n].copy_from_slice(patch),
                     Transfer::Write(data) => {
                         patch.copy_from_slice(&data[done..done + n]);
-                        self.write_sectors(lba, &sector)?;
+                        self.transfer(lba, Transfer::Write(&sector))?;
                     }
                 }
                 n
@@ -99,7 +100,7 @@ impl<P: PortAccess> BlockDevice for AtaDisk<P> {
     }
 
     fn flush(&mut self) -> Result<(), IoError> {
-        let result = self.flush_cache();
+        let result = self.flush_steps();
         self.io(result)
     }
 

@@ -364,6 +364,17 @@ impl Transfer<'_> {
     }
 }
 
+/// Marks that a step of a command failed. The error itself waits in
+/// [`AtaDisk`] (`fault`) until the public call that issued the command
+/// takes it: passed up through the command sequence, this one-byte marker
+/// costs a test and a branch per step where the 24-byte [`AtaError`] is
+/// copied at every step.
+#[derive(Debug)]
+pub(crate) struct Failed;
+
+/// Outcome of an internal step of a command.
+pub(crate) type Step<T = ()> = Result<T, Failed>;
+
 /// One ATA disk, identified and ready for transfers.
 #[derive(Debug)]
 pub struct AtaDisk<P> {
@@ -373,6 +384,9 @@ pub struct AtaDisk<P> {
     identity: Identity,
     limits: PollLimits,
     last_error: Option<AtaError>,
+    /// The error of the step that failed, until [`AtaDisk::take_fault`]
+    /// takes it.
+    fault: Option<AtaError>,
 }
 
 impl<P: PortAccess> AtaDisk<P> {
@@ -402,8 +416,9 @@ impl<P: PortAccess> AtaDisk<P> {
             },
             limits,
             last_error: None,
+            fault: None,
         };
-        disk.identity = disk.identify()?;
+        disk.identity = disk.identify().map_err(|Failed| disk.take_fault())?;
         Ok(disk)
     }
 
@@ -431,17 +446,43 @@ impl<P: PortAccess> AtaDisk<P> {
     /// Reads `buf.len() / 512` sectors starting at `lba`.
     pub fn read_sectors(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), AtaError> {
         self.transfer(lba, Transfer::Read(buf))
+            .map_err(|Failed| self.take_fault())
     }
 
     /// Writes `data.len() / 512` sectors starting at `lba`. They are durable
     /// after [`AtaDisk::flush_cache`].
     pub fn write_sectors(&mut self, lba: u64, data: &[u8]) -> Result<(), AtaError> {
         self.transfer(lba, Transfer::Write(data))
+            .map_err(|Failed| self.take_fault())
     }
 
     /// Writes the device's cache to the medium (FLUSH CACHE EXT, or FLUSH
     /// CACHE without 48-bit addressing).
     pub fn flush_cache(&mut self) -> Result<(), AtaError> {
+        self.flush_steps().map_err(|Failed| self.take_fault())
+    }
+
+    /// Records `e` as the error of the failing step.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn fail(&mut self, e: AtaError) -> Failed {
+        self.fault = Some(e);
+        Failed
+    }
+
+    /// Takes the error the failing step recorded.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn take_fault(&mut self) -> AtaError {
+        // Every `Failed` is made by `fail`, which records the error first;
+        // the status of a device that never answered stands in should that
+        // not hold.
+        self.fault
+            .take()
+            .unwrap_or(AtaError::NoController { status: 0xff })
+    }
+
+    fn flush_steps(&mut self) -> Step {
         let (command, ext) = match self.identity.flush {
             FlushCommand::CacheExt => (CMD_FLUSH_CACHE_EXT, true),
             FlushCommand::Cache => (CMD_FLUSH_CACHE, false),
@@ -457,19 +498,19 @@ impl<P: PortAccess> AtaDisk<P> {
 
     /// The sector count of a transfer of `len` bytes at `lba`, checked
     /// against the disk.
-    fn check_range(&self, lba: u64, len: usize) -> Result<u64, AtaError> {
+    fn check_range(&mut self, lba: u64, len: usize) -> Step<u64> {
         if !len.is_multiple_of(SECTOR_SIZE) {
-            return Err(AtaError::NotWholeSectors { len });
+            return Err(self.fail(AtaError::NotWholeSectors { len }));
         }
         let count = (len / SECTOR_SIZE) as u64;
         let capacity = self.identity.sectors;
         match lba.checked_add(count) {
             Some(end) if end <= capacity => Ok(count),
-            _ => Err(AtaError::OutOfRange {
+            _ => Err(self.fail(AtaError::OutOfRange {
                 lba,
                 count,
                 capacity,
-            }),
+            })),
         }
     }
 
@@ -515,7 +556,7 @@ impl<P: PortAccess> AtaDisk<P> {
 
     /// Polls Alternate Status until BSY clears, at most `limit` times.
     #[inline(never)]
-    fn wait_not_busy(&mut self, phase: Phase, limit: u32) -> Result<u8, AtaError> {
+    fn wait_not_busy(&mut self, phase: Phase, limit: u32) -> Step<u8> {
         let mut status = STATUS_BSY;
         for _ in 0..limit {
             status = self.alt_status();
@@ -523,38 +564,38 @@ impl<P: PortAccess> AtaDisk<P> {
                 return Ok(status);
             }
         }
-        Err(AtaError::Timeout {
+        Err(self.fail(AtaError::Timeout {
             phase,
             status,
             polls: limit,
-        })
+        }))
     }
 
     /// Fails if `status` (BSY clear) reports an error or a device fault.
     #[inline(never)]
-    fn check_status(&mut self, command: u8, lba: u64, status: u8) -> Result<(), AtaError> {
+    fn check_status(&mut self, command: u8, lba: u64, status: u8) -> Step {
         if status & STATUS_ERR != 0 {
             let error = ErrorBits(self.reg_read(ERROR));
-            return Err(AtaError::CommandFailed {
+            return Err(self.fail(AtaError::CommandFailed {
                 command,
                 lba,
                 status,
                 error,
-            });
+            }));
         }
         if status & STATUS_DF != 0 {
-            return Err(AtaError::DeviceFault {
+            return Err(self.fail(AtaError::DeviceFault {
                 command,
                 lba,
                 status,
-            });
+            }));
         }
         Ok(())
     }
 
     /// Selects the device with `device_bits` and sends `command` for
     /// `count` sectors at `lba` (the 48-bit form when `ext`).
-    fn issue(&mut self, command: u8, lba: u64, count: u64, ext: bool) -> Result<(), AtaError> {
+    fn issue(&mut self, command: u8, lba: u64, count: u64, ext: bool) -> Step {
         let high_nibble = if ext { 0 } else { ((lba >> 24) & 0x0f) as u8 };
         let device = DEVICE_OBSOLETE | DEVICE_LBA | self.drive.select_bit() | high_nibble;
         self.wait_not_busy(Phase::Select, self.limits.transfer)?;
@@ -579,21 +620,21 @@ impl<P: PortAccess> AtaDisk<P> {
     }
 
     /// Waits for the device to request the sector at `lba`.
-    fn wait_data_request(&mut self, command: u8, lba: u64) -> Result<(), AtaError> {
+    fn wait_data_request(&mut self, command: u8, lba: u64) -> Step {
         let status = self.wait_not_busy(Phase::DataRequest, self.limits.transfer)?;
         self.check_status(command, lba, status)?;
         if status & STATUS_DRQ == 0 {
-            return Err(AtaError::NoDataRequest {
+            return Err(self.fail(AtaError::NoDataRequest {
                 command,
                 lba,
                 status,
-            });
+            }));
         }
         Ok(())
     }
 
     /// Waits for the end of a data command and acknowledges it.
-    fn complete(&mut self, command: u8, lba: u64) -> Result<(), AtaError> {
+    fn complete(&mut self, command: u8, lba: u64) -> Step {
         let status = self.wait_not_busy(Phase::Completion, self.limits.transfer)?;
         self.check_status(command, lba, status)?;
         self.acknowledge(command)
@@ -601,10 +642,10 @@ impl<P: PortAccess> AtaDisk<P> {
 
     /// Reads the Status register (acknowledging the command), which must no
     /// longer request data.
-    fn acknowledge(&mut self, command: u8) -> Result<(), AtaError> {
+    fn acknowledge(&mut self, command: u8) -> Step {
         let status = self.reg_read(STATUS);
         if status & STATUS_DRQ != 0 {
-            return Err(AtaError::DataLeftOver { command, status });
+            return Err(self.fail(AtaError::DataLeftOver { command, status }));
         }
         Ok(())
     }
@@ -614,7 +655,7 @@ impl<P: PortAccess> AtaDisk<P> {
     /// command sequence; they differ in when the device requests data:
     /// before every sector of a read, before the first sector of a write
     /// and after each one it took.
-    fn transfer(&mut self, lba: u64, mut data: Transfer<'_>) -> Result<(), AtaError> {
+    fn transfer(&mut self, lba: u64, mut data: Transfer<'_>) -> Step {
         let count = self.check_range(lba, data.len())?;
         let write = matches!(data, Transfer::Write(_));
         let port = self.channel.command_block + DATA;
@@ -656,11 +697,11 @@ impl<P: PortAccess> AtaDisk<P> {
                         let status = self.wait_not_busy(Phase::Completion, self.limits.transfer)?;
                         self.check_status(command, sector_lba, status)?;
                         if index + 1 < chunk && status & STATUS_DRQ == 0 {
-                            return Err(AtaError::NoDataRequest {
+                            return Err(self.fail(AtaError::NoDataRequest {
                                 command,
                                 lba: sector_lba + 1,
                                 status,
-                            });
+                            }));
                         }
                     }
                 }
@@ -677,14 +718,14 @@ impl<P: PortAccess> AtaDisk<P> {
 
     /// Disables interrupts, checks that something answers, sends IDENTIFY
     /// DEVICE and reads its data.
-    fn identify(&mut self) -> Result<Identity, AtaError> {
+    fn identify(&mut self) -> Step<Identity> {
         let control = self.channel.control;
         self.ports.write8(control, CONTROL_NIEN);
         self.reg_write(DEVICE, DEVICE_OBSOLETE | self.drive.select_bit());
         self.settle();
         let status = self.reg_read(STATUS);
         if status == 0xff {
-            return Err(AtaError::NoController { status });
+            return Err(self.fail(AtaError::NoController { status }));
         }
         self.wait_not_busy(Phase::Select, self.limits.transfer)?;
         for register in [SECTOR_COUNT, LBA_LOW, LBA_MID, LBA_HIGH] {
@@ -694,19 +735,19 @@ impl<P: PortAccess> AtaDisk<P> {
         self.settle();
         let status = self.reg_read(STATUS);
         if status == 0 {
-            return Err(AtaError::NoDevice { status });
+            return Err(self.fail(AtaError::NoDevice { status }));
         }
         let status = self.wait_not_busy(Phase::DataRequest, self.limits.transfer)?;
         if status & STATUS_ERR != 0
             && (self.reg_read(LBA_MID), self.reg_read(LBA_HIGH)) == PACKET_SIGNATURE
         {
-            return Err(AtaError::PacketDevice);
+            return Err(self.fail(AtaError::PacketDevice));
         }
         self.wait_data_request(CMD_IDENTIFY, 0)?;
         let mut words = [0u16; SECTOR_WORDS];
         self.ports
             .read16_block(self.channel.command_block + DATA, &mut words);
         self.complete(CMD_IDENTIFY, 0)?;
-        Identity::parse(&words)
+        Identity::parse(&words).map_err(|e| self.fail(e))
     }
 }
