@@ -411,7 +411,10 @@ enum InterruptRegister {
 impl<C: Clock> LocalApic<C> {
     /// A LAPIC in its power-up state: xAPIC mode at the default base.
     pub fn new(config: LapicConfig, clock: C) -> Self {
-        let mut apic = Self {
+        // The power-up values of `reset_registers`, written in place (a
+        // call on the value under construction would make it be built
+        // aside and copied field by field).
+        Self {
             clock,
             config,
             base: DEFAULT_APIC_BASE,
@@ -437,9 +440,7 @@ impl<C: Clock> LocalApic<C> {
             ignored_messages: 0,
             processor_delivers: false,
             generations: InterruptGenerations::default(),
-        };
-        apic.reset_registers();
-        apic
+        }
     }
 
     /// Power-up register values (SDM "Local APIC State After Power-Up or
