@@ -399,6 +399,17 @@ pub struct InterruptGenerations {
     pub tmr: u64,
 }
 
+/// What became of a register write (see `LocalApic::write_register`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegisterWrite {
+    /// The register took the value.
+    Done,
+    /// The register is read-only in the current mode.
+    ReadOnly,
+    /// No register at that offset in the current mode.
+    Absent,
+}
+
 /// The registers an [`InterruptGenerations`] counts changes of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum InterruptRegister {
@@ -623,27 +634,10 @@ impl<C: Clock> LocalApic<C> {
                         return Err(ApicFault::ReservedBits { msr, value });
                     }
                 }
-                match offset {
-                    reg::SELF_IPI => {
-                        self.deliver_local(DeliveryMode::Fixed, v as u8, TriggerMode::Edge);
-                        Ok(())
-                    }
-                    reg::ID | reg::VERSION | reg::PPR | reg::LDR | reg::TIMER_CURRENT => {
-                        Err(ApicFault::ReadOnly { msr, value })
-                    }
-                    o if (reg::ISR..reg::ESR).contains(&o) => {
-                        Err(ApicFault::ReadOnly { msr, value })
-                    }
-                    reg::DFR | reg::APR | reg::RRD | reg::ICR_HIGH => {
-                        Err(ApicFault::NoSuchRegister { msr })
-                    }
-                    _ => {
-                        if self.write_register(offset, v) {
-                            Ok(())
-                        } else {
-                            Err(ApicFault::NoSuchRegister { msr })
-                        }
-                    }
+                match self.write_register(offset, v) {
+                    RegisterWrite::Done => Ok(()),
+                    RegisterWrite::ReadOnly => Err(ApicFault::ReadOnly { msr, value }),
+                    RegisterWrite::Absent => Err(ApicFault::NoSuchRegister { msr }),
                 }
             }
             _ => Err(ApicFault::NotApicMsr { msr }),
@@ -721,16 +715,21 @@ impl<C: Clock> LocalApic<C> {
         })
     }
 
-    /// Writes the register at xAPIC `offset`; false if there is no such
-    /// register. Read-only registers ignore writes.
-    fn write_register(&mut self, offset: u32, value: u32) -> bool {
+    /// Writes the register at xAPIC `offset` in the current mode and says
+    /// what became of the write: the xAPIC page ignores writes to read-only
+    /// registers, x2APIC faults them; absent registers are an error in both.
+    /// (ICR low in x2APIC mode is written 64 bits wide by `write_msr`.)
+    fn write_register(&mut self, offset: u32, value: u32) -> RegisterWrite {
         let x2 = self.mode == ApicMode::X2Apic;
         match offset {
-            reg::ID if !x2 => self.id = value >> 24,
+            reg::ID | reg::LDR if x2 => return RegisterWrite::ReadOnly,
+            reg::DFR | reg::APR | reg::RRD | reg::ICR_HIGH if x2 => return RegisterWrite::Absent,
+            reg::SELF_IPI if !x2 => return RegisterWrite::Absent,
+            reg::ID => self.id = value >> 24,
             reg::TPR => self.set_tpr(value as u8),
             reg::EOI => self.eoi(),
-            reg::LDR if !x2 => self.ldr = value & 0xFF00_0000,
-            reg::DFR if !x2 => self.dfr = value | 0x0FFF_FFFF,
+            reg::LDR => self.ldr = value & 0xFF00_0000,
+            reg::DFR => self.dfr = value | 0x0FFF_FFFF,
             reg::SVR => {
                 let mut mask = 0x1FF;
                 if self.config.directed_eoi {
@@ -762,21 +761,19 @@ impl<C: Clock> LocalApic<C> {
                 self.timer.divide_config = value & 0xB;
                 self.rebase_timer();
             }
-            reg::ID
-            | reg::VERSION
-            | reg::APR
-            | reg::PPR
-            | reg::RRD
-            | reg::LDR
-            | reg::DFR
-            | reg::TIMER_CURRENT => {}
-            o if (reg::ISR..reg::ESR).contains(&o) => {}
+            reg::SELF_IPI => {
+                self.deliver_local(DeliveryMode::Fixed, value as u8, TriggerMode::Edge)
+            }
+            reg::VERSION | reg::APR | reg::PPR | reg::RRD | reg::TIMER_CURRENT => {
+                return RegisterWrite::ReadOnly
+            }
+            o if (reg::ISR..reg::ESR).contains(&o) => return RegisterWrite::ReadOnly,
             o => match Lvt::from_offset(o) {
                 Some(lvt) => self.write_lvt(lvt, value),
-                None => return false,
+                None => return RegisterWrite::Absent,
             },
         }
-        true
+        RegisterWrite::Done
     }
 
     fn write_lvt(&mut self, lvt: Lvt, value: u32) {
@@ -1375,8 +1372,7 @@ impl<C: Clock> Mmio for LocalApic<C> {
         {
             return;
         }
-        let slot = offset as u32;
-        if slot == reg::SELF_IPI || !self.write_register(slot, value as u32) {
+        if self.write_register(offset as u32, value as u32) == RegisterWrite::Absent {
             self.signal_error(esr::ILLEGAL_REGISTER);
         }
     }
