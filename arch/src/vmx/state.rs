@@ -348,14 +348,10 @@ impl GuestState {
         vmcs.write(GuestN::IdtrBase, self.idtr.0)?;
         vmcs.write(Guest32::IdtrLimit, self.idtr.1)?;
         vmcs.write(Guest64::VmcsLinkPointer, u64::MAX)?;
-        vmcs.write(Guest64::Debugctl, 0)?;
-        vmcs.write(Guest32::SysenterCs, 0)?;
-        vmcs.write(GuestN::SysenterEsp, 0)?;
-        vmcs.write(GuestN::SysenterEip, 0)?;
-        vmcs.write(Guest32::InterruptibilityState, 0)?;
-        vmcs.write(Guest32::ActivityState, 0)?;
-        vmcs.write(GuestN::PendingDebugExceptions, 0)?;
-        vmcs.write(Control32::EntryInterruptionInfo, 0)?;
+        // One loop over a table instead of a VMWRITE call site per field.
+        for &field in GUEST_ZERO_FIELDS {
+            vmcs.write_encoding(field.into(), 0)?;
+        }
         let ia32e = EntryControl::Ia32eModeGuest.bit();
         let (set, clear) = if self.ia32e_mode {
             (ia32e, 0)
@@ -373,6 +369,21 @@ impl GuestState {
         Ok(())
     }
 }
+
+/// Encodings of the fields zero in every guest this module builds: DEBUGCTL
+/// and the SYSENTER MSRs, no blocking, activity state active, no pending
+/// debug exceptions and no event to inject on the first entry. (Every VMCS
+/// encoding fits in 16 bits, SDM Vol. 3D Appendix B.)
+const GUEST_ZERO_FIELDS: &[u16] = &[
+    Guest64::Debugctl as u16,
+    Guest32::SysenterCs as u16,
+    GuestN::SysenterEsp as u16,
+    GuestN::SysenterEip as u16,
+    Guest32::InterruptibilityState as u16,
+    Guest32::ActivityState as u16,
+    GuestN::PendingDebugExceptions as u16,
+    Control32::EntryInterruptionInfo as u16,
+];
 
 /// The host-state area. HOST_RSP is managed by the run loop and HOST_RIP is
 /// the run loop's exit point; [`HostState::write`] writes `rip` as given.
