@@ -424,6 +424,9 @@ impl HostState {
     ///
     /// # Safety
     /// CPL 0 in 64-bit mode with a loaded TR whose descriptor lies in the GDT.
+    // Out of line: inlined, the struct is built in registers and stored
+    // again field by field wherever the caller keeps it.
+    #[inline(never)]
     pub unsafe fn from_current_cpu() -> Self {
         let selectors = super::hw::selectors();
         let (gdtr_base, _) = super::hw::descriptor_table(false);
