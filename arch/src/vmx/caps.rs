@@ -327,9 +327,6 @@ pub struct MissingMsr(pub u32);
 
 impl VmxCapabilities {
     /// Decodes raw MSR values; 0x480-0x484 and 0x486-0x48A are mandatory.
-    // Out of line: inlined, the raw values are first loaded into scattered
-    // registers and stack slots, then decoded from there.
-    #[inline(never)]
     pub fn decode(raw: &RawVmxMsrs) -> Result<Self, MissingMsr> {
         let need = |m| raw.get(m).ok_or(MissingMsr(m));
         let basic = need(0x480)?;
