@@ -224,24 +224,10 @@ pub(crate) fn read_gpr<V: VmcsAccess + ?Sized>(
     r: &GuestRegisters,
     gpr: u8,
 ) -> Result<u64, VmcsError> {
-    Ok(match gpr & 15 {
-        0 => r.rax,
-        1 => r.rcx,
-        2 => r.rdx,
-        3 => r.rbx,
-        4 => vmcs.read(GuestN::Rsp)?,
-        5 => r.rbp,
-        6 => r.rsi,
-        7 => r.rdi,
-        8 => r.r8,
-        9 => r.r9,
-        10 => r.r10,
-        11 => r.r11,
-        12 => r.r12,
-        13 => r.r13,
-        14 => r.r14,
-        _ => r.r15,
-    })
+    match r.get(gpr & 15) {
+        Some(value) => Ok(value),
+        None => vmcs.read(GuestN::Rsp),
+    }
 }
 
 /// Sets the general register `gpr` of an exit qualification to `value`.
@@ -251,26 +237,13 @@ pub(crate) fn write_gpr<V: VmcsAccess + ?Sized>(
     gpr: u8,
     value: u64,
 ) -> Result<(), VmcsError> {
-    let slot = match gpr & 15 {
-        0 => &mut r.rax,
-        1 => &mut r.rcx,
-        2 => &mut r.rdx,
-        3 => &mut r.rbx,
-        4 => return vmcs.write(GuestN::Rsp, value),
-        5 => &mut r.rbp,
-        6 => &mut r.rsi,
-        7 => &mut r.rdi,
-        8 => &mut r.r8,
-        9 => &mut r.r9,
-        10 => &mut r.r10,
-        11 => &mut r.r11,
-        12 => &mut r.r12,
-        13 => &mut r.r13,
-        14 => &mut r.r14,
-        _ => &mut r.r15,
-    };
-    *slot = value;
-    Ok(())
+    match r.slot(gpr & 15) {
+        Some(slot) => {
+            *slot = value;
+            Ok(())
+        }
+        None => vmcs.write(GuestN::Rsp, value),
+    }
 }
 
 /// Makes CPUID leaf 1 show the local APIC as `IA32_APIC_BASE` has it:

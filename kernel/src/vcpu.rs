@@ -919,28 +919,10 @@ fn apply_write_back<H: VcpuHardware + ?Sized>(
 ) -> Result<(), VmcsError> {
     let values = &write_back.registers.gpr;
     let regs = cpu.registers();
-    let slots: [Option<&mut u64>; 16] = [
-        Some(&mut regs.rax),
-        Some(&mut regs.rcx),
-        Some(&mut regs.rdx),
-        Some(&mut regs.rbx),
-        None,
-        Some(&mut regs.rbp),
-        Some(&mut regs.rsi),
-        Some(&mut regs.rdi),
-        Some(&mut regs.r8),
-        Some(&mut regs.r9),
-        Some(&mut regs.r10),
-        Some(&mut regs.r11),
-        Some(&mut regs.r12),
-        Some(&mut regs.r13),
-        Some(&mut regs.r14),
-        Some(&mut regs.r15),
-    ];
-    for (n, slot) in slots.into_iter().enumerate() {
+    for (n, &value) in (0u8..).zip(values) {
         if write_back.changed & (1 << n) != 0 {
-            if let Some(slot) = slot {
-                *slot = values[n];
+            if let Some(slot) = regs.slot(n) {
+                *slot = value;
             }
         }
     }

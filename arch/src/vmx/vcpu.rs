@@ -271,7 +271,32 @@ pub struct GuestRegisters {
 }
 
 impl GuestRegisters {
-    fn slot(&mut self, gpr: u8) -> Option<&mut u64> {
+    /// General register `gpr` by its SDM encoding (0 RAX .. 15 R15);
+    /// `None` for 4, RSP, which lives in the VMCS, and for numbers above 15.
+    pub fn get(&self, gpr: u8) -> Option<u64> {
+        Some(match gpr {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            15 => self.r15,
+            _ => return None,
+        })
+    }
+
+    /// General register `gpr` by its SDM encoding, writable; `None` as for
+    /// [`GuestRegisters::get`].
+    pub fn slot(&mut self, gpr: u8) -> Option<&mut u64> {
         Some(match gpr {
             0 => &mut self.rax,
             1 => &mut self.rcx,
