@@ -6,8 +6,8 @@
 //!   device type, the device status bits and the transport feature bits.
 //! - [`pci`]: the virtio PCI transport ([`VirtioPci`]): the modern interface
 //!   (vendor capabilities for common, notify, ISR and device configuration
-//!   in one memory BAR) and, for transitional devices, the legacy I/O BAR;
-//!   interrupts are INTx with the ISR status register (no MSI-X).
+//!   in one memory BAR) and, for transitional devices, the legacy I/O BAR
+//!   (left out of modern-only functions at compile time); interrupts are INTx with the ISR status register (no MSI-X).
 //! - [`block`]: virtio-blk ([`VirtioBlock`]) over a [`BlockBackend`].
 //!
 //! Nothing allocates: queues are fixed arrays, data moves through a
@@ -31,7 +31,7 @@
 //! use ponte_kernel::memory::{GuestMemory, MemoryError};
 //! use ponte_pci::bus::ResourceWindow;
 //! use ponte_pci::PciBus;
-//! use ponte_virtio::pci::{VirtioPci, VirtioPciTransport, MODERN_BAR};
+//! use ponte_virtio::pci::{Transitional, VirtioPci, MODERN_BAR};
 //! use ponte_virtio::{BlockBackend, VirtioBlock};
 //!
 //! /// Guest RAM (the image implements this over the host memory backing it).
@@ -85,7 +85,7 @@
 //!     VirtioBlock::new(Image([0; 4096]), b"ponte-vhd-0"),
 //!     Ram(&ram),
 //!     LINES.line(11).unwrap(),
-//!     VirtioPciTransport::Transitional,
+//!     Transitional,
 //! ).unwrap();
 //! disk.header_mut().set_interrupt_line(11);
 //!

@@ -14,8 +14,11 @@
 //!   vendor-specific capability (ID 0x09) in configuration space, followed
 //!   by the PCI configuration access capability, whose `pci_cfg_data`
 //!   reaches any BAR register through configuration cycles.
-//! - BAR 0, I/O, only for [`VirtioPciTransport::Transitional`] devices: the
-//!   legacy (virtio 0.9.5) register block, device configuration at 0x14.
+//! - BAR 0, I/O, only for [`Transitional`] devices: the legacy (virtio
+//!   0.9.5) register block, device configuration at 0x14.
+//!
+//! The transport is a type parameter ([`VirtioPciTransport`]): a [`Modern`]
+//! function carries no code of the legacy interface.
 //!
 //! Modern devices have device ID 0x1040 + type, transitional ones the legacy
 //! ID (0x1001 for block) with the type in the subsystem ID. A driver that
@@ -31,6 +34,7 @@
 //! Queues are processed only while bus mastering is enabled.
 
 use core::fmt;
+use core::marker::PhantomData;
 
 use ponte_kernel::device::AccessWidth;
 use ponte_kernel::irq::InterruptLine;
@@ -119,13 +123,28 @@ pub mod legacy {
     pub const CONFIG: u64 = 0x14;
 }
 
-/// Which interfaces the function offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VirtioPciTransport {
-    /// Virtio 1.x only: device ID 0x1040 + type.
-    Modern,
-    /// Modern and legacy interfaces: the legacy device ID and an I/O BAR.
-    Transitional,
+/// Which interfaces a [`VirtioPci`] function offers: [`Modern`] or
+/// [`Transitional`]. A type rather than a value, so that a function built
+/// without the legacy interface carries none of its code.
+pub trait VirtioPciTransport {
+    /// Whether the legacy interface is offered too.
+    const LEGACY: bool;
+}
+
+/// Virtio 1.x only: device ID 0x1040 + type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Modern;
+
+/// Modern and legacy interfaces: the legacy device ID and an I/O BAR.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transitional;
+
+impl VirtioPciTransport for Modern {
+    const LEGACY: bool = false;
+}
+
+impl VirtioPciTransport for Transitional {
+    const LEGACY: bool = true;
 }
 
 /// Why a function could not be built.
@@ -221,11 +240,12 @@ fn add_region_capability(
 }
 
 /// A virtio device of type `D` as a PCI function, reaching guest memory
-/// through `M` and interrupting through `L`.
-pub struct VirtioPci<M, D, L> {
+/// through `M`, interrupting through `L` and offering the interfaces of
+/// transport `T`.
+pub struct VirtioPci<M, D, L, T = Modern> {
     header: ConfigHeader,
     pci_cfg_cap: u8,
-    transport: VirtioPciTransport,
+    transport: PhantomData<T>,
     device: D,
     mem: M,
     line: L,
@@ -243,17 +263,15 @@ pub struct VirtioPci<M, D, L> {
     last_error: Option<DeviceError>,
 }
 
-impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
-    /// Wraps `device`. The function uses INTA#; its interrupt line register
-    /// is 0xFF (unknown) until the integrator sets it through
+impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine, T: VirtioPciTransport>
+    VirtioPci<M, D, L, T>
+{
+    /// Wraps `device`, offering the interfaces of the transport passed
+    /// ([`Modern`] or [`Transitional`]). The function uses INTA#; its interrupt line
+    /// register is 0xFF (unknown) until the integrator sets it through
     /// [`VirtioPci::header_mut`]. BARs are unplaced until firmware or the
     /// guest assigns them.
-    pub fn new(
-        device: D,
-        mem: M,
-        line: L,
-        transport: VirtioPciTransport,
-    ) -> Result<Self, VirtioPciError> {
+    pub fn new(device: D, mem: M, line: L, _transport: T) -> Result<Self, VirtioPciError> {
         let device_type = device.device_type();
         let queue_count = device.queue_count();
         if usize::from(queue_count) > MAX_QUEUES {
@@ -264,14 +282,15 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
             return Err(VirtioPciError::ConfigTooLarge { len: config_len });
         }
         let (class_code, subclass, prog_if) = device.pci_class();
-        let (device_id, revision_id, subsystem_id) = match transport {
-            VirtioPciTransport::Modern => (MODERN_DEVICE_ID_BASE + device_type, 1, 0x1100),
-            VirtioPciTransport::Transitional => (
+        let (device_id, revision_id, subsystem_id) = if T::LEGACY {
+            (
                 transitional_device_id(device_type)
                     .ok_or(VirtioPciError::NoLegacyId { device_type })?,
                 0,
                 device_type,
-            ),
+            )
+        } else {
+            (MODERN_DEVICE_ID_BASE + device_type, 1, 0x1100)
         };
         let mut header = ConfigHeader::new(PciIds {
             vendor_id: VENDOR_ID,
@@ -283,7 +302,7 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
             subsystem_vendor_id: VENDOR_ID,
             subsystem_id,
         });
-        if transport == VirtioPciTransport::Transitional {
+        if T::LEGACY {
             header.set_bar(LEGACY_BAR, BarKind::Io, LEGACY_BAR_SIZE)?;
         }
         header.set_bar(
@@ -321,7 +340,7 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
         Ok(Self {
             header,
             pci_cfg_cap,
-            transport,
+            transport: PhantomData,
             device,
             mem,
             line,
@@ -431,6 +450,12 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
         self.update_intx();
     }
 
+    /// Whether a legacy driver drives the device (never, without the
+    /// legacy interface).
+    fn legacy_driver(&self) -> bool {
+        T::LEGACY && self.legacy_driver
+    }
+
     fn features_acceptable(&self) -> bool {
         self.driver_features & !self.offered_features() == 0
             && self.driver_features & features::VERSION_1 != 0
@@ -452,20 +477,20 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
         let mut new = requested | (old & status::NEEDS_RESET);
         let rising = new & !old;
         if rising & status::FEATURES_OK != 0 {
-            if new & status::DRIVER != 0 && !self.legacy_driver && self.features_acceptable() {
+            if new & status::DRIVER != 0 && !self.legacy_driver() && self.features_acceptable() {
                 self.negotiated = self.driver_features;
             } else {
                 new &= !status::FEATURES_OK;
             }
         }
         if rising & status::DRIVER_OK != 0 {
-            let ready = if self.legacy_driver {
+            let ready = if self.legacy_driver() {
                 new & status::DRIVER != 0
             } else {
                 new & status::FEATURES_OK != 0
             };
             if ready {
-                if self.legacy_driver {
+                if self.legacy_driver() {
                     self.negotiated = self.driver_features & self.offered_features() & 0xFFFF_FFFF;
                 }
                 self.device.activate(self.negotiated);
@@ -740,7 +765,9 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> VirtioPci<M, D, L> {
     }
 }
 
-impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> PciFunction for VirtioPci<M, D, L> {
+impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine, T: VirtioPciTransport> PciFunction
+    for VirtioPci<M, D, L, T>
+{
     fn config_read(&mut self, offset: u8, width: AccessWidth) -> u32 {
         if self.touches_pci_cfg_data(offset, width) {
             if let Some((bar, at, w)) = self.pci_cfg_target() {
@@ -772,9 +799,7 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> PciFunction for VirtioPc
     fn bar_read(&mut self, bar: usize, offset: u64, width: AccessWidth) -> u64 {
         match bar {
             MODERN_BAR => self.modern_read(offset, width),
-            LEGACY_BAR if self.transport == VirtioPciTransport::Transitional => {
-                self.legacy_read(offset, width)
-            }
+            LEGACY_BAR if T::LEGACY => self.legacy_read(offset, width),
             _ => width.mask(),
         }
     }
@@ -782,9 +807,7 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine> PciFunction for VirtioPc
     fn bar_write(&mut self, bar: usize, offset: u64, width: AccessWidth, value: u64) {
         match bar {
             MODERN_BAR => self.modern_write(offset, width, value),
-            LEGACY_BAR if self.transport == VirtioPciTransport::Transitional => {
-                self.legacy_write(offset, width, value)
-            }
+            LEGACY_BAR if T::LEGACY => self.legacy_write(offset, width, value),
             _ => {}
         }
     }

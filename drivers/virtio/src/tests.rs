@@ -14,13 +14,14 @@ use ponte_pci::{PciBus, PciFunction};
 use crate::block::{features as blk, request, status as blk_status, VirtioBlock};
 use crate::device::{features, status, DeviceError};
 use crate::pci::{
-    layout, legacy, VirtioPci, VirtioPciTransport, LEGACY_BAR, MODERN_BAR, MODERN_BAR_SIZE,
+    layout, legacy, Modern, Transitional, VirtioPci, VirtioPciTransport, LEGACY_BAR, MODERN_BAR,
+    MODERN_BAR_SIZE,
 };
 use crate::queue::{desc_flags, QueueError, RingPart, Segment, SplitQueue, QUEUE_SIZE_LIMIT};
 use crate::testing::*;
 use crate::BlockRequestError;
 
-type Blk<'a> = VirtioPci<TestMemory<'a>, VirtioBlock<MemDisk>, RecordingLine>;
+type Blk<'a, T = Modern> = VirtioPci<TestMemory<'a>, VirtioBlock<MemDisk>, RecordingLine, T>;
 
 const RAM: usize = 0x40_0000;
 const DATA: u64 = 0x10_0000;
@@ -331,7 +332,7 @@ fn used_ring_gets_element_then_index_and_wraps() {
 // ---------------------------------------------------------------------------
 // The PCI transport, driven as Linux's virtio_pci_modern does.
 
-fn blk_device<'a>(ram: &'a [Cell<u8>], disk: MemDisk, transport: VirtioPciTransport) -> Blk<'a> {
+fn blk_device<T: VirtioPciTransport>(ram: &[Cell<u8>], disk: MemDisk, transport: T) -> Blk<'_, T> {
     let mut dev = VirtioPci::new(
         VirtioBlock::new(disk, b"ponte-disk-0"),
         TestMemory(ram),
@@ -347,15 +348,24 @@ fn blk_device<'a>(ram: &'a [Cell<u8>], disk: MemDisk, transport: VirtioPciTransp
     dev
 }
 
-fn common_read(dev: &mut Blk<'_>, offset: u64, width: AccessWidth) -> u64 {
+fn common_read<T: VirtioPciTransport>(
+    dev: &mut Blk<'_, T>,
+    offset: u64,
+    width: AccessWidth,
+) -> u64 {
     dev.bar_read(MODERN_BAR, layout::COMMON + offset, width)
 }
 
-fn common_write(dev: &mut Blk<'_>, offset: u64, width: AccessWidth, value: u64) {
+fn common_write<T: VirtioPciTransport>(
+    dev: &mut Blk<'_, T>,
+    offset: u64,
+    width: AccessWidth,
+    value: u64,
+) {
     dev.bar_write(MODERN_BAR, layout::COMMON + offset, width, value)
 }
 
-fn device_features(dev: &mut Blk<'_>) -> u64 {
+fn device_features<T: VirtioPciTransport>(dev: &mut Blk<'_, T>) -> u64 {
     common_write(dev, 0x00, AccessWidth::Dword, 0);
     let low = common_read(dev, 0x04, AccessWidth::Dword);
     common_write(dev, 0x00, AccessWidth::Dword, 1);
@@ -363,12 +373,12 @@ fn device_features(dev: &mut Blk<'_>) -> u64 {
     high << 32 | low
 }
 
-fn set_status(dev: &mut Blk<'_>, value: u8) -> u8 {
+fn set_status<T: VirtioPciTransport>(dev: &mut Blk<'_, T>, value: u8) -> u8 {
     common_write(dev, 0x14, AccessWidth::Byte, u64::from(value));
     common_read(dev, 0x14, AccessWidth::Byte) as u8
 }
 
-fn write_driver_features(dev: &mut Blk<'_>, f: u64) {
+fn write_driver_features<T: VirtioPciTransport>(dev: &mut Blk<'_, T>, f: u64) {
     common_write(dev, 0x08, AccessWidth::Dword, 0);
     common_write(dev, 0x0C, AccessWidth::Dword, f & 0xFFFF_FFFF);
     common_write(dev, 0x08, AccessWidth::Dword, 1);
@@ -377,7 +387,11 @@ fn write_driver_features(dev: &mut Blk<'_>, f: u64) {
 
 /// virtio_dev_probe + vp_modern setup_vq + virtio_device_ready, in Linux's
 /// order; returns the negotiated queue size.
-fn linux_bring_up(dev: &mut Blk<'_>, wanted: u64, queue_size: u16) -> u16 {
+fn linux_bring_up<T: VirtioPciTransport>(
+    dev: &mut Blk<'_, T>,
+    wanted: u64,
+    queue_size: u16,
+) -> u16 {
     assert_eq!(set_status(dev, 0), 0);
     set_status(dev, status::ACKNOWLEDGE);
     set_status(dev, status::ACKNOWLEDGE | status::DRIVER);
@@ -409,12 +423,12 @@ fn linux_bring_up(dev: &mut Blk<'_>, wanted: u64, queue_size: u16) -> u16 {
     queue_size
 }
 
-fn notify(dev: &mut Blk<'_>) {
+fn notify<T: VirtioPciTransport>(dev: &mut Blk<'_, T>) {
     // vp_notify: iowrite16(queue index, notify base + notify_off * multiplier).
     dev.bar_write(MODERN_BAR, layout::NOTIFY, AccessWidth::Word, 0);
 }
 
-fn read_isr(dev: &mut Blk<'_>) -> u8 {
+fn read_isr<T: VirtioPciTransport>(dev: &mut Blk<'_, T>) -> u8 {
     dev.bar_read(MODERN_BAR, layout::ISR, AccessWidth::Byte) as u8
 }
 
@@ -428,7 +442,7 @@ const LINUX_FEATURES: u64 = features::VERSION_1
 #[test]
 fn identification_matches_the_specification() {
     let ram = ram(0x1000);
-    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(8), Modern);
     assert_eq!(dev.config_read(0, AccessWidth::Dword), 0x1042_1AF4);
     // Revision 1 (no legacy), class 01/00.
     assert_eq!(dev.config_read(8, AccessWidth::Dword), 0x0100_0001);
@@ -438,7 +452,7 @@ fn identification_matches_the_specification() {
     // No legacy BAR on a modern device.
     assert_eq!(dev.config_read(0x10, AccessWidth::Dword), 0);
     let ram2 = crate::testing::ram(0x1000);
-    let mut t = blk_device(&ram2, MemDisk::new(8), VirtioPciTransport::Transitional);
+    let mut t = blk_device(&ram2, MemDisk::new(8), Transitional);
     assert_eq!(t.config_read(0, AccessWidth::Dword), 0x1001_1AF4);
     assert_eq!(t.config_read(8, AccessWidth::Byte), 0);
     // Transitional: subsystem device ID is the virtio type.
@@ -447,9 +461,30 @@ fn identification_matches_the_specification() {
 }
 
 #[test]
+fn a_modern_device_has_no_legacy_register_block() {
+    let ram = ram(0x1000);
+    let mut dev = blk_device(&ram, MemDisk::new(8), Modern);
+    // A driver poking where a legacy block would be reads no device there
+    // and cannot move the status machine.
+    dev.bar_write(LEGACY_BAR, legacy::STATUS, AccessWidth::Byte, 1);
+    assert_eq!(
+        dev.bar_read(LEGACY_BAR, legacy::STATUS, AccessWidth::Byte),
+        0xFF
+    );
+    assert_eq!(
+        dev.bar_read(LEGACY_BAR, legacy::DEVICE_FEATURES, AccessWidth::Dword),
+        0xFFFF_FFFF
+    );
+    assert_eq!(dev.status(), 0);
+    // The modern interface still negotiates.
+    linux_bring_up(&mut dev, LINUX_FEATURES, 8);
+    assert_eq!(dev.negotiated_features(), LINUX_FEATURES);
+}
+
+#[test]
 fn virtio_capabilities_are_found_as_linux_finds_them() {
     let ram = ram(0x1000);
-    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(8), Modern);
     // virtio_pci_find_capability(): walk PCI_CAP_ID_VNDR entries, read
     // cfg_type and bar from struct virtio_pci_cap.
     let mut found = Vec::new();
@@ -494,7 +529,7 @@ fn virtio_capabilities_are_found_as_linux_finds_them() {
 #[test]
 fn feature_negotiation_follows_the_status_machine() {
     let ram = ram(0x10000);
-    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(8), Modern);
     set_status(&mut dev, status::ACKNOWLEDGE);
     set_status(&mut dev, status::ACKNOWLEDGE | status::DRIVER);
     let offered = device_features(&mut dev);
@@ -550,7 +585,7 @@ fn feature_negotiation_follows_the_status_machine() {
 #[test]
 fn queue_registers_round_trip_and_out_of_range_queues_read_zero() {
     let ram = ram(0x10000);
-    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(8), Modern);
     common_write(&mut dev, 0x16, AccessWidth::Word, 0);
     assert_eq!(common_read(&mut dev, 0x18, AccessWidth::Word), 256);
     assert_eq!(common_read(&mut dev, 0x1A, AccessWidth::Word), 0xFFFF);
@@ -569,7 +604,7 @@ fn queue_registers_round_trip_and_out_of_range_queues_read_zero() {
 #[test]
 fn enabling_a_queue_with_a_bad_size_needs_reset() {
     let ram = ram(0x10000);
-    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(8), Modern);
     set_status(&mut dev, status::ACKNOWLEDGE | status::DRIVER);
     common_write(&mut dev, 0x18, AccessWidth::Word, 100);
     common_write(&mut dev, 0x1C, AccessWidth::Word, 1);
@@ -590,7 +625,7 @@ fn enabling_a_queue_with_a_bad_size_needs_reset() {
 #[test]
 fn device_config_reads_like_virtio_cread() {
     let ram = ram(0x10000);
-    let mut dev = blk_device(&ram, MemDisk::new(0x12345), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(0x12345), Modern);
     let cfg = |dev: &mut Blk<'_>, off: u64, w| dev.bar_read(MODERN_BAR, layout::DEVICE + off, w);
     // capacity is read as two 32-bit halves around config_generation.
     let lo = cfg(&mut dev, 0, AccessWidth::Dword);
@@ -618,7 +653,7 @@ fn fill(ram: &[Cell<u8>], addr: u64, len: usize, seed: u8) -> Vec<u8> {
 #[test]
 fn linux_style_write_then_read_round_trip() {
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(64), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(64), Modern);
     let size = linux_bring_up(
         &mut dev,
         LINUX_FEATURES & !features::RING_INDIRECT_DESC,
@@ -676,7 +711,7 @@ fn linux_style_write_then_read_round_trip() {
 #[test]
 fn indirect_requests_flush_and_get_id() {
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(64), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(64), Modern);
     let size = linux_bring_up(&mut dev, LINUX_FEATURES, 64);
     let mut d = RingDriver::new(&ram, size);
     // An IN request through an indirect table.
@@ -718,7 +753,7 @@ fn indirect_requests_flush_and_get_id() {
 #[test]
 fn a_batch_completes_with_one_interrupt_per_notify() {
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(64), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(64), Modern);
     let size = linux_bring_up(&mut dev, LINUX_FEATURES, 16);
     let mut d = RingDriver::new(&ram, size);
     for i in 0..3u64 {
@@ -749,7 +784,7 @@ fn a_batch_completes_with_one_interrupt_per_notify() {
 #[test]
 fn data_moves_in_bounce_buffer_chunks() {
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(256), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(256), Modern);
     let size = linux_bring_up(&mut dev, LINUX_FEATURES, 16);
     let mut d = RingDriver::new(&ram, size);
     let data = fill(&ram, DATA + 0x1000, 0x10000, 0x5A);
@@ -773,7 +808,7 @@ fn bad_requests_complete_with_ioerr_or_unsupp() {
     let ram = ram(RAM);
     let mut disk = MemDisk::new(64);
     disk.read_only = false;
-    let mut dev = blk_device(&ram, disk, VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, disk, Modern);
     let size = linux_bring_up(&mut dev, LINUX_FEATURES, 32);
     let mut d = RingDriver::new(&ram, size);
     let mut run = |dev: &mut Blk<'_>, kind: u32, sector: u64, data: Option<(u32, bool)>| {
@@ -833,7 +868,7 @@ fn bad_requests_complete_with_ioerr_or_unsupp() {
 #[test]
 fn write_zeroes_clears_the_range() {
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(64), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(64), Modern);
     let size = linux_bring_up(&mut dev, LINUX_FEATURES, 16);
     let mut d = RingDriver::new(&ram, size);
     poke(&ram, DATA, &blk_header(request::WRITE_ZEROES, 0));
@@ -860,7 +895,7 @@ fn read_only_disks_refuse_writes() {
     let mut disk = MemDisk::new(8);
     disk.read_only = true;
     let before = disk.data.clone();
-    let mut dev = blk_device(&ram, disk, VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, disk, Modern);
     assert_ne!(device_features(&mut dev) & blk::RO, 0);
     let size = linux_bring_up(&mut dev, LINUX_FEATURES | blk::RO, 16);
     let mut d = RingDriver::new(&ram, size);
@@ -878,7 +913,7 @@ fn read_only_disks_refuse_writes() {
 #[test]
 fn hostile_chain_puts_the_device_in_needs_reset() {
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(64), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(64), Modern);
     let size = linux_bring_up(&mut dev, LINUX_FEATURES, 8);
     let mut d = RingDriver::new(&ram, size);
     d.write_desc(DESC, 0, DATA, 16, desc_flags::NEXT, 1);
@@ -942,7 +977,7 @@ fn malformed_block_requests_need_reset() {
     ];
     for (bufs, error) in cases {
         let ram = ram(RAM);
-        let mut dev = blk_device(&ram, MemDisk::new(64), VirtioPciTransport::Modern);
+        let mut dev = blk_device(&ram, MemDisk::new(64), Modern);
         let size = linux_bring_up(&mut dev, LINUX_FEATURES, 8);
         let mut d = RingDriver::new(&ram, size);
         poke(&ram, DATA, &blk_header(request::IN, 0));
@@ -956,7 +991,7 @@ fn malformed_block_requests_need_reset() {
 #[test]
 fn no_dma_without_bus_master_and_intx_follows_the_disable_bit() {
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(64), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(64), Modern);
     let size = linux_bring_up(&mut dev, LINUX_FEATURES, 8);
     let mut d = RingDriver::new(&ram, size);
     dev.config_write(0x04, AccessWidth::Word, 0x3);
@@ -982,8 +1017,8 @@ fn no_dma_without_bus_master_and_intx_follows_the_disable_bit() {
 #[test]
 fn legacy_driver_uses_the_io_bar() {
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(64), VirtioPciTransport::Transitional);
-    let io = |dev: &mut Blk<'_>, off: u64, w| dev.bar_read(LEGACY_BAR, off, w);
+    let mut dev = blk_device(&ram, MemDisk::new(64), Transitional);
+    let io = |dev: &mut Blk<'_, Transitional>, off: u64, w| dev.bar_read(LEGACY_BAR, off, w);
     // virtio_pci_legacy: reset, ACK, DRIVER, features (32 bits), queue setup
     // by PFN, DRIVER_OK.
     dev.bar_write(LEGACY_BAR, legacy::STATUS, AccessWidth::Byte, 0);
@@ -1048,7 +1083,7 @@ fn virtio_blk_on_the_pci_bus_end_to_end() {
         VirtioBlock::new(MemDisk::new(32), b"vhd"),
         TestMemory(&ram),
         RecordingLine::default(),
-        VirtioPciTransport::Transitional,
+        Transitional,
     )
     .unwrap();
     dev.header_mut().set_interrupt_line(11);
@@ -1125,7 +1160,7 @@ fn virtio_blk_on_the_pci_bus_end_to_end() {
 #[test]
 fn pci_cfg_capability_reaches_the_bar_through_config_cycles() {
     let ram = ram(0x10000);
-    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(8), Modern);
     // The fifth vendor capability follows the four region capabilities.
     let mut pos = dev.config_read(0x34, AccessWidth::Byte) as u8;
     for _ in 0..4 {
@@ -1168,7 +1203,7 @@ fn rings_outside_ram_are_typed_errors() {
     // The used ring of a 4-entry queue placed past the end of RAM: the
     // request runs, but it cannot be returned.
     let ram = ram(RAM);
-    let mut dev = blk_device(&ram, MemDisk::new(8), VirtioPciTransport::Modern);
+    let mut dev = blk_device(&ram, MemDisk::new(8), Modern);
     set_status(&mut dev, status::ACKNOWLEDGE | status::DRIVER);
     write_driver_features(&mut dev, features::VERSION_1);
     set_status(
@@ -1312,7 +1347,7 @@ fn random_register_traffic_never_panics() {
         state.wrapping_mul(0x2545_F491_4F6C_DD1D)
     };
     let ram = ram(0x10000);
-    let mut dev = blk_device(&ram, MemDisk::new(16), VirtioPciTransport::Transitional);
+    let mut dev = blk_device(&ram, MemDisk::new(16), Transitional);
     let widths = [
         AccessWidth::Byte,
         AccessWidth::Word,

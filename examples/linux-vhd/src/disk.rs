@@ -32,7 +32,10 @@ use ponte_vhd::{
     BlockDevice, Disk, IoError, LocatorHint, OpenOptions, ParentRequest, ParentResolver,
     SliceDevice, SlicePool,
 };
-use ponte_virtio::{pci::VirtioPci, BlockBackend, VirtioBlock, VirtioPciTransport};
+use ponte_virtio::{
+    pci::{Modern, VirtioPci},
+    BlockBackend, VirtioBlock,
+};
 
 use crate::board::{Dev, LINES};
 use crate::DISK_GSI;
@@ -162,8 +165,9 @@ pub type DiskFunction<'a, 'w> =
     VirtioPci<GuestRam<'a>, VirtioBlock<VhdBackend<'a, 'w>>, Line<'static, 24>>;
 
 /// The virtio-blk function over `disk`, its interrupt on [`DISK_GSI`];
-/// a transitional device, so that drivers of either virtio revision find
-/// it. Out of line, so that the function is built where it is returned.
+/// a modern (virtio 1.x) device, which Linux's virtio_pci drives, so the
+/// image carries no legacy interface. Out of line, so that the function is
+/// built where it is returned.
 #[inline(never)]
 pub fn function<'a, 'w>(
     disk: &'a RefCell<VhdDisk<'w>>,
@@ -175,7 +179,7 @@ pub fn function<'a, 'w>(
             VirtioBlock::new(VhdBackend(disk), b"ponte-vhd-0"),
             GuestRam(layout),
             line,
-            VirtioPciTransport::Transitional,
+            Modern,
         ),
         "virtio-blk"
     )
