@@ -138,6 +138,8 @@ impl Channel {
     }
 
     /// Loads a pending mode 2/3 count once its cycle has ended by tick `t`.
+    /// Out of line: every port access settles the channels it touches.
+    #[inline(never)]
     fn settle(&mut self, t: u64) {
         if let Some((at, initial)) = self.pending_reload {
             if t >= at {
