@@ -406,6 +406,16 @@ impl<'a, const N: usize> PciBus<'a, N> {
         })
     }
 
+    /// The dword at `at` of `address` read back after writing all ones to
+    /// it, the original value restored: a BAR's size mask.
+    fn size_mask(&mut self, address: PciAddress, at: u8) -> u32 {
+        let original = self.config_read(address, at, AccessWidth::Dword);
+        self.config_write(address, at, AccessWidth::Dword, u32::MAX);
+        let mask = self.config_read(address, at, AccessWidth::Dword);
+        self.config_write(address, at, AccessWidth::Dword, original);
+        mask
+    }
+
     /// Sizes BAR `bar` of `address` the way firmware and operating systems
     /// do: write all ones, read back the mask, restore. Returns its kind and
     /// size, or `None` for an unimplemented BAR (or the upper half of a
@@ -416,10 +426,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
             return None;
         }
         let at = offset::BAR0 + 4 * bar as u8;
-        let original = self.config_read(address, at, AccessWidth::Dword);
-        self.config_write(address, at, AccessWidth::Dword, u32::MAX);
-        let mask = self.config_read(address, at, AccessWidth::Dword);
-        self.config_write(address, at, AccessWidth::Dword, original);
+        let mask = self.size_mask(address, at);
         if mask == 0 || mask == u32::MAX {
             // Unimplemented, or no function at all.
             return None;
@@ -440,11 +447,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
                 (size != 0).then_some((BarKind::Memory32 { prefetchable }, size))
             }
             2 if bar + 1 < BAR_COUNT => {
-                let high_at = at + 4;
-                let high = self.config_read(address, high_at, AccessWidth::Dword);
-                self.config_write(address, high_at, AccessWidth::Dword, u32::MAX);
-                let high_mask = self.config_read(address, high_at, AccessWidth::Dword);
-                self.config_write(address, high_at, AccessWidth::Dword, high);
+                let high_mask = self.size_mask(address, at + 4);
                 let bits = u64::from(high_mask) << 32 | u64::from(mask & !0xF);
                 let size = (!bits).wrapping_add(1);
                 (size != 0).then_some((BarKind::Memory64 { prefetchable }, size))
