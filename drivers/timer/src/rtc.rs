@@ -100,17 +100,19 @@ impl DateTime {
     /// The date and time `secs` seconds after 1970-01-01 00:00:00.
     pub fn from_unix(secs: i64) -> Self {
         let days = secs.div_euclid(SECS_PER_DAY);
-        let tod = secs.rem_euclid(SECS_PER_DAY);
+        // The time of day and the day of the era are never negative: they
+        // are worked out unsigned, which divides by constants in less code.
+        let tod = secs.rem_euclid(SECS_PER_DAY) as u32;
         // Civil-from-days over 400-year eras (proleptic Gregorian).
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
+        let doe = z.rem_euclid(146_097) as u32;
         let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
         let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
         let mp = (5 * doy + 2) / 153;
         let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
         let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let year = i64::from(yoe) + era * 400 + i64::from(month <= 2);
         Self {
             year,
             month,
@@ -124,15 +126,18 @@ impl DateTime {
     /// Seconds since 1970-01-01 00:00:00; out-of-range fields are clamped
     /// (a day past the month's end rolls into the next month).
     pub fn to_unix(&self) -> i64 {
-        let month = i64::from(self.month.clamp(1, 12));
-        let day = i64::from(self.day.clamp(1, 31));
-        let year = self.year.clamp(0, 9999) - i64::from(month <= 2);
-        let era = year.div_euclid(400);
-        let yoe = year.rem_euclid(400);
+        let month = u32::from(self.month.clamp(1, 12));
+        let day = u32::from(self.day.clamp(1, 31));
+        // Counted from 400 BC (one era early), the year (-1..=9999) is never
+        // negative: the era arithmetic is unsigned, which divides by
+        // constants in less code.
+        let year = (self.year.clamp(0, 9999) + 400) as u32 - u32::from(month <= 2);
+        let era = i64::from(year / 400) - 1;
+        let yoe = year % 400;
         let mp = if month > 2 { month - 3 } else { month + 9 };
         let doy = (153 * mp + 2) / 5 + day - 1;
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
+        let days = era * 146_097 + i64::from(doe) - 719_468;
         days * SECS_PER_DAY
             + i64::from(self.hour.min(23)) * 3600
             + i64::from(self.minute.min(59)) * 60

@@ -71,6 +71,31 @@ fn calendar_conversion() {
 }
 
 #[test]
+fn calendar_conversion_before_1970_and_across_eras() {
+    // Seconds of the proleptic Gregorian calendar, as other calendar
+    // libraries count them.
+    let cases = [
+        ((1, 1, 1, 0, 0, 0), -62_135_596_800),
+        ((1600, 2, 29, 12, 0, 1), -11_670_955_199),
+        ((1900, 3, 1, 0, 0, 0), -2_203_891_200),
+        ((1969, 12, 31, 23, 59, 59), -1),
+        ((9999, 12, 31, 23, 59, 59), 253_402_300_799),
+    ];
+    for ((year, month, day, hour, minute, second), secs) in cases {
+        let dt = DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        };
+        assert_eq!(DateTime::from_unix(secs), dt, "{secs}");
+        assert_eq!(dt.to_unix(), secs, "{dt:?}");
+    }
+}
+
+#[test]
 fn time_registers_in_bcd_24_hour() {
     let clock = ManualClock::new(0);
     let line = LevelLine::default();
