@@ -142,11 +142,17 @@ impl Identity {
 /// ATA strings hold two characters a word, the first in the high byte.
 fn ascii<const N: usize>(words: &[u16]) -> [u8; N] {
     let mut out = [b' '; N];
-    for (pair, word) in out.chunks_exact_mut(2).zip(words) {
-        pair[0] = (word >> 8) as u8;
-        pair[1] = *word as u8;
-    }
+    unpack_chars(&mut out, words);
     out
+}
+
+/// The characters of `words` into `out`, two a word. Not generic and out
+/// of line: one copy serves every string length.
+#[inline(never)]
+fn unpack_chars(out: &mut [u8], words: &[u16]) {
+    for (pair, word) in out.chunks_exact_mut(2).zip(words) {
+        pair.copy_from_slice(&word.to_be_bytes());
+    }
 }
 
 fn trimmed(bytes: &[u8]) -> &str {
