@@ -412,7 +412,11 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine, T: VirtioPciTransport>
 
     /// Queue `index`.
     pub fn queue(&self, index: u16) -> Option<&SplitQueue> {
-        self.queues[..usize::from(self.queue_count)].get(usize::from(index))
+        if index < self.queue_count {
+            self.queues.get(usize::from(index))
+        } else {
+            None
+        }
     }
 
     fn update_intx(&mut self) {
@@ -502,7 +506,11 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine, T: VirtioPciTransport>
     }
 
     fn selected_queue(&mut self) -> Option<&mut SplitQueue> {
-        self.queues[..usize::from(self.queue_count)].get_mut(usize::from(self.queue_select))
+        if self.queue_select < self.queue_count {
+            self.queues.get_mut(usize::from(self.queue_select))
+        } else {
+            None
+        }
     }
 
     /// Handles the driver's notification of queue `index`.
@@ -511,8 +519,10 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine, T: VirtioPciTransport>
         if self.status & (running | status::NEEDS_RESET) != running || !self.header.bus_master() {
             return;
         }
-        let Some(queue) = self.queues[..usize::from(self.queue_count)].get_mut(usize::from(index))
-        else {
+        if index >= self.queue_count {
+            return;
+        }
+        let Some(queue) = self.queues.get_mut(usize::from(index)) else {
             return;
         };
         if !queue.is_ready() {
