@@ -152,8 +152,8 @@ impl<'a, const N: usize> PciBus<'a, N> {
         }
         let free = self
             .slots
-            .iter()
-            .position(Option::is_none)
+            .iter_mut()
+            .find(|s| s.is_none())
             .ok_or(BusError::Full { capacity: N })?;
         let mut slot = Slot {
             address,
@@ -166,7 +166,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
         if slot.regions.iter().any(Option::is_some) {
             self.generation = self.generation.wrapping_add(1);
         }
-        self.slots[free] = Some(slot);
+        *free = Some(slot);
         Ok(address)
     }
 
@@ -209,7 +209,10 @@ impl<'a, const N: usize> PciBus<'a, N> {
 
     /// Where BAR `bar` of the function at `address` decodes now.
     pub fn bar_region(&self, address: PciAddress, bar: usize) -> Option<BarRegion> {
-        let slot = self.slots[self.slot_index(address)?].as_ref()?;
+        let slot = self
+            .slots
+            .get(self.slot_index(address)?)
+            .and_then(Option::as_ref)?;
         *slot.regions.get(bar)?
     }
 
@@ -252,7 +255,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
             self.host_bridge.config_read(offset, width)
         } else if let Some(i) = self.slot_index(address) {
             let multi = address.function() == 0 && self.has_other_functions(address.device());
-            let Some(slot) = self.slots[i].as_mut() else {
+            let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
                 return mask;
             };
             let mut value = slot.function.config_read(offset, width);
@@ -303,7 +306,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
         let Some(i) = self.slot_index(address) else {
             return;
         };
-        let Some(slot) = self.slots[i].as_mut() else {
+        let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         slot.function.config_write(offset, width, value);
@@ -354,7 +357,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
     /// of `addr..addr + width`.
     pub fn memory_bar_read(&mut self, addr: u64, width: AccessWidth) -> Option<u64> {
         let (i, bar, offset) = self.find(addr, width, true)?;
-        let slot = self.slots[i].as_mut()?;
+        let slot = self.slots.get_mut(i).and_then(Option::as_mut)?;
         Some(slot.function.bar_read(bar, offset, width) & width.mask())
     }
 
@@ -364,7 +367,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
         let Some((i, bar, offset)) = self.find(addr, width, true) else {
             return false;
         };
-        let Some(slot) = self.slots[i].as_mut() else {
+        let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return false;
         };
         slot.function
@@ -375,7 +378,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
     /// A port read, if some I/O BAR decodes all of `port..port + width`.
     pub fn io_bar_read(&mut self, port: u16, width: AccessWidth) -> Option<u32> {
         let (i, bar, offset) = self.find(u64::from(port), width, false)?;
-        let slot = self.slots[i].as_mut()?;
+        let slot = self.slots.get_mut(i).and_then(Option::as_mut)?;
         Some((slot.function.bar_read(bar, offset, width) & width.mask()) as u32)
     }
 
@@ -384,7 +387,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
         let Some((i, bar, offset)) = self.find(u64::from(port), width, false) else {
             return false;
         };
-        let Some(slot) = self.slots[i].as_mut() else {
+        let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
             return false;
         };
         slot.function
@@ -467,7 +470,12 @@ impl<'a, const N: usize> PciBus<'a, N> {
     ) -> Result<(), BusError> {
         let mut sizes = [[None; BAR_COUNT]; N];
         for (i, bars) in sizes.iter_mut().enumerate() {
-            let Some(address) = self.slots[i].as_ref().map(|s| s.address) else {
+            let Some(address) = self
+                .slots
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(|s| s.address)
+            else {
                 continue;
             };
             let cmd = self.config_read(address, offset::COMMAND, AccessWidth::Word);
@@ -482,7 +490,12 @@ impl<'a, const N: usize> PciBus<'a, N> {
         // Largest first keeps natural alignment from wasting space.
         while let Some((i, bar, kind, size)) = largest(&sizes) {
             sizes[i][bar] = None;
-            let Some(address) = self.slots[i].as_ref().map(|s| s.address) else {
+            let Some(address) = self
+                .slots
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(|s| s.address)
+            else {
                 continue;
             };
             let (next, window) = if kind.is_memory() {
