@@ -468,21 +468,29 @@ impl ConfigHeader {
         let at = self.next_capability;
         let needed = body.len().saturating_add(2);
         let free = CONFIG_SPACE_SIZE.saturating_sub(at);
-        if needed > free {
-            return Err(HeaderError::CapabilityTooLarge { needed, free });
-        }
+        let too_large = HeaderError::CapabilityTooLarge { needed, free };
         let Ok(at_byte) = u8::try_from(at) else {
-            return Err(HeaderError::CapabilityTooLarge { needed, free });
+            return Err(too_large);
         };
-        self.bytes[at] = id;
-        self.bytes[at + 1] = 0;
-        self.bytes[at + 2..at + needed].copy_from_slice(body);
-        if self.last_capability == 0 {
-            self.bytes[usize::from(offset::CAPABILITIES_POINTER)] = at_byte;
+        // Past the end of configuration space unless it fits.
+        let Some([cap_id, next, rest @ ..]) = self.bytes.get_mut(at..at.saturating_add(needed))
+        else {
+            return Err(too_large);
+        };
+        *cap_id = id;
+        *next = 0;
+        rest.copy_from_slice(body);
+        // The previous capability's next pointer (the capabilities pointer
+        // register for the first), a byte inside configuration space.
+        let link = if self.last_capability == 0 {
             let status = self.status() | status::CAPABILITIES_LIST;
             self.put16(offset::STATUS, status);
+            usize::from(offset::CAPABILITIES_POINTER)
         } else {
-            self.bytes[usize::from(self.last_capability) + 1] = at_byte;
+            usize::from(self.last_capability) + 1
+        };
+        if let Some(link) = self.bytes.get_mut(link) {
+            *link = at_byte;
         }
         self.last_capability = at_byte;
         // Capabilities start on dword boundaries.
