@@ -32,34 +32,34 @@ impl<P: PortAccess> AtaDisk<P> {
     /// sector through a sector buffer (read, then patched and written back
     /// for a write).
     fn bytes(&mut self, offset: u64, mut data: Transfer<'_>) -> Step {
-        let len = data.len();
-        let mut done = 0;
+        let mut at = offset;
         let mut sector = [0u8; SECTOR_SIZE];
-        while done < len {
-            let at = offset + done as u64;
+        loop {
+            let rest = data.len();
+            if rest == 0 {
+                return Ok(());
+            }
             let lba = at / SECTOR;
             let within = (at % SECTOR) as usize;
-            let rest = len - done;
             let n = if within == 0 && rest >= SECTOR_SIZE {
                 let whole = rest - rest % SECTOR_SIZE;
-                self.transfer(lba, data.part(done..done + whole))?;
+                self.transfer(lba, data.take_front(whole))?;
                 whole
             } else {
                 let n = (SECTOR_SIZE - within).min(rest);
                 self.transfer(lba, Transfer::Read(&mut sector))?;
                 let patch = &mut sector[within..within + n];
-                match &mut data {
-                    Transfer::Read(buf) => buf[done..done + n].copy_from_slice(patch),
-                    Transfer::Write(data) => {
-                        patch.copy_from_slice(&data[done..done + n]);
+                match data.take_front(n) {
+                    Transfer::Read(buf) => buf.copy_from_slice(patch),
+                    Transfer::Write(part) => {
+                        patch.copy_from_slice(part);
                         self.transfer(lba, Transfer::Write(&sector))?;
                     }
                 }
                 n
             };
-            done += n;
+            at += n as u64;
         }
-        Ok(())
     }
 }
 

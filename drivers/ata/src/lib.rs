@@ -347,7 +347,7 @@ pub(crate) enum Transfer<'a> {
     Write(&'a [u8]),
 }
 
-impl Transfer<'_> {
+impl<'a> Transfer<'a> {
     fn len(&self) -> usize {
         match self {
             Transfer::Read(buf) => buf.len(),
@@ -355,11 +355,21 @@ impl Transfer<'_> {
         }
     }
 
-    /// Bytes `range` of the buffer, in the same direction.
-    pub(crate) fn part(&mut self, range: core::ops::Range<usize>) -> Transfer<'_> {
+    /// Takes the first `n` bytes (all of them if fewer) off the buffer, in
+    /// the same direction; the rest stays.
+    pub(crate) fn take_front(&mut self, n: usize) -> Transfer<'a> {
         match self {
-            Transfer::Read(buf) => Transfer::Read(&mut buf[range]),
-            Transfer::Write(data) => Transfer::Write(&data[range]),
+            Transfer::Read(buf) => {
+                let buf = core::mem::take(buf);
+                let (front, rest) = buf.split_at_mut(n.min(buf.len()));
+                *self = Transfer::Read(rest);
+                Transfer::Read(front)
+            }
+            Transfer::Write(data) => {
+                let (front, rest) = data.split_at(n.min(data.len()));
+                *data = rest;
+                Transfer::Write(front)
+            }
         }
     }
 }
