@@ -214,7 +214,8 @@ impl<const N: usize> RxFifo<N> {
         if self.len == 0 {
             return None;
         }
-        let byte = self.buf[self.head];
+        // `head` is always below N (it only advances modulo N).
+        let byte = *self.buf.get(self.head)?;
         self.head = (self.head + 1) % N;
         self.len -= 1;
         Some(byte)
