@@ -189,12 +189,11 @@ fn stream_copy<M: GuestMemory>(
     segments: &[Segment],
     direction: Direction,
     mut pos: u64,
-    buf: &mut [u8],
+    mut buf: &mut [u8],
 ) -> Result<(), MemoryError> {
     let to_guest = direction == Direction::ToGuest;
-    let mut done = 0;
     for s in segments.iter().filter(|s| s.device_writable == to_guest) {
-        if done == buf.len() {
+        if buf.is_empty() {
             break;
         }
         let len = u64::from(s.len);
@@ -202,14 +201,15 @@ fn stream_copy<M: GuestMemory>(
             pos -= len;
             continue;
         }
-        let n = (len - pos).min((buf.len() - done) as u64) as usize;
-        let chunk = &mut buf[done..done + n];
+        // The rest of the buffer is consumed from the front.
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        let (chunk, rest) = core::mem::take(&mut buf).split_at_mut(n);
         if to_guest {
             mem.write(s.addr + pos, chunk)?;
         } else {
             mem.read(s.addr + pos, chunk)?;
         }
-        done += n;
+        buf = rest;
         pos = 0;
     }
     Ok(())
