@@ -262,7 +262,8 @@ impl<C: Clock, L: InterruptLine> Rtc<C, L> {
             (reg::SECONDS_ALARM, tod % 60),
         ];
         fields.iter().all(|&(r, value)| {
-            let alarm = self.ram[usize::from(r)];
+            // Register numbers are below 0x80, the size of `ram`.
+            let alarm = self.ram[usize::from(r & 0x7F)];
             alarm & 0xC0 == 0xC0 || alarm == self.encode_field(r, value as u8)
         })
     }
