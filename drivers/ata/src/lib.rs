@@ -686,18 +686,16 @@ impl<P: PortAccess> AtaDisk<P> {
             }
             for index in 0..chunk {
                 let sector_lba = first + index;
-                let at = (done + index) as usize * SECTOR_SIZE;
-                match &mut data {
-                    Transfer::Read(buf) => {
+                // `check_range` made the buffer whole sectors, `count` of them.
+                match data.take_front(SECTOR_SIZE) {
+                    Transfer::Read(sector) => {
                         self.wait_data_request(command, sector_lba)?;
                         self.ports.read16_block(port, &mut words);
-                        let sector = &mut buf[at..at + SECTOR_SIZE];
                         for (pair, word) in sector.chunks_exact_mut(2).zip(&words) {
                             pair.copy_from_slice(&word.to_le_bytes());
                         }
                     }
-                    Transfer::Write(data) => {
-                        let sector = &data[at..at + SECTOR_SIZE];
+                    Transfer::Write(sector) => {
                         for (word, pair) in words.iter_mut().zip(sector.chunks_exact(2)) {
                             *word = u16::from_le_bytes([pair[0], pair[1]]);
                         }
