@@ -488,8 +488,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
         let mut memory_next = memory.base;
         let mut io_next = io.base;
         // Largest first keeps natural alignment from wasting space.
-        while let Some((i, bar, kind, size)) = largest(&sizes) {
-            sizes[i][bar] = None;
+        while let Some((i, bar, kind, size)) = take_largest(&mut sizes) {
             let Some(address) = self
                 .slots
                 .get(i)
@@ -539,18 +538,24 @@ impl<'a, const N: usize> PciBus<'a, N> {
 
 type Probed = [[Option<(BarKind, u64)>; BAR_COUNT]];
 
-fn largest(sizes: &Probed) -> Option<(usize, usize, BarKind, u64)> {
-    let mut best: Option<(usize, usize, BarKind, u64)> = None;
-    for (i, bars) in sizes.iter().enumerate() {
-        for (bar, entry) in bars.iter().enumerate() {
-            if let Some((kind, size)) = *entry {
-                if best.is_none_or(|b| size > b.3) {
-                    best = Some((i, bar, kind, size));
+/// Takes the largest BAR left out of `sizes`: its slot, BAR index, kind
+/// and size.
+fn take_largest(sizes: &mut Probed) -> Option<(usize, usize, BarKind, u64)> {
+    let mut best: Option<(usize, usize, &mut Option<(BarKind, u64)>)> = None;
+    let mut best_size = 0;
+    for (i, bars) in sizes.iter_mut().enumerate() {
+        for (bar, entry) in bars.iter_mut().enumerate() {
+            if let Some((_, size)) = *entry {
+                if best.is_none() || size > best_size {
+                    best_size = size;
+                    best = Some((i, bar, entry));
                 }
             }
         }
     }
-    best
+    let (i, bar, entry) = best?;
+    let (kind, size) = entry.take()?;
+    Some((i, bar, kind, size))
 }
 
 /// Configuration cycles are at most a dword wide.
