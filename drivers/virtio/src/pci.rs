@@ -427,6 +427,10 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine, T: VirtioPciTransport>
         }
     }
 
+    /// Puts the device into NEEDS_RESET for `error`. Cold and out of line:
+    /// a driver that follows the rules never gets here.
+    #[cold]
+    #[inline(never)]
     fn fail(&mut self, error: DeviceError) {
         self.last_error = Some(error);
         self.status |= status::NEEDS_RESET;
