@@ -1,7 +1,9 @@
 //! Packed binary-coded decimal, four bits a digit: the 8254 counts in four
 //! BCD digits and the MC146818A shows its time in two when set to BCD mode.
 
-/// The low `digits` decimal digits of `value` as packed BCD.
+/// The low `digits` decimal digits of `value` as packed BCD. Out of line
+/// (like [`to_binary`]): the PIT's counts and the RTC's fields share it.
+#[inline(never)]
 pub(crate) fn from_binary(mut value: u32, digits: u32) -> u32 {
     let mut bcd = 0;
     for i in 0..digits {
@@ -13,6 +15,7 @@ pub(crate) fn from_binary(mut value: u32, digits: u32) -> u32 {
 
 /// The value of the low `digits` packed BCD digits of `bcd`; a digit nibble
 /// above 9 counts as 9.
+#[inline(never)]
 pub(crate) fn to_binary(bcd: u32, digits: u32) -> u32 {
     let mut value = 0;
     for i in (0..digits).rev() {
