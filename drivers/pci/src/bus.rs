@@ -536,12 +536,15 @@ impl<'a, const N: usize> PciBus<'a, N> {
     }
 }
 
-type Probed = [[Option<(BarKind, u64)>; BAR_COUNT]];
+/// What probing found of one BAR: its kind and size, if it is implemented.
+type ProbedBar = Option<(BarKind, u64)>;
+
+type Probed = [[ProbedBar; BAR_COUNT]];
 
 /// Takes the largest BAR left out of `sizes`: its slot, BAR index, kind
 /// and size.
 fn take_largest(sizes: &mut Probed) -> Option<(usize, usize, BarKind, u64)> {
-    let mut best: Option<(usize, usize, &mut Option<(BarKind, u64)>)> = None;
+    let mut best: Option<(usize, usize, &mut ProbedBar)> = None;
     let mut best_size = 0;
     for (i, bars) in sizes.iter_mut().enumerate() {
         for (bar, entry) in bars.iter_mut().enumerate() {
