@@ -134,7 +134,8 @@ impl SerialSink for ConsoleSink {
     }
 }
 
-type Lapic<'c> = LocalApic<&'c TscClock>;
+/// The guest's CPUID hides x2APIC: its support is left out.
+type Lapic<'c> = LocalApic<&'c TscClock, false>;
 
 /// Port-bus device indices.
 const PIC: usize = 0;
@@ -213,7 +214,7 @@ impl<'a> Board<'a> {
         let mut lapic_config = LapicConfig::new(0, tsc_hz);
         lapic_config.timer_hz = crate::CRYSTAL_HZ;
         lapic_config.x2apic = false;
-        let mut lapic = LocalApic::new(lapic_config, clock);
+        let mut lapic = LocalApic::xapic_only(lapic_config, clock);
         // Reset state: xAPIC enabled at the default base, BSP.
         let _ = lapic.set_apic_base(LAPIC_BASE | (1 << 11) | (1 << 8));
         let mut rtc = Rtc::new(clock, line(8)?, 1_785_000_000);

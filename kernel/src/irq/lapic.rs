@@ -5,7 +5,9 @@
 //! (32-bit registers at 16-byte aligned offsets of a 4 KiB MMIO page whose
 //! base the guest may move through `IA32_APIC_BASE`) and the x2APIC MSRs
 //! 0x800-0x8FF, with the mode switch rules of the SDM ("x2APIC State
-//! Transitions"). It holds IRR/ISR/TMR, TPR/PPR, the spurious-vector
+//! Transitions"). x2APIC support may be left out at compile time
+//! ([`LocalApic::xapic_only`]) by an integrator whose guests are never
+//! offered it. It holds IRR/ISR/TMR, TPR/PPR, the spurious-vector
 //! register, the LVT entries, the error status register and the timer
 //! (one-shot, periodic, TSC-deadline), whose count is computed from the
 //! [`Clock`] when read.
@@ -293,7 +295,8 @@ pub struct LapicConfig {
     /// [`Clock`] converted to ticks (`ticks_at(now_ns, tsc_hz)`); the run
     /// loop sets the VMCS TSC offset/scaling to make that true.
     pub tsc_hz: u64,
-    /// x2APIC offered (CPUID.1:ECX bit 21).
+    /// x2APIC offered (CPUID.1:ECX bit 21). Ignored by a LAPIC built
+    /// without x2APIC support ([`LocalApic::xapic_only`]).
     pub x2apic: bool,
     /// Directed EOI offered (version bit 24: the guest may suppress EOI
     /// broadcasts and write the IOAPIC EOI register instead).
@@ -352,8 +355,14 @@ impl ApicTimer {
 }
 
 /// The local APIC of one vCPU. See the module documentation.
+///
+/// `X2APIC` says whether x2APIC support is compiled in. Without it
+/// ([`LocalApic::xapic_only`]) the APIC stays in xAPIC or disabled mode
+/// whatever [`LapicConfig::x2apic`] says: `IA32_APIC_BASE` refuses EXTD and
+/// the x2APIC MSRs fault as they do outside x2APIC mode, and the code of
+/// that mode is left out of the image.
 #[derive(Debug)]
-pub struct LocalApic<C: Clock> {
+pub struct LocalApic<C: Clock, const X2APIC: bool = true> {
     clock: C,
     config: LapicConfig,
     base: u64,
@@ -420,8 +429,24 @@ enum InterruptRegister {
 }
 
 impl<C: Clock> LocalApic<C> {
-    /// A LAPIC in its power-up state: xAPIC mode at the default base.
+    /// A LAPIC in its power-up state: xAPIC mode at the default base, with
+    /// x2APIC support (offered as [`LapicConfig::x2apic`] says).
     pub fn new(config: LapicConfig, clock: C) -> Self {
+        Self::power_up(config, clock)
+    }
+}
+
+impl<C: Clock> LocalApic<C, false> {
+    /// A LAPIC in its power-up state without x2APIC support: for guests
+    /// that are never offered x2APIC (see [`LocalApic`]).
+    pub fn xapic_only(config: LapicConfig, clock: C) -> Self {
+        Self::power_up(config, clock)
+    }
+}
+
+impl<C: Clock, const X2APIC: bool> LocalApic<C, X2APIC> {
+    /// A LAPIC in its power-up state: xAPIC mode at the default base.
+    fn power_up(config: LapicConfig, clock: C) -> Self {
         // The power-up values of `reset_registers`, written in place (a
         // call on the value under construction would make it be built
         // aside and copied field by field).
@@ -490,6 +515,12 @@ impl<C: Clock> LocalApic<C> {
         self.mode
     }
 
+    /// Whether the APIC is in x2APIC mode; a constant `false` without
+    /// x2APIC support, which lets that mode's code fall away.
+    pub fn is_x2apic(&self) -> bool {
+        X2APIC && self.mode == ApicMode::X2Apic
+    }
+
     /// The guest-physical base of the xAPIC page while in xAPIC mode.
     pub fn mmio_base(&self) -> Option<u64> {
         (self.mode == ApicMode::XApic).then_some(self.base)
@@ -540,7 +571,7 @@ impl<C: Clock> LocalApic<C> {
             }
         };
         let allowed = match (self.mode, to) {
-            (_, ApicMode::X2Apic) if !self.config.x2apic => false,
+            (_, ApicMode::X2Apic) if !(X2APIC && self.config.x2apic) => false,
             (ApicMode::X2Apic, ApicMode::XApic) => false,
             (ApicMode::Disabled, ApicMode::X2Apic) => false,
             _ => true,
@@ -579,7 +610,7 @@ impl<C: Clock> LocalApic<C> {
                 0
             }),
             MSR_X2APIC_FIRST..=MSR_X2APIC_LAST => {
-                if self.mode != ApicMode::X2Apic {
+                if !self.is_x2apic() {
                     return Err(ApicFault::NotInX2ApicMode { msr });
                 }
                 let offset = (msr - MSR_X2APIC_FIRST) << 4;
@@ -614,7 +645,7 @@ impl<C: Clock> LocalApic<C> {
                 Ok(())
             }
             MSR_X2APIC_FIRST..=MSR_X2APIC_LAST => {
-                if self.mode != ApicMode::X2Apic {
+                if !self.is_x2apic() {
                     return Err(ApicFault::NotInX2ApicMode { msr });
                 }
                 let offset = (msr - MSR_X2APIC_FIRST) << 4;
@@ -679,7 +710,7 @@ impl<C: Clock> LocalApic<C> {
     /// Reads the register at xAPIC `offset` (16-byte aligned); `None` if
     /// there is none.
     fn read_register(&self, offset: u32) -> Option<u32> {
-        let x2 = self.mode == ApicMode::X2Apic;
+        let x2 = self.is_x2apic();
         Some(match offset {
             reg::ID => {
                 if x2 {
@@ -720,7 +751,7 @@ impl<C: Clock> LocalApic<C> {
     /// registers, x2APIC faults them; absent registers are an error in both.
     /// (ICR low in x2APIC mode is written 64 bits wide by `write_msr`.)
     fn write_register(&mut self, offset: u32, value: u32) -> RegisterWrite {
-        let x2 = self.mode == ApicMode::X2Apic;
+        let x2 = self.is_x2apic();
         match offset {
             reg::ID | reg::LDR if x2 => return RegisterWrite::ReadOnly,
             reg::DFR | reg::APR | reg::RRD | reg::ICR_HIGH if x2 => return RegisterWrite::Absent,
@@ -884,13 +915,14 @@ impl<C: Clock> LocalApic<C> {
 
     /// Whether a message addressed to `destination` reaches this APIC.
     pub fn matches(&self, destination: Destination) -> bool {
+        let x2 = self.is_x2apic();
         match (self.mode, destination) {
             (ApicMode::Disabled, _) => false,
             (ApicMode::XApic, Destination::Physical(id)) => {
                 let id = id & 0xFF;
                 id == 0xFF || id == self.id & 0xFF
             }
-            (ApicMode::X2Apic, Destination::Physical(id)) => {
+            (ApicMode::X2Apic, Destination::Physical(id)) if x2 => {
                 id == u32::MAX || id == self.id || (id == 0xFF && self.id != 0xFF)
             }
             (ApicMode::XApic, Destination::Logical(mda)) => {
@@ -906,9 +938,11 @@ impl<C: Clock> LocalApic<C> {
                     mda >> 4 == ldr >> 4 && mda & ldr & 0xF != 0
                 }
             }
-            (ApicMode::X2Apic, Destination::Logical(mda)) => {
+            (ApicMode::X2Apic, Destination::Logical(mda)) if x2 => {
                 mda == u32::MAX || (mda >> 16 == self.ldr >> 16 && mda & self.ldr & 0xFFFF != 0)
             }
+            // Not reached: without x2APIC support the mode is never entered.
+            (ApicMode::X2Apic, _) => false,
         }
     }
 
@@ -1141,7 +1175,7 @@ impl<C: Clock> LocalApic<C> {
             self.signal_error(esr::SEND_ILLEGAL_VECTOR);
             return;
         }
-        let dest_id = if self.mode == ApicMode::X2Apic {
+        let dest_id = if self.is_x2apic() {
             (icr >> 32) as u32
         } else {
             (icr >> 56) as u32
@@ -1337,7 +1371,7 @@ pub const fn x2apic_ldr(id: u32) -> u32 {
     ((id >> 4) << 16) | (1 << (id & 0xF))
 }
 
-impl<C: Clock> Mmio for LocalApic<C> {
+impl<C: Clock, const X2APIC: bool> Mmio for LocalApic<C, X2APIC> {
     /// Reads in the xAPIC page. Registers are 32 bits wide at 16-byte
     /// aligned offsets; narrower reads return bytes of that register,
     /// bytes 4-15 of each slot read as zero. Outside xAPIC mode the page

@@ -120,17 +120,18 @@ impl fmt::Display for RouteError {
 }
 
 /// The interrupt controllers of one vCPU's platform, borrowed for a step.
-/// An appliance without a PIC, IOAPIC or LAPIC leaves that field `None`.
-pub struct Chips<'a, C: Clock> {
+/// An appliance without a PIC, IOAPIC or LAPIC leaves that field `None`;
+/// `X2APIC` is the LAPIC's (see [`LocalApic`]).
+pub struct Chips<'a, C: Clock, const X2APIC: bool = true> {
     /// The 8259A pair.
     pub pic: Option<&'a mut DualPic>,
     /// The IOAPIC.
     pub ioapic: Option<&'a mut IoApic>,
     /// The vCPU's local APIC.
-    pub lapic: Option<&'a mut LocalApic<C>>,
+    pub lapic: Option<&'a mut LocalApic<C, X2APIC>>,
 }
 
-impl<C: Clock> Chips<'_, C> {
+impl<C: Clock, const X2APIC: bool> Chips<'_, C, X2APIC> {
     /// The LAPIC timer's next deadline, if it is armed.
     pub fn next_timer_deadline_ns(&self) -> Option<u64> {
         self.lapic.as_ref().and_then(|l| l.next_timer_deadline_ns())
@@ -148,7 +149,7 @@ impl<C: Clock> Chips<'_, C> {
     }
 }
 
-impl<C: Clock> InterruptSource for Chips<'_, C> {
+impl<C: Clock, const X2APIC: bool> InterruptSource for Chips<'_, C, X2APIC> {
     fn nmi_pending(&self) -> bool {
         self.lapic.as_ref().is_some_and(|l| l.nmi_pending())
     }
@@ -263,7 +264,11 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
     /// is unchanged since the last step and saw no edge are not touched,
     /// and when no line changed at all ([`LineSet::take_touched`]) no line
     /// is sampled: `lines` is this router's alone.
-    pub fn sync<const N: usize, C: Clock>(&mut self, lines: &LineSet<N>, chips: &mut Chips<'_, C>) {
+    pub fn sync<const N: usize, C: Clock, const X2APIC: bool>(
+        &mut self,
+        lines: &LineSet<N>,
+        chips: &mut Chips<'_, C, X2APIC>,
+    ) {
         // The inputs last driven are still right when no line changed and
         // the same chips are there: nothing to sample or drive.
         let cache_valid = self.driven_pic.is_some() == chips.pic.is_some()
@@ -288,10 +293,10 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
 
     /// Samples every routed line and drives the 8259A and IOAPIC inputs
     /// that changed level or saw an edge since they were last driven.
-    fn drive_inputs<const N: usize, C: Clock>(
+    fn drive_inputs<const N: usize, C: Clock, const X2APIC: bool>(
         &mut self,
         lines: &LineSet<N>,
-        chips: &mut Chips<'_, C>,
+        chips: &mut Chips<'_, C, X2APIC>,
     ) {
         let mut pic_level = 0u16;
         let mut pic_rose = 0u16;
@@ -348,11 +353,11 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
 
     /// Delivers an MSI (`address`/`data` as the device wrote them) to the
     /// LAPIC. A deassert message is accepted and does nothing.
-    pub fn deliver_msi<C: Clock>(
+    pub fn deliver_msi<C: Clock, const X2APIC: bool>(
         &mut self,
         address: u64,
         data: u32,
-        chips: &mut Chips<'_, C>,
+        chips: &mut Chips<'_, C, X2APIC>,
     ) -> Result<(), MsiError> {
         if let Some(message) = decode_msi(address, data)? {
             deliver(&mut chips.lapic, &mut self.undelivered, &message);
@@ -361,8 +366,8 @@ impl<const GSIS: usize> IrqRouter<GSIS> {
     }
 }
 
-fn deliver<C: Clock>(
-    lapic: &mut Option<&mut LocalApic<C>>,
+fn deliver<C: Clock, const X2APIC: bool>(
+    lapic: &mut Option<&mut LocalApic<C, X2APIC>>,
     undelivered: &mut u64,
     message: &InterruptMessage,
 ) {

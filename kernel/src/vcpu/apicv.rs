@@ -68,7 +68,7 @@ use ponte_arch::{
 };
 
 use crate::device::{AccessWidth, Mmio};
-use crate::irq::lapic::{reg, ApicMode, InterruptGenerations, LocalApic, MSR_X2APIC_FIRST};
+use crate::irq::lapic::{reg, InterruptGenerations, LocalApic, MSR_X2APIC_FIRST};
 use crate::irq::msi::TriggerMode;
 use crate::irq::vectors::set_bits;
 use crate::time::Clock;
@@ -220,7 +220,7 @@ pub trait ApicModel {
     fn interrupt_generations(&self) -> InterruptGenerations;
 }
 
-impl<C: Clock> ApicModel for LocalApic<C> {
+impl<C: Clock, const X2APIC: bool> ApicModel for LocalApic<C, X2APIC> {
     fn tpr(&self) -> u8 {
         LocalApic::tpr(self)
     }
@@ -273,10 +273,10 @@ impl<C: Clock> ApicModel for LocalApic<C> {
         LocalApic::mmio_base(self)
     }
     fn is_x2apic(&self) -> bool {
-        self.mode() == ApicMode::X2Apic
+        LocalApic::is_x2apic(self)
     }
     fn write_register(&mut self, offset: u32, value: u32) {
-        if self.mode() == ApicMode::X2Apic {
+        if LocalApic::is_x2apic(self) {
             let msr = MSR_X2APIC_FIRST + ((offset & 0xFF0) >> 4);
             let _ = self.write_msr(msr, u64::from(value));
         } else {

@@ -463,6 +463,69 @@ fn x2apic_msr_access_rules() {
 }
 
 #[test]
+fn without_x2apic_support_the_apic_stays_an_xapic() {
+    let clock = ManualClock::new(0);
+    // Offered in the configuration, but not built in: the type decides.
+    let mut a = LocalApic::xapic_only(LapicConfig::new(0x23, TSC_HZ), &clock);
+    let en = 1u64 << 11;
+    let extd = 1u64 << 10;
+    let base = DEFAULT_APIC_BASE | (1 << 8);
+    assert_eq!(
+        a.write_msr(MSR_APIC_BASE, base | en | extd),
+        Err(ApicFault::InvalidTransition {
+            from: ApicMode::XApic,
+            value: base | en | extd
+        })
+    );
+    assert_eq!(a.mode(), ApicMode::XApic);
+    assert!(!a.is_x2apic());
+    assert_eq!(a.read_msr(MSR_APIC_BASE), Ok(base | en));
+    // The x2APIC MSRs fault as outside x2APIC mode.
+    assert_eq!(
+        a.read_msr(0x802),
+        Err(ApicFault::NotInX2ApicMode { msr: 0x802 })
+    );
+    assert_eq!(
+        a.write_msr(0x83F, 0x45),
+        Err(ApicFault::NotInX2ApicMode { msr: 0x83F })
+    );
+    // Nor is x2APIC reachable through the disabled state.
+    a.write_msr(MSR_APIC_BASE, base).unwrap();
+    assert_eq!(a.mode(), ApicMode::Disabled);
+    assert!(a.write_msr(MSR_APIC_BASE, base | en | extd).is_err());
+    a.write_msr(MSR_APIC_BASE, base | en).unwrap();
+    // The xAPIC works as with x2APIC support: 8-bit ID in bits 31:24,
+    // SELF_IPI absent from the page, an ICR IPI to its own ID delivered.
+    let mut w = |offset: u32, value: u32| {
+        a.mmio_write(u64::from(offset), AccessWidth::Dword, u64::from(value))
+    };
+    w(reg::SVR, 0x1FF);
+    w(reg::ICR_HIGH, 0x2300_0000);
+    w(reg::ICR_LOW, 0x51);
+    w(reg::SELF_IPI, 0x52);
+    assert_eq!(
+        a.mmio_read(u64::from(reg::ID), AccessWidth::Dword),
+        0x2300_0000
+    );
+    assert!(a.irr().contains(0x51));
+    assert!(!a.irr().contains(0x52));
+    assert_eq!(
+        a.mmio_read(u64::from(reg::ESR), AccessWidth::Dword),
+        0,
+        "not visible before the ESR write"
+    );
+    a.mmio_write(u64::from(reg::ESR), AccessWidth::Dword, 0);
+    assert_eq!(
+        a.mmio_read(u64::from(reg::ESR), AccessWidth::Dword),
+        u64::from(esr::ILLEGAL_REGISTER),
+        "SELF_IPI is no xAPIC register"
+    );
+    assert!(a.matches(Destination::Physical(0x23)));
+    assert!(a.matches(Destination::Physical(0xFF)));
+    assert!(!a.matches(Destination::Physical(0x24)));
+}
+
+#[test]
 fn xapic_icr_and_mmio_width_decoding() {
     let clock = ManualClock::new(0);
     let mut a = LocalApic::new(LapicConfig::new(2, TSC_HZ), &clock);
