@@ -148,19 +148,6 @@ impl Lvt {
         self as usize
     }
 
-    fn from_offset(offset: u32) -> Option<Self> {
-        Some(match offset {
-            reg::LVT_TIMER => Self::Timer,
-            reg::LVT_THERMAL => Self::Thermal,
-            reg::LVT_PERF => Self::Perf,
-            reg::LVT_LINT0 => Self::Lint0,
-            reg::LVT_LINT1 => Self::Lint1,
-            reg::LVT_ERROR => Self::Error,
-            reg::LVT_CMCI => Self::Cmci,
-            _ => return None,
-        })
-    }
-
     /// Bits software may write (the delivery status bit 12 and LINT remote
     /// IRR bit 14 are read-only).
     fn writable(self) -> u32 {
@@ -174,6 +161,96 @@ impl Lvt {
             // Vector, mask.
             Self::Error => 0x0001_00FF,
         }
+    }
+}
+
+/// What one 16-byte slot of the xAPIC page holds (the x2APIC MSR of the
+/// slot, 0x800 + offset / 16, reaches the same register): the one decoding
+/// of register offsets that reads and writes, MMIO and MSRs, all use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Absent,
+    Id,
+    Version,
+    Tpr,
+    Apr,
+    Ppr,
+    Eoi,
+    Rrd,
+    Ldr,
+    Dfr,
+    Svr,
+    /// One word of the ISR (vectors `32 * word` to `32 * word + 31`).
+    Isr(u8),
+    /// One word of the TMR.
+    Tmr(u8),
+    /// One word of the IRR.
+    Irr(u8),
+    Esr,
+    IcrLow,
+    IcrHigh,
+    Lvt(Lvt),
+    TimerInitial,
+    TimerCurrent,
+    TimerDivide,
+    SelfIpi,
+}
+
+/// The slots of offsets 0x000-0x3F0; the rest of the page is absent.
+const SLOTS: [Slot; 64] = {
+    let mut slots = [Slot::Absent; 64];
+    let singles = [
+        (reg::ID, Slot::Id),
+        (reg::VERSION, Slot::Version),
+        (reg::TPR, Slot::Tpr),
+        (reg::APR, Slot::Apr),
+        (reg::PPR, Slot::Ppr),
+        (reg::EOI, Slot::Eoi),
+        (reg::RRD, Slot::Rrd),
+        (reg::LDR, Slot::Ldr),
+        (reg::DFR, Slot::Dfr),
+        (reg::SVR, Slot::Svr),
+        (reg::ESR, Slot::Esr),
+        (reg::ICR_LOW, Slot::IcrLow),
+        (reg::ICR_HIGH, Slot::IcrHigh),
+        (reg::LVT_TIMER, Slot::Lvt(Lvt::Timer)),
+        (reg::LVT_THERMAL, Slot::Lvt(Lvt::Thermal)),
+        (reg::LVT_PERF, Slot::Lvt(Lvt::Perf)),
+        (reg::LVT_LINT0, Slot::Lvt(Lvt::Lint0)),
+        (reg::LVT_LINT1, Slot::Lvt(Lvt::Lint1)),
+        (reg::LVT_ERROR, Slot::Lvt(Lvt::Error)),
+        (reg::LVT_CMCI, Slot::Lvt(Lvt::Cmci)),
+        (reg::TIMER_INITIAL, Slot::TimerInitial),
+        (reg::TIMER_CURRENT, Slot::TimerCurrent),
+        (reg::TIMER_DIVIDE, Slot::TimerDivide),
+        (reg::SELF_IPI, Slot::SelfIpi),
+    ];
+    let mut i = 0;
+    while i < singles.len() {
+        slots[(singles[i].0 >> 4) as usize] = singles[i].1;
+        i += 1;
+    }
+    let mut word = 0;
+    while word < 8 {
+        slots[(reg::ISR >> 4) as usize + word] = Slot::Isr(word as u8);
+        slots[(reg::TMR >> 4) as usize + word] = Slot::Tmr(word as u8);
+        slots[(reg::IRR >> 4) as usize + word] = Slot::Irr(word as u8);
+        word += 1;
+    }
+    slots
+};
+
+impl Slot {
+    /// The slot at xAPIC page `offset`; an offset that is not 16-byte
+    /// aligned holds no register.
+    fn at(offset: u32) -> Self {
+        if offset & 0xF != 0 {
+            return Self::Absent;
+        }
+        SLOTS
+            .get((offset >> 4) as usize)
+            .copied()
+            .unwrap_or(Self::Absent)
     }
 }
 
@@ -679,10 +756,10 @@ impl<C: Clock, const X2APIC: bool> LocalApic<C, X2APIC> {
     /// read-only status bits of LVT entries count as defined); `None` for
     /// registers without such a check.
     fn x2apic_defined_bits(&self, offset: u32) -> Option<u32> {
-        Some(match offset {
-            reg::TPR => 0xFF,
-            reg::EOI | reg::ESR => 0,
-            reg::SVR => {
+        Some(match Slot::at(offset) {
+            Slot::Tpr => 0xFF,
+            Slot::Eoi | Slot::Esr => 0,
+            Slot::Svr => {
                 0x1FF
                     | if self.config.directed_eoi {
                         SVR_SUPPRESS_EOI_BROADCAST
@@ -690,16 +767,16 @@ impl<C: Clock, const X2APIC: bool> LocalApic<C, X2APIC> {
                         0
                     }
             }
-            reg::TIMER_DIVIDE => 0xB,
-            reg::SELF_IPI => 0xFF,
-            o => {
-                let lvt = Lvt::from_offset(o)?;
+            Slot::TimerDivide => 0xB,
+            Slot::SelfIpi => 0xFF,
+            Slot::Lvt(lvt) => {
                 let status = match lvt {
                     Lvt::Lint0 | Lvt::Lint1 => 0x5000,
                     _ => 0x1000,
                 };
                 lvt.writable() | status
             }
+            _ => return None,
         })
     }
 
@@ -711,38 +788,36 @@ impl<C: Clock, const X2APIC: bool> LocalApic<C, X2APIC> {
     /// there is none.
     fn read_register(&self, offset: u32) -> Option<u32> {
         let x2 = self.is_x2apic();
-        Some(match offset {
-            reg::ID => {
+        Some(match Slot::at(offset) {
+            Slot::Id => {
                 if x2 {
                     self.id
                 } else {
                     self.id << 24
                 }
             }
-            reg::VERSION => {
+            Slot::Version => {
                 // Integrated APIC version 0x14, max LVT entry 6 (7 entries
                 // with CMCI), directed EOI in bit 24.
                 0x14 | (6 << 16) | (u32::from(self.config.directed_eoi) << 24)
             }
-            reg::TPR => self.tpr,
-            reg::APR | reg::RRD | reg::EOI => 0,
-            reg::PPR => u32::from(self.ppr()),
-            reg::LDR => self.ldr,
-            reg::DFR => self.dfr,
-            reg::SVR => self.svr,
-            o if (reg::ISR..reg::TMR).contains(&o) => self.isr.word(((o - reg::ISR) >> 4) as usize),
-            o if (reg::TMR..reg::IRR).contains(&o) => self.tmr.word(((o - reg::TMR) >> 4) as usize),
-            o if (reg::IRR..reg::ESR).contains(&o) => self.irr.word(((o - reg::IRR) >> 4) as usize),
-            reg::ESR => self.esr_visible,
-            reg::ICR_LOW => self.icr as u32,
-            reg::ICR_HIGH => (self.icr >> 32) as u32,
-            reg::TIMER_INITIAL => self.timer.initial,
-            reg::TIMER_CURRENT => self.current_count(),
-            reg::TIMER_DIVIDE => self.timer.divide_config,
-            o => match Lvt::from_offset(o) {
-                Some(lvt) => self.lvt[lvt.index()],
-                None => return None,
-            },
+            Slot::Tpr => self.tpr,
+            Slot::Apr | Slot::Rrd | Slot::Eoi => 0,
+            Slot::Ppr => u32::from(self.ppr()),
+            Slot::Ldr => self.ldr,
+            Slot::Dfr => self.dfr,
+            Slot::Svr => self.svr,
+            Slot::Isr(word) => self.isr.word(usize::from(word)),
+            Slot::Tmr(word) => self.tmr.word(usize::from(word)),
+            Slot::Irr(word) => self.irr.word(usize::from(word)),
+            Slot::Esr => self.esr_visible,
+            Slot::IcrLow => self.icr as u32,
+            Slot::IcrHigh => (self.icr >> 32) as u32,
+            Slot::TimerInitial => self.timer.initial,
+            Slot::TimerCurrent => self.current_count(),
+            Slot::TimerDivide => self.timer.divide_config,
+            Slot::Lvt(lvt) => self.lvt[lvt.index()],
+            Slot::SelfIpi | Slot::Absent => return None,
         })
     }
 
@@ -752,16 +827,18 @@ impl<C: Clock, const X2APIC: bool> LocalApic<C, X2APIC> {
     /// (ICR low in x2APIC mode is written 64 bits wide by `write_msr`.)
     fn write_register(&mut self, offset: u32, value: u32) -> RegisterWrite {
         let x2 = self.is_x2apic();
-        match offset {
-            reg::ID | reg::LDR if x2 => return RegisterWrite::ReadOnly,
-            reg::DFR | reg::APR | reg::RRD | reg::ICR_HIGH if x2 => return RegisterWrite::Absent,
-            reg::SELF_IPI if !x2 => return RegisterWrite::Absent,
-            reg::ID => self.id = value >> 24,
-            reg::TPR => self.set_tpr(value as u8),
-            reg::EOI => self.eoi(),
-            reg::LDR => self.ldr = value & 0xFF00_0000,
-            reg::DFR => self.dfr = value | 0x0FFF_FFFF,
-            reg::SVR => {
+        match Slot::at(offset) {
+            Slot::Id | Slot::Ldr if x2 => return RegisterWrite::ReadOnly,
+            Slot::Dfr | Slot::Apr | Slot::Rrd | Slot::IcrHigh if x2 => {
+                return RegisterWrite::Absent
+            }
+            Slot::SelfIpi if !x2 => return RegisterWrite::Absent,
+            Slot::Id => self.id = value >> 24,
+            Slot::Tpr => self.set_tpr(value as u8),
+            Slot::Eoi => self.eoi(),
+            Slot::Ldr => self.ldr = value & 0xFF00_0000,
+            Slot::Dfr => self.dfr = value | 0x0FFF_FFFF,
+            Slot::Svr => {
                 let mut mask = 0x1FF;
                 if self.config.directed_eoi {
                     mask |= SVR_SUPPRESS_EOI_BROADCAST;
@@ -773,36 +850,38 @@ impl<C: Clock, const X2APIC: bool> LocalApic<C, X2APIC> {
                     }
                 }
             }
-            reg::ESR => {
+            Slot::Esr => {
                 // Write-before-read: the write makes the errors gathered
                 // since the previous write visible and starts afresh.
                 self.esr_visible = self.esr_pending;
                 self.esr_pending = 0;
             }
-            reg::ICR_LOW => {
+            Slot::IcrLow => {
                 self.icr = (self.icr & !0xFFFF_FFFF) | u64::from(value & 0x000C_CFFF);
                 self.send_ipi(self.icr);
             }
-            reg::ICR_HIGH => {
+            Slot::IcrHigh => {
                 self.icr = (self.icr & 0xFFFF_FFFF) | (u64::from(value & 0xFF00_0000) << 32);
             }
-            reg::TIMER_INITIAL => self.write_initial_count(value),
-            reg::TIMER_DIVIDE => {
+            Slot::TimerInitial => self.write_initial_count(value),
+            Slot::TimerDivide => {
                 self.rebase_timer();
                 self.timer.divide_config = value & 0xB;
                 self.rebase_timer();
             }
-            reg::SELF_IPI => {
+            Slot::SelfIpi => {
                 self.deliver_local(DeliveryMode::Fixed, value as u8, TriggerMode::Edge)
             }
-            reg::VERSION | reg::APR | reg::PPR | reg::RRD | reg::TIMER_CURRENT => {
-                return RegisterWrite::ReadOnly
-            }
-            o if (reg::ISR..reg::ESR).contains(&o) => return RegisterWrite::ReadOnly,
-            o => match Lvt::from_offset(o) {
-                Some(lvt) => self.write_lvt(lvt, value),
-                None => return RegisterWrite::Absent,
-            },
+            Slot::Version
+            | Slot::Apr
+            | Slot::Ppr
+            | Slot::Rrd
+            | Slot::TimerCurrent
+            | Slot::Isr(_)
+            | Slot::Tmr(_)
+            | Slot::Irr(_) => return RegisterWrite::ReadOnly,
+            Slot::Lvt(lvt) => self.write_lvt(lvt, value),
+            Slot::Absent => return RegisterWrite::Absent,
         }
         RegisterWrite::Done
     }
