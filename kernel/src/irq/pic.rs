@@ -120,7 +120,10 @@ impl Pic8259 {
 
     /// Priority rank of the highest-priority set bit of `mask` (0 best).
     fn best_rank(&self, mask: u8) -> Option<u8> {
-        (0..8u8).find(|rank| mask & (1 << ((rank + self.lowest + 1) & 7)) != 0)
+        // Rotated so that the bit of rank 0 (the IRQ after the lowest
+        // priority one) is bit 0.
+        let by_rank = mask.rotate_right(u32::from((self.lowest + 1) & 7));
+        (by_rank != 0).then(|| by_rank.trailing_zeros() as u8)
     }
 
     fn irq_of_rank(&self, rank: u8) -> u8 {
