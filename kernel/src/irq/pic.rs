@@ -178,13 +178,12 @@ impl Pic8259 {
             self.rotate_on_auto_eoi = false;
             // The edge sense latch is reset: an edge input must go low and
             // high again; a level input that is high still requests.
-            let level_mask = (0..8u8).fold(0u8, |m, irq| {
-                if self.level_mode(irq) {
-                    m | (1 << irq)
-                } else {
-                    m
-                }
-            });
+            // The inputs `level_mode` says are level-triggered.
+            let level_mask = if self.level_triggered_all {
+                0xFF
+            } else {
+                self.elcr
+            };
             self.irr = self.input & level_mask;
             self.step = InitStep::Icw2;
         } else if value & 0x08 != 0 {
