@@ -252,6 +252,12 @@ impl Pic8259 {
         }
     }
 
+    /// The edge/level control register takes the bits of the inputs that
+    /// may be level-triggered.
+    fn write_elcr(&mut self, value: u8) {
+        self.elcr = value & self.elcr_mask;
+    }
+
     /// Poll command read: like INTA, but returns 0x80 | level (0 if none).
     fn poll_read(&mut self) -> u8 {
         match self.highest_request() {
@@ -396,8 +402,8 @@ impl DualPic {
             MASTER_DATA => self.master.write_data(value),
             SLAVE_COMMAND => self.slave.write_command(value),
             SLAVE_DATA => self.slave.write_data(value),
-            ELCR_MASTER => self.master.elcr = value & self.master.elcr_mask,
-            ELCR_SLAVE => self.slave.elcr = value & self.slave.elcr_mask,
+            ELCR_MASTER => self.master.write_elcr(value),
+            ELCR_SLAVE => self.slave.write_elcr(value),
             _ => {}
         }
         self.update_cascade();
@@ -409,16 +415,16 @@ impl PortIo for DualPic {
     /// ports answer in their low byte.
     fn io_read(&mut self, port: u16, width: AccessWidth) -> u32 {
         if port == ELCR_MASTER && width != AccessWidth::Byte {
-            return u32::from(self.read_byte(ELCR_MASTER))
-                | (u32::from(self.read_byte(ELCR_SLAVE)) << 8);
+            return u32::from(self.master.elcr) | (u32::from(self.slave.elcr) << 8);
         }
         u32::from(self.read_byte(port))
     }
 
     fn io_write(&mut self, port: u16, width: AccessWidth, value: u32) {
         if port == ELCR_MASTER && width != AccessWidth::Byte {
-            self.write_byte(ELCR_MASTER, value as u8);
-            self.write_byte(ELCR_SLAVE, (value >> 8) as u8);
+            self.master.write_elcr(value as u8);
+            self.slave.write_elcr((value >> 8) as u8);
+            self.update_cascade();
             return;
         }
         self.write_byte(port, value as u8);

@@ -119,6 +119,12 @@ fn elcr_reserved_bits_read_zero() {
     assert_eq!(inb(&mut pic, 0x4D0), 0xF8);
     assert_eq!(inb(&mut pic, 0x4D1), 0xDE);
     assert_eq!(pic.io_read(0x4D0, AccessWidth::Word), 0xDEF8);
+    // A word write sets both, with the same reserved bits.
+    pic.io_write(0x4D0, AccessWidth::Word, 0x2120);
+    assert_eq!(inb(&mut pic, 0x4D0), 0x20);
+    assert_eq!(inb(&mut pic, 0x4D1), 0x00);
+    pic.io_write(0x4D0, AccessWidth::Word, 0xFFFF);
+    assert_eq!(pic.io_read(0x4D0, AccessWidth::Word), 0xDEF8);
 }
 
 #[test]
