@@ -151,16 +151,17 @@ impl Lvt {
     /// Bits software may write (the delivery status bit 12 and LINT remote
     /// IRR bit 14 are read-only).
     fn writable(self) -> u32 {
-        match self {
-            // Vector, mask, timer mode (bits 18:17).
-            Self::Timer => 0x0007_00FF,
-            // Vector, delivery mode, mask.
-            Self::Thermal | Self::Perf | Self::Cmci => 0x0001_07FF,
-            // Vector, delivery mode, polarity, trigger mode, mask.
-            Self::Lint0 | Self::Lint1 => 0x0001_A7FF,
-            // Vector, mask.
-            Self::Error => 0x0001_00FF,
-        }
+        // Vector, mask, timer mode (bits 18:17).
+        const TIMER: u32 = 0x0007_00FF;
+        // Vector, delivery mode, mask.
+        const SENSOR: u32 = 0x0001_07FF;
+        // Vector, delivery mode, polarity, trigger mode, mask.
+        const LINT: u32 = 0x0001_A7FF;
+        // Vector, mask.
+        const ERROR: u32 = 0x0001_00FF;
+        // In the order of `Lvt::ALL`.
+        const WRITABLE: [u32; 7] = [TIMER, SENSOR, SENSOR, LINT, LINT, ERROR, SENSOR];
+        WRITABLE[self.index()]
     }
 }
 
