@@ -289,44 +289,47 @@ pub fn decide(
         !halted && guest.interruptibility & (interruptibility::STI | interruptibility::MOV_SS) != 0;
     let nmi_blocked = shadow || guest.interruptibility & interruptibility::NMI != 0;
     let mut entry = EntryDecision::default();
-
-    if let Some(event) = guest.idt_vectoring {
-        entry.inject = Some(event);
-        entry.nmi_window = source.nmi_pending();
-        entry.interrupt_window = source.interrupt_pending();
-        return Decision::Enter(entry);
-    }
-
-    if source.nmi_pending() {
-        if !nmi_blocked {
-            source.take_nmi();
-            entry.inject = Some(EventInjection::nmi());
-            entry.wake = halted;
+    // One exit for every entry: the decision is assembled in one place.
+    'decided: {
+        if let Some(event) = guest.idt_vectoring {
+            entry.inject = Some(event);
+            entry.nmi_window = source.nmi_pending();
             entry.interrupt_window = source.interrupt_pending();
-            return Decision::Enter(entry);
+            break 'decided;
         }
-        entry.nmi_window = true;
-    }
 
-    if source.interrupt_pending() {
-        if guest.interrupts_enabled && !shadow {
-            if let Some(vector) = source.acknowledge_interrupt() {
-                entry.inject = Some(EventInjection::external(vector));
+        if source.nmi_pending() {
+            if !nmi_blocked {
+                source.take_nmi();
+                entry.inject = Some(EventInjection::nmi());
                 entry.wake = halted;
-                // A request that outranks the one now in service (a higher
-                // class) goes in as soon as the handler opens a window.
                 entry.interrupt_window = source.interrupt_pending();
-                return Decision::Enter(entry);
+                break 'decided;
             }
-        } else {
-            entry.interrupt_window = true;
+            entry.nmi_window = true;
         }
-    }
 
-    if halted {
-        return Decision::Sleep {
-            until_ns: next_timer_ns,
-        };
+        if source.interrupt_pending() {
+            if guest.interrupts_enabled && !shadow {
+                if let Some(vector) = source.acknowledge_interrupt() {
+                    entry.inject = Some(EventInjection::external(vector));
+                    entry.wake = halted;
+                    // A request that outranks the one now in service (a
+                    // higher class) goes in as soon as the handler opens a
+                    // window.
+                    entry.interrupt_window = source.interrupt_pending();
+                    break 'decided;
+                }
+            } else {
+                entry.interrupt_window = true;
+            }
+        }
+
+        if halted {
+            return Decision::Sleep {
+                until_ns: next_timer_ns,
+            };
+        }
     }
     Decision::Enter(entry)
 }
