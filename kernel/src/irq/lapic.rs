@@ -631,6 +631,9 @@ impl<C: Clock, const X2APIC: bool> LocalApic<C, X2APIC> {
     /// EXTD=1 is invalid, x2APIC may only be left to the disabled state,
     /// and x2APIC is entered only from xAPIC. Disabling resets the
     /// registers. The BSP bit is read-only here.
+    // Out of line: rare, and reached both from the MSR write and from
+    // whoever sets the reset state.
+    #[inline(never)]
     pub fn set_apic_base(&mut self, value: u64) -> Result<(), ApicFault> {
         let bits = u32::from(self.config.phys_addr_bits.clamp(32, 52));
         let addr_mask = ((1u64 << bits) - 1) & !0xFFF;
