@@ -269,22 +269,19 @@ impl Pic8259 {
         }
     }
 
-    fn read_command(&mut self) -> u8 {
+    /// A read of the command port (`command`) or the data port: the poll
+    /// answer after a poll command, else the IRR or ISR (as OCW3 chose) or
+    /// the IMR.
+    fn read_port(&mut self, command: bool) -> u8 {
         if core::mem::take(&mut self.poll) {
-            return self.poll_read();
-        }
-        if self.read_isr {
+            self.poll_read()
+        } else if !command {
+            self.imr
+        } else if self.read_isr {
             self.isr
         } else {
             self.irr
         }
-    }
-
-    fn read_data(&mut self) -> u8 {
-        if core::mem::take(&mut self.poll) {
-            return self.poll_read();
-        }
-        self.imr
     }
 }
 
@@ -378,15 +375,9 @@ impl DualPic {
 
     fn read_byte(&mut self, port: u16) -> u8 {
         match port {
-            MASTER_COMMAND => self.master.read_command(),
-            MASTER_DATA => self.master.read_data(),
-            SLAVE_COMMAND => {
-                let v = self.slave.read_command();
-                self.update_cascade();
-                v
-            }
-            SLAVE_DATA => {
-                let v = self.slave.read_data();
+            MASTER_COMMAND | MASTER_DATA => self.master.read_port(port == MASTER_COMMAND),
+            SLAVE_COMMAND | SLAVE_DATA => {
+                let v = self.slave.read_port(port == SLAVE_COMMAND);
                 self.update_cascade();
                 v
             }
