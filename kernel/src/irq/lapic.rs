@@ -1082,11 +1082,9 @@ impl<C: Clock, const X2APIC: bool> LocalApic<C, X2APIC> {
         self.esr_pending |= bits;
         let lvt = self.lvt[Lvt::Error.index()];
         let vector = lvt as u8;
-        if lvt & LVT_MASKED == 0 && vector >= 16 && self.is_enabled() {
-            self.interrupt_register_changed(InterruptRegister::Irr);
-            self.interrupt_register_changed(InterruptRegister::Tmr);
-            self.irr.insert(vector);
-            self.tmr.remove(vector);
+        // An illegal error vector is not reported again.
+        if lvt & LVT_MASKED == 0 && vector >= 16 {
+            self.request_vector(vector, TriggerMode::Edge);
         }
     }
 
