@@ -424,11 +424,8 @@ impl ApicTimer {
     /// SDM "Divide Configuration Register": bits 3,1,0.
     fn divisor(&self) -> u64 {
         let code = ((self.divide_config >> 1) & 4) | (self.divide_config & 3);
-        if code == 7 {
-            1
-        } else {
-            2 << code
-        }
+        // Codes 0-6 divide by 2 << code, code 7 by 1: 1 << (code + 1) mod 8.
+        1 << ((code + 1) & 7)
     }
 }
 
