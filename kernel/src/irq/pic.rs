@@ -145,6 +145,8 @@ impl Pic8259 {
     }
 
     /// The INTA cycle for `irq`.
+    // Out of line: the pair acknowledges on the master and on the slave.
+    #[inline(never)]
     fn acknowledge(&mut self, irq: u8) {
         let bit = 1 << irq;
         if self.auto_eoi {
