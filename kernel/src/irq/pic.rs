@@ -99,6 +99,8 @@ impl Pic8259 {
         self.level_triggered_all || self.elcr & (1 << irq) != 0
     }
 
+    // Out of line: every change of the cascade input drives it too.
+    #[inline(never)]
     fn set_input(&mut self, irq: u8, high: bool) {
         let bit = 1u8 << irq;
         let was_high = self.input & bit != 0;
