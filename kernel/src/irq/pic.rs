@@ -324,6 +324,9 @@ impl DualPic {
         }
     }
 
+    /// Drives the master's IR2 from the slave's INT output.
+    // Out of line: after every change of the slave and every INTA cycle.
+    #[inline(never)]
     fn update_cascade(&mut self) {
         let slave_int = self.slave.highest_request().is_some();
         self.master.set_input(CASCADE_IRQ, slave_int);
