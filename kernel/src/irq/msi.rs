@@ -10,47 +10,41 @@ use core::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryMode {
     /// 000: deliver the vector.
-    Fixed,
+    Fixed = 0,
     /// 001: deliver the vector to the lowest-priority destination.
-    LowestPriority,
+    LowestPriority = 1,
     /// 010: system management interrupt.
-    Smi,
+    Smi = 2,
     /// 100: non-maskable interrupt (vector ignored).
-    Nmi,
+    Nmi = 4,
     /// 101: INIT.
-    Init,
+    Init = 5,
     /// 110: start-up IPI (vector is the start page).
-    Startup,
+    Startup = 6,
     /// 111: external interrupt: the vector comes from an 8259A.
-    ExtInt,
+    ExtInt = 7,
 }
 
 impl DeliveryMode {
     /// Decodes the 3-bit field; `None` for the reserved encoding 011.
     pub const fn from_bits(bits: u32) -> Option<Self> {
-        Some(match bits & 7 {
-            0 => Self::Fixed,
-            1 => Self::LowestPriority,
-            2 => Self::Smi,
-            4 => Self::Nmi,
-            5 => Self::Init,
-            6 => Self::Startup,
-            7 => Self::ExtInt,
-            _ => return None,
-        })
+        // By encoding: one table rather than a jump table at every caller.
+        const DECODED: [Option<DeliveryMode>; 8] = [
+            Some(DeliveryMode::Fixed),
+            Some(DeliveryMode::LowestPriority),
+            Some(DeliveryMode::Smi),
+            None,
+            Some(DeliveryMode::Nmi),
+            Some(DeliveryMode::Init),
+            Some(DeliveryMode::Startup),
+            Some(DeliveryMode::ExtInt),
+        ];
+        DECODED[(bits & 7) as usize]
     }
 
-    /// The 3-bit encoding.
+    /// The 3-bit encoding (the discriminant).
     pub const fn bits(self) -> u32 {
-        match self {
-            Self::Fixed => 0,
-            Self::LowestPriority => 1,
-            Self::Smi => 2,
-            Self::Nmi => 4,
-            Self::Init => 5,
-            Self::Startup => 6,
-            Self::ExtInt => 7,
-        }
+        self as u32
     }
 }
 
@@ -196,6 +190,26 @@ mod tests {
 
     #[test]
     fn delivery_mode_round_trips() {
+        // SDM encodings; 011 is reserved.
+        use DeliveryMode::*;
+        let expected = [
+            Some(Fixed),
+            Some(LowestPriority),
+            Some(Smi),
+            None,
+            Some(Nmi),
+            Some(Init),
+            Some(Startup),
+            Some(ExtInt),
+        ];
+        for (bits, mode) in (0..).zip(expected) {
+            assert_eq!(DeliveryMode::from_bits(bits), mode, "{bits:03b}");
+            assert_eq!(
+                DeliveryMode::from_bits(bits | 0x18),
+                mode,
+                "upper bits ignored"
+            );
+        }
         for bits in 0..8 {
             if let Some(m) = DeliveryMode::from_bits(bits) {
                 assert_eq!(m.bits(), bits);
