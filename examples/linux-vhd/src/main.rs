@@ -219,9 +219,9 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             tsc_hz,
         })
         .with_control_registers(cr4_policy, [caps.cr0, caps.cr4])
-        .with_virtual_apic(
-            virtual_apic.map(|apic| apic.with_x2apic_virtualization(msr_bitmap, caps)),
-        );
+        // The board's LAPIC has no x2APIC mode, so the x2APIC MSRs are
+        // never virtualized.
+        .with_virtual_apic(virtual_apic);
     vcpu.set_accounting(boot.has_argument("stats"));
     println!("kernel entry tsc {}", ponte_arch::cpu::tsc());
     let reason = match dispatch.run(&mut vcpu, &mut board) {
