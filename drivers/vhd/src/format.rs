@@ -61,6 +61,8 @@ pub const HOST_OS_WINDOWS: [u8; 4] = *b"Wi2k";
 
 /// Byte sum checksum of the specification: the one's complement of the sum
 /// of all bytes, with the checksum field itself (`skip`) counted as zero.
+// Out of line: opening checks up to three footers and a header.
+#[inline(never)]
 pub fn checksum(bytes: &[u8], skip: core::ops::Range<usize>) -> u32 {
     let mut sum: u32 = 0;
     for (i, b) in bytes.iter().enumerate() {
