@@ -188,19 +188,22 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                 &mut |_| {},
                 &mut Summary::default(),
             )?;
-            if let Some(expected) = want {
-                if layer.footer.uuid != expected {
-                    return Err(Error::Malformed(Problem::ParentUuidMismatch {
-                        expected,
-                        found: layer.footer.uuid,
-                    }));
-                }
-            }
+            // Pushed before it is looked at: the layer moves once, into
+            // its place. The push fails only for a chain limit of 0 (the
+            // depth check below stops the loop at `N`).
             if layers.push(layer).is_err() {
                 return Err(Error::ChainTooDeep { limit: N });
             }
             let depth = layers.len();
             let Some(last) = layers.last() else { break };
+            if let Some(expected) = want {
+                if last.footer.uuid != expected {
+                    return Err(Error::Malformed(Problem::ParentUuidMismatch {
+                        expected,
+                        found: last.footer.uuid,
+                    }));
+                }
+            }
             let Some(header) = last
                 .header
                 .as_ref()
