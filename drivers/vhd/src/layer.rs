@@ -298,28 +298,35 @@ impl Reporter<'_> {
 /// by block number. A heapsort: O(n log n) on any table without recursion
 /// or memory of its own, in a fraction of the code of core's sort.
 pub(crate) fn sort_by_sector(blocks: &mut [u32], bat: &[u32]) {
-    let key = |block: u32| (bat[block as usize], block);
-    let sift_down = |blocks: &mut [u32], mut root: usize, end: usize| loop {
-        let mut child = 2 * root + 1;
-        if child >= end {
+    let n = blocks.len();
+    for root in (0..n / 2).rev() {
+        sift_down(blocks, bat, root);
+    }
+    for end in (1..n).rev() {
+        blocks.swap(0, end);
+        sift_down(blocks.get_mut(..end).unwrap_or(&mut []), bat, 0);
+    }
+}
+
+/// Moves the entry at `root` of the heap `blocks` down to its place.
+/// Positions are looked up checked: the heap arithmetic keeps them in
+/// range, and the sort needs no panic paths to say so.
+fn sift_down(blocks: &mut [u32], bat: &[u32], mut root: usize) {
+    let key = |block: u32| (bat.get(block as usize).copied().unwrap_or(0), block);
+    loop {
+        let child = 2 * root + 1;
+        let (Some(&r), Some(&c)) = (blocks.get(root), blocks.get(child)) else {
             break;
-        }
-        if child + 1 < end && key(blocks[child]) < key(blocks[child + 1]) {
-            child += 1;
-        }
-        if key(blocks[root]) >= key(blocks[child]) {
+        };
+        let (child, c) = match blocks.get(child + 1) {
+            Some(&right) if key(c) < key(right) => (child + 1, right),
+            _ => (child, c),
+        };
+        if key(r) >= key(c) {
             break;
         }
         blocks.swap(root, child);
         root = child;
-    };
-    let n = blocks.len();
-    for root in (0..n / 2).rev() {
-        sift_down(blocks, root, n);
-    }
-    for end in (1..n).rev() {
-        blocks.swap(0, end);
-        sift_down(blocks, 0, end);
     }
 }
 
