@@ -635,17 +635,14 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         }
         layer.cache_slots = cache_slots;
         let mut buf = [0u8; 4096];
-        let mut done = 0usize;
-        while done < bat.len() {
-            let n = (bat.len() - done).min(buf.len() / 4);
-            if layer
-                .read(table_offset + done as u64 * 4, &mut buf[..n * 4])
-                .is_err()
-            {
+        let mut offset = table_offset;
+        for words in bat.chunks_mut(buf.len() / 4) {
+            let bytes = buf.get_mut(..words.len() * 4).unwrap_or(&mut []);
+            if layer.read(offset, bytes).is_err() {
                 return Err(layer.take_fault());
             }
-            words_from_be(&buf[..n * 4], &mut bat[done..done + n]);
-            done += n;
+            words_from_be(bytes, words);
+            offset += bytes.len() as u64;
         }
 
         // Blocks: inside the file, clear of metadata, not overlapping.
