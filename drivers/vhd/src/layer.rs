@@ -618,16 +618,23 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         let cache_slots = usize::try_from(cache_slots).unwrap_or(1);
         let words = table_words(entries, cache_slots);
         let mut table = tables.table(words)?;
-        let storage = table.as_mut();
-        if storage.len() < words {
+        let available = table.as_ref().len();
+        let Some(storage) = table.as_mut().get_mut(..words) else {
             return Err(Error::StorageTooSmall {
                 needed: words,
-                available: storage.len(),
+                available,
             });
-        }
-        let (bat, rest) = storage.split_at_mut(entries as usize);
-        let (scratch, rest) = rest.split_at_mut(entries as usize);
-        let (marks, cache) = rest.split_at_mut(marks_len(entries));
+        };
+        // `words` covers every part: the checked splits never fall short.
+        let (bat, rest) = storage
+            .split_at_mut_checked(entries as usize)
+            .unwrap_or_default();
+        let (scratch, rest) = rest
+            .split_at_mut_checked(entries as usize)
+            .unwrap_or_default();
+        let (marks, cache) = rest
+            .split_at_mut_checked(marks_len(entries))
+            .unwrap_or_default();
         marks.fill(0);
         for slot in cache.chunks_exact_mut(BITMAP_SLOT_WORDS).take(cache_slots) {
             slot[SLOT_BLOCK] = SLOT_EMPTY;
@@ -676,28 +683,33 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
                 }
             }
             if clear {
-                scratch[allocated] = block;
+                // At most one per BAT entry: `scratch` has room.
+                if let Some(slot) = scratch.get_mut(allocated) {
+                    *slot = block;
+                }
                 allocated += 1;
                 block_end_max = block_end_max.max(end);
             }
         }
-        let sorted = &mut scratch[..allocated];
+        let sorted = scratch.get_mut(..allocated).unwrap_or_default();
         sort_by_sector(sorted, bat);
-        let mut prev: Option<(u32, u64)> = None;
+        // The previous block: number, sector, end.
+        let mut prev: Option<(u32, u32, u64)> = None;
         for &i in sorted.iter() {
-            let start = u64::from(bat[i as usize]) * SECTOR_SIZE;
-            if let Some((p, p_end)) = prev {
+            let sector = bat.get(i as usize).copied().unwrap_or(0);
+            let start = u64::from(sector) * SECTOR_SIZE;
+            if let Some((p, p_sector, p_end)) = prev {
                 if start < p_end {
                     r.fatal(Problem::BlocksOverlap {
                         first: p,
                         second: i,
-                        first_sector: bat[p as usize],
-                        second_sector: bat[i as usize],
+                        first_sector: p_sector,
+                        second_sector: sector,
                     });
                     continue;
                 }
             }
-            prev = Some((i, start + span));
+            prev = Some((i, sector, start + span));
         }
         r.summary.allocated_blocks = allocated as u32;
         let used = metadata_end.saturating_add(allocated as u64 * span);
