@@ -581,17 +581,21 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
                         data_length: loc.data_length,
                     });
                 }
-                regions[nreg] = (
-                    Region::Locator(slot as u8),
-                    loc.data_offset,
-                    loc.data_offset + u64::from(loc.data_length),
-                );
-                nreg += 1;
+                // One region per slot: there is always room.
+                if let Some(region) = regions.get_mut(nreg) {
+                    *region = (
+                        Region::Locator(slot as u8),
+                        loc.data_offset,
+                        loc.data_offset + u64::from(loc.data_length),
+                    );
+                    nreg += 1;
+                }
             }
         }
-        let regions = &regions[..nreg];
-        for (i, a) in regions.iter().enumerate() {
-            for b in &regions[i + 1..] {
+        let regions = regions.get(..nreg).unwrap_or_default();
+        let mut rest = regions;
+        while let Some((a, later)) = rest.split_first() {
+            for b in later {
                 if overlaps((a.1, a.2), (b.1, b.2)) {
                     r.fatal(Problem::MetadataOverlap {
                         first: a.0,
@@ -599,6 +603,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
                     });
                 }
             }
+            rest = later;
         }
         let metadata_end = regions
             .iter()
