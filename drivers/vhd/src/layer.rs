@@ -1061,15 +1061,23 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
 
     fn mark_bat_dirty(&mut self, block: u32) -> Step {
         let sector = block / 128;
-        if self.dirty_bat[..self.dirty_bat_len].contains(&sector) {
+        if self.dirty_bat().contains(&sector) {
             return Ok(());
         }
         if self.dirty_bat_len == DIRTY_BAT_MAX {
             self.sync()?;
         }
-        self.dirty_bat[self.dirty_bat_len] = sector;
-        self.dirty_bat_len += 1;
+        // A sync empties the queue: there is room.
+        if let Some(slot) = self.dirty_bat.get_mut(self.dirty_bat_len) {
+            *slot = sector;
+            self.dirty_bat_len += 1;
+        }
         Ok(())
+    }
+
+    /// The BAT sectors queued for the next sync.
+    fn dirty_bat(&self) -> &[u32] {
+        self.dirty_bat.get(..self.dirty_bat_len).unwrap_or_default()
     }
 
     /// Sets a BAT entry in memory; written at the next sync.
@@ -1140,8 +1148,9 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             Some(s) => s.table_offset,
             None => 0,
         };
-        for d in 0..self.dirty_bat_len {
-            let sector = self.dirty_bat[d] as usize;
+        let dirty_bat = self.dirty_bat;
+        for &sector in dirty_bat.get(..self.dirty_bat_len).unwrap_or_default() {
+            let sector = sector as usize;
             let bat = self.bat();
             let first = sector * 128;
             let last = (first + 128).min(bat.len());
