@@ -693,7 +693,9 @@ where
         let block = off / sp.block_size;
         let in_block = off % sp.block_size;
         let n = ((sp.block_size - in_block) as usize).min(buf.len() - pos);
-        let chunk = &mut buf[pos..pos + n];
+        // In range by construction (n <= buf.len() - pos): checked
+        // slicing, without a panic path.
+        let chunk = buf.get_mut(pos..pos + n).unwrap_or_default();
         let base = top.block_base(block);
         let end = in_block + n as u64;
         let mut k = in_block / SECTOR_SIZE;
@@ -707,7 +709,9 @@ where
             };
             let a = (k * SECTOR_SIZE).max(in_block);
             let b = (e * SECTOR_SIZE).min(end);
-            let part = &mut chunk[(a - in_block) as usize..(b - in_block) as usize];
+            let part = chunk
+                .get_mut((a - in_block) as usize..(b - in_block) as usize)
+                .unwrap_or_default();
             match base {
                 Some(base) if present => top.read(base + sp.bitmap_len + a, part)?,
                 _ => read_chain(lower, off - in_block + a, part)?,
@@ -760,7 +764,9 @@ where
         };
         let block_start = off - in_block;
         let data_base = base + sp.bitmap_len;
-        let bytes = &data[pos..pos + n];
+        // In range by construction (n <= data.len() - pos): checked
+        // slicing, without a panic path.
+        let bytes = data.get(pos..pos + n).unwrap_or_default();
         let end = in_block + n as u64;
         // A leading partial sector, the whole sectors (one device write,
         // then their bits), a trailing partial sector.
@@ -773,7 +779,9 @@ where
             } else {
                 ((k + 1) * SECTOR_SIZE).min(end)
             };
-            let piece = &bytes[(a - in_block) as usize..(stop - in_block) as usize];
+            let piece = bytes
+                .get((a - in_block) as usize..(stop - in_block) as usize)
+                .unwrap_or_default();
             if whole {
                 top.write(data_base + a, piece)?;
                 top.set_bits(block, k, stop / SECTOR_SIZE)?;
