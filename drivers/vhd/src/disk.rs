@@ -344,13 +344,13 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
             let (top, _) = split(&mut self.layers)?;
             let (whole, n) = match top.sparse {
                 Some(sp) => {
-                    let in_block = pos % sp.block_size;
+                    let (_, in_block) = sp.locate(pos);
                     let n = (sp.block_size - in_block).min(end - pos);
                     (in_block == 0 && n == sp.block_size, n)
                 }
                 None => (false, end - pos),
             };
-            let block = top.sparse.map(|sp| pos / sp.block_size).unwrap_or(0) as u32;
+            let block = top.sparse.map(|sp| sp.locate(pos).0).unwrap_or(0) as u32;
             let allocated = top.block_base(u64::from(block)).is_some();
             match (top.kind, whole) {
                 (DiskType::Dynamic, true) => {
@@ -690,8 +690,7 @@ where
     let mut pos = 0usize;
     while pos < buf.len() {
         let off = offset + pos as u64;
-        let block = off / sp.block_size;
-        let in_block = off % sp.block_size;
+        let (block, in_block) = sp.locate(off);
         let n = ((sp.block_size - in_block) as usize).min(buf.len() - pos);
         // In range by construction (n <= buf.len() - pos): checked
         // slicing, without a panic path.
@@ -755,8 +754,8 @@ where
     let mut pos = 0usize;
     while pos < data.len() {
         let off = offset + pos as u64;
-        let block = (off / sp.block_size) as u32;
-        let in_block = off % sp.block_size;
+        let (block, in_block) = sp.locate(off);
+        let block = block as u32;
         let n = ((sp.block_size - in_block) as usize).min(data.len() - pos);
         let base = match top.block_base(u64::from(block)) {
             Some(b) => b,

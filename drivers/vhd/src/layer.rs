@@ -143,6 +143,15 @@ impl Sparse {
     pub fn sectors_per_block(&self) -> u64 {
         self.block_size / SECTOR_SIZE
     }
+    /// The block holding byte `off` of the virtual disk, and the offset in
+    /// it. Block sizes are powers of two (checked on open): a shift and a
+    /// mask, without a division or its divide-by-zero panic path.
+    pub fn locate(&self, off: u64) -> (u64, u64) {
+        (
+            off >> self.block_size.trailing_zeros(),
+            off & (self.block_size - 1),
+        )
+    }
 }
 
 /// Marks that an operation on a layer failed. The error itself is held by
