@@ -107,9 +107,16 @@ pub fn decode_locator<'o>(code: LocatorCode, raw: &[u8], out: &'o mut [u8]) -> O
             let mut i = 0;
             while i < b.len() {
                 let byte = if b[i] == b'%' && i + 2 < b.len() {
-                    let hex = core::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+                    // The two characters after `%` as a base-16 `u8`, as
+                    // `u8::from_str_radix` reads them: two hex digits, or
+                    // `+` and one.
+                    let digit = |d: u8| char::from(d).to_digit(16);
+                    let value = match (b[i + 1], b[i + 2]) {
+                        (b'+', low) => digit(low)?,
+                        (high, low) => digit(high)? * 16 + digit(low)?,
+                    };
                     i += 3;
-                    u8::from_str_radix(hex, 16).ok()?
+                    value as u8
                 } else {
                     i += 1;
                     b[i - 1]
