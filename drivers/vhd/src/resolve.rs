@@ -127,7 +127,7 @@ pub fn decode_locator<'o>(code: LocatorCode, raw: &[u8], out: &'o mut [u8]) -> O
         }
         _ => return None,
     }
-    core::str::from_utf8(&out[..n]).ok()
+    core::str::from_utf8(out.get(..n)?).ok()
 }
 
 #[cfg(feature = "std")]
