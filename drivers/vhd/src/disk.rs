@@ -819,7 +819,10 @@ where
     let mut sector = [0u8; SECTOR_SIZE as usize];
     read_chain(lower, block_start + k * SECTOR_SIZE, &mut sector)?;
     let at = (from - k * SECTOR_SIZE) as usize;
-    sector[at..at + bytes.len()].copy_from_slice(bytes);
+    // The piece lies in the sector (the caller cuts at sector bounds).
+    if let Some(dst) = sector.get_mut(at..at + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
     top.write(data_base + k * SECTOR_SIZE, &sector)?;
     top.set_bits(block, k, k + 1)
 }
