@@ -110,8 +110,8 @@ fn peek_uuid<D: BlockDevice>(dev: &mut D) -> Option<Uuid> {
         raw.fill(0);
         let n = if at == len - 511 { 511 } else { FOOTER_SIZE };
         if dev.read_at(at, &mut raw[..n]).is_ok() {
-            if let Ok(f) = Footer::parse(&raw) {
-                return Some(f.uuid);
+            if let Some(uuid) = Footer::uuid_of(&raw) {
+                return Some(uuid);
             }
         }
     }

@@ -271,6 +271,8 @@ pub struct Footer {
 const FOOTER_CHECKSUM_AT: core::ops::Range<usize> = 64..68;
 /// Byte range of the dynamic header's checksum field.
 const HEADER_CHECKSUM_AT: core::ops::Range<usize> = 36..40;
+/// Byte offset of the footer's UUID.
+const FOOTER_UUID_AT: usize = 68;
 
 impl Footer {
     /// Decodes a footer. Fails only if the cookie is wrong; the checksum is
@@ -282,7 +284,17 @@ impl Footer {
         Ok(Footer::decode(b))
     }
 
+    /// The UUID of a footer, without decoding the other fields; `None` if
+    /// the cookie is wrong.
+    pub(crate) fn uuid_of(b: &[u8; FOOTER_SIZE]) -> Option<Uuid> {
+        check_cookie(b, FOOTER_COOKIE, Structure::Footer).ok()?;
+        Some(Uuid(field(b, FOOTER_UUID_AT)))
+    }
+
     /// Decodes the fields of a footer whose cookie was checked.
+    // Out of line: inlined into opening, the fields are decoded in place
+    // of the bytes and copied field by field.
+    #[inline(never)]
     pub(crate) fn decode(b: &[u8; FOOTER_SIZE]) -> Footer {
         Footer {
             features: be_u32(b, 8),
@@ -301,7 +313,7 @@ impl Footer {
             },
             disk_type: be_u32(b, 60),
             checksum: be_u32(b, 64),
-            uuid: Uuid(field(b, 68)),
+            uuid: Uuid(field(b, FOOTER_UUID_AT)),
             saved_state: b[84],
         }
     }
