@@ -1288,7 +1288,9 @@ fn run_end(bits: &SectorBits, i: usize, end: usize, v: bool) -> usize {
     let mut k = i;
     while k < end {
         let w = k / 32;
-        let differ = (bits[w] ^ flip) & (u32::MAX >> (k % 32));
+        // `end` is within the sector: the word is always there.
+        let Some(&word) = bits.get(w) else { break };
+        let differ = (word ^ flip) & (u32::MAX >> (k % 32));
         if differ != 0 {
             return (w * 32 + differ.leading_zeros() as usize).min(end);
         }
