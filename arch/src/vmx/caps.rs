@@ -328,27 +328,28 @@ pub struct MissingMsr(pub u32);
 impl VmxCapabilities {
     /// Decodes raw MSR values; 0x480-0x484 and 0x486-0x48A are mandatory.
     pub fn decode(raw: &RawVmxMsrs) -> Result<Self, MissingMsr> {
-        let need = |m| raw.get(m).ok_or(MissingMsr(m));
-        let basic = need(0x480)?;
+        let basic = raw.get(MSR_VMX_BASIC).ok_or(MissingMsr(MSR_VMX_BASIC))?;
         let true_controls = basic & (1 << 55) != 0;
-        let control = |legacy: u32, tru: u32| -> Result<ControlCaps, MissingMsr> {
-            Ok(ControlCaps {
-                legacy: AllowedBits::from_msr(need(legacy)?),
-                true_: if true_controls {
-                    Some(AllowedBits::from_msr(need(tru)?))
-                } else {
-                    None
-                },
-            })
+        // Every mandatory MSR is checked once, up front, so the fields below
+        // read plain values: 0x480-0x48A always, the TRUE_ controls
+        // 0x48D-0x490 when IA32_VMX_BASIC says they apply.
+        let mandatory = (MSR_VMX_BASIC..=0x48a).chain((0x48d..=0x490).filter(|_| true_controls));
+        if let Some(missing) = mandatory.into_iter().find(|&m| raw.get(m).is_none()) {
+            return Err(MissingMsr(missing));
+        }
+        let value = |m| raw.get(m).unwrap_or(0);
+        let control = |legacy: u32, tru: u32| ControlCaps {
+            legacy: AllowedBits::from_msr(value(legacy)),
+            true_: true_controls.then(|| AllowedBits::from_msr(value(tru))),
         };
-        let pin = control(0x481, 0x48d)?;
-        let proc = control(0x482, 0x48e)?;
+        let pin = control(0x481, 0x48d);
+        let proc = control(0x482, 0x48e);
         let proc2 = if proc.legacy.allows(1 << 31) {
-            AllowedBits::from_msr(raw.get(0x48b).unwrap_or(0))
+            AllowedBits::from_msr(value(0x48b))
         } else {
             AllowedBits::from_msr(0)
         };
-        let misc = need(0x485)?;
+        let misc = value(0x485);
         Ok(VmxCapabilities {
             basic: VmxBasic {
                 revision_id: basic as u32 & 0x7fff_ffff,
@@ -363,8 +364,8 @@ impl VmxCapabilities {
             pin,
             proc,
             proc2,
-            exit: control(0x483, 0x48f)?,
-            entry: control(0x484, 0x490)?,
+            exit: control(0x483, 0x48f),
+            entry: control(0x484, 0x490),
             misc: VmxMisc {
                 preemption_timer_rate: (misc & 0x1f) as u8,
                 stores_lma: misc & (1 << 5) != 0,
@@ -381,16 +382,16 @@ impl VmxCapabilities {
                 mseg_revision: (misc >> 32) as u32,
             },
             cr0: FixedBits {
-                fixed0: need(0x486)?,
-                fixed1: need(0x487)?,
+                fixed0: value(0x486),
+                fixed1: value(0x487),
             },
             cr4: FixedBits {
-                fixed0: need(0x488)?,
-                fixed1: need(0x489)?,
+                fixed0: value(0x488),
+                fixed1: value(0x489),
             },
-            max_vmcs_index: ((need(0x48a)? >> 1) & 0x1ff) as u16,
-            ept_vpid: EptVpidCaps(raw.get(0x48c).unwrap_or(0)),
-            vmfunc: raw.get(0x491).unwrap_or(0),
+            max_vmcs_index: ((value(0x48a) >> 1) & 0x1ff) as u16,
+            ept_vpid: EptVpidCaps(value(0x48c)),
+            vmfunc: value(0x491),
             phys_addr_bits: if basic & (1 << 48) != 0 {
                 32
             } else {
