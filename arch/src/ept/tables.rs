@@ -503,6 +503,9 @@ impl<A: FrameAllocator> EptTables<A> {
         }
     }
 
+    // Out of line: inlined, the allocator's checks and the error were
+    // repeated at every table access of the walks.
+    #[inline(never)]
     fn frame(&self, host_physical: u64) -> Result<&EptFrame, EptError> {
         self.allocator
             .frame(host_physical)
