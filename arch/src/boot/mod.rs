@@ -356,6 +356,8 @@ struct ErrorType<'a>(&'a str);
 
 #[cfg(not(feature = "diagnostics"))]
 impl fmt::Display for ErrorType<'_> {
+    // Out of line: every `ErrorReport` instance calls this one copy.
+    #[inline(never)]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0)?;
         f.write_str(" (details with ponte-arch's diagnostics feature)")
