@@ -13,12 +13,14 @@ pub const MSR_VMX_BASIC: u32 = 0x480;
 pub const MSR_VMX_VMFUNC: u32 = 0x491;
 const VMX_MSR_COUNT: usize = (MSR_VMX_VMFUNC - MSR_VMX_BASIC + 1) as usize;
 
-/// Raw values of the VMX capability MSRs 0x480..=0x491; `None` where the CPU
-/// does not implement the MSR (reading it would fault).
+/// Raw values of the VMX capability MSRs 0x480..=0x491, and which of them the
+/// CPU implements (reading one it does not would fault).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawVmxMsrs {
-    /// Values indexed by `msr - 0x480`.
-    pub values: [Option<u64>; VMX_MSR_COUNT],
+    /// Values indexed by `msr - 0x480`; 0 where the MSR is absent.
+    pub values: [u64; VMX_MSR_COUNT],
+    /// Bit `msr - 0x480` set: the MSR is implemented (or recorded).
+    pub present: u32,
     /// Physical-address width in bits (CPUID 0x8000_0008 EAX bits 7:0).
     pub phys_addr_bits: u8,
 }
@@ -45,17 +47,26 @@ impl RawVmxMsrs {
 
     /// The raw value of `msr`, if recorded/implemented.
     pub fn get(&self, msr: u32) -> Option<u64> {
-        let index = msr.checked_sub(MSR_VMX_BASIC)? as usize;
-        self.values.get(index).copied().flatten()
+        let index = msr.checked_sub(MSR_VMX_BASIC)?;
+        let value = *self.values.get(index as usize)?;
+        (self.present & (1 << index) != 0).then_some(value)
+    }
+
+    /// The raw value of `msr`, 0 when absent (plain, for fields whose MSR
+    /// was checked or may be missing).
+    fn value(&self, msr: u32) -> u64 {
+        msr.checked_sub(MSR_VMX_BASIC)
+            .and_then(|i| self.values.get(i as usize))
+            .map_or(0, |&v| v)
     }
 
     /// Sets the raw value of a VMX capability MSR (ignored outside 0x480..=0x491).
     pub fn set(&mut self, msr: u32, value: u64) {
-        if let Some(slot) = msr
-            .checked_sub(MSR_VMX_BASIC)
-            .and_then(|i| self.values.get_mut(i as usize))
-        {
-            *slot = Some(value);
+        if let Some(index) = msr.checked_sub(MSR_VMX_BASIC) {
+            if let Some(slot) = self.values.get_mut(index as usize) {
+                *slot = value;
+                self.present |= 1 << index;
+            }
         }
     }
 
@@ -337,7 +348,7 @@ impl VmxCapabilities {
         if let Some(missing) = mandatory.into_iter().find(|&m| raw.get(m).is_none()) {
             return Err(MissingMsr(missing));
         }
-        let value = |m| raw.get(m).unwrap_or(0);
+        let value = |m| raw.value(m);
         let control = |legacy: u32, tru: u32| ControlCaps {
             legacy: AllowedBits::from_msr(value(legacy)),
             true_: true_controls.then(|| AllowedBits::from_msr(value(tru))),

@@ -153,7 +153,7 @@ fn default1_bits_are_forced_without_true_controls() {
     // The same CPU with IA32_VMX_BASIC bit 55 clear: only legacy MSRs apply,
     // so the SDM's default1 bits (A.3.2: CR3-load/store exiting ...) stay set.
     let mut r = raw("corei7_skylake_x");
-    r.values[0] = r.get(0x480).map(|b| b & !(1 << 55));
+    r.set(0x480, r.get(0x480).unwrap() & !(1 << 55));
     let c = VmxCapabilities::decode(&r).unwrap();
     assert!(c.pin.true_.is_none());
     let s = ControlRequest::new().reconcile(&c).unwrap();
