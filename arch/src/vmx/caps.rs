@@ -343,10 +343,12 @@ impl VmxCapabilities {
         let true_controls = basic & (1 << 55) != 0;
         // Every mandatory MSR is checked once, up front, so the fields below
         // read plain values: 0x480-0x48A always, the TRUE_ controls
-        // 0x48D-0x490 when IA32_VMX_BASIC says they apply.
-        let mandatory = (MSR_VMX_BASIC..=0x48a).chain((0x48d..=0x490).filter(|_| true_controls));
-        if let Some(missing) = mandatory.into_iter().find(|&m| raw.get(m).is_none()) {
-            return Err(MissingMsr(missing));
+        // 0x48D-0x490 when IA32_VMX_BASIC says they apply. The lowest
+        // missing one is reported.
+        let mandatory: u32 = 0x7ff | if true_controls { 0xf << 13 } else { 0 };
+        let missing = mandatory & !raw.present;
+        if missing != 0 {
+            return Err(MissingMsr(MSR_VMX_BASIC + missing.trailing_zeros()));
         }
         let value = |m| raw.value(m);
         let control = |legacy: u32, tru: u32| ControlCaps {

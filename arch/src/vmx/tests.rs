@@ -137,6 +137,16 @@ fn recordings_parse_strictly() {
 }
 
 #[test]
+fn true_controls_are_mandatory_only_when_basic_announces_them() {
+    // IA32_VMX_BASIC bit 55: the TRUE_ control MSRs 0x48D-0x490 exist.
+    let mut r = raw("corei7_skylake_x");
+    r.present &= !(1 << (0x48e - 0x480));
+    assert_eq!(VmxCapabilities::decode(&r), Err(MissingMsr(0x48e)));
+    r.set(0x480, r.get(0x480).unwrap() & !(1 << 55));
+    assert!(VmxCapabilities::decode(&r).is_ok());
+}
+
+#[test]
 fn feature_control_is_locked_with_vmx_enabled() {
     // Bit 0 lock, bit 2 VMX outside SMX (SDM Vol. 3C 24.7).
     assert_eq!(feature_control_update(0x5), Ok(None));
