@@ -147,7 +147,7 @@ pub const CR4_OSFXSR: u64 = 1 << 9;
 /// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM.
 pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
 
-/// Lets the image execute the SSE moves of [`xmm_low`] and [`load_xmm_low`]:
+/// Lets the image execute the SSE moves of [`xmm_lows`] and [`load_xmm_low`]:
 /// sets CR4.OSFXSR and CR4.OSXMMEXCPT and CR0.MP, clears CR0.EM and CR0.TS
 /// where they differ (SDM Vol. 3A, 13.1.3). Only the host's control
 /// registers change; a guest's come from its VMCS. Called once at boot,
@@ -197,35 +197,52 @@ macro_rules! for_xmm_register {
     };
 }
 
-/// Bits 63:0 of XMM register `n & 15` as the processor holds it now.
+/// Bits 63:0 of XMM0-XMM15 as the processor holds them now.
 ///
 /// The image never uses XMM registers (it is compiled soft-float and saves
 /// none of them across VM exits), so while an exit is handled they still hold
-/// the guest's values: this reads the guest's register. Needs
+/// the guest's values: this reads the guest's registers. Needs
 /// [`enable_sse_moves`] (done at boot).
-pub fn xmm_low(n: u8) -> u64 {
-    macro_rules! read_low {
-        ($reg:tt) => {{
-            let value: u64;
-            // SAFETY: MOVQ from an XMM register to a general register only
-            // reads the register (SSE is enabled at boot); the host keeps
-            // nothing in XMM registers, so the value is the guest's.
-            unsafe {
-                core::arch::asm!(
-                    concat!("movq {0}, ", $reg),
-                    out(reg) value,
-                    options(nostack, nomem, preserves_flags)
-                )
-            };
-            value
-        }};
+pub fn xmm_lows() -> [u64; 16] {
+    let mut lows = [0u64; 16];
+    // SAFETY: MOVQ from an XMM register to memory only reads the register
+    // (SSE is enabled at boot) and writes 8 bytes; the sixteen stores fill
+    // exactly the 128 bytes of `lows`. The host keeps nothing in XMM
+    // registers, so the values are the guest's.
+    unsafe {
+        core::arch::asm!(
+            "movq [{0}], xmm0",
+            "movq [{0} + 8], xmm1",
+            "movq [{0} + 16], xmm2",
+            "movq [{0} + 24], xmm3",
+            "movq [{0} + 32], xmm4",
+            "movq [{0} + 40], xmm5",
+            "movq [{0} + 48], xmm6",
+            "movq [{0} + 56], xmm7",
+            "movq [{0} + 64], xmm8",
+            "movq [{0} + 72], xmm9",
+            "movq [{0} + 80], xmm10",
+            "movq [{0} + 88], xmm11",
+            "movq [{0} + 96], xmm12",
+            "movq [{0} + 104], xmm13",
+            "movq [{0} + 112], xmm14",
+            "movq [{0} + 120], xmm15",
+            in(reg) lows.as_mut_ptr(),
+            options(nostack, preserves_flags)
+        );
     }
-    for_xmm_register!(n, read_low)
+    lows
+}
+
+/// Bits 63:0 of XMM register `n & 15` as the processor holds it now (see
+/// [`xmm_lows`]).
+pub fn xmm_low(n: u8) -> u64 {
+    xmm_lows()[usize::from(n & 15)]
 }
 
 /// Loads `value` into bits 63:0 of XMM register `n & 15` and zeroes bits
 /// 127:64, as MOVQ xmm, m64 does, so that the guest finds it there after
-/// the next VM entry (see [`xmm_low`]).
+/// the next VM entry (see [`xmm_lows`]).
 pub fn load_xmm_low(n: u8, value: u64) {
     // Where the compiler itself may use XMM registers (host builds with
     // SSE), the register is declared clobbered; the image, compiled
@@ -277,6 +294,12 @@ mod xmm_tests {
             let value = 0x0123_4567_89ab_cdef_u64.rotate_left(u32::from(n) * 4) ^ u64::from(n);
             load_xmm_low(n, value);
             assert_eq!(xmm_low(n), value, "xmm{n}");
+        }
+        // All sixteen at once, each where its number says.
+        let lows = xmm_lows();
+        for n in 0..16u8 {
+            let value = 0x0123_4567_89ab_cdef_u64.rotate_left(u32::from(n) * 4) ^ u64::from(n);
+            assert_eq!(lows[usize::from(n)], value, "xmm{n}");
         }
     }
 

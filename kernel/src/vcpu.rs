@@ -66,8 +66,8 @@ pub trait VcpuHardware {
     fn registers_and_vmcs(&mut self) -> (&mut GuestRegisters, &mut Self::Vmcs);
     /// The host's time-stamp counter now.
     fn host_tsc(&self) -> u64;
-    /// Bits 63:0 of the guest's XMM register `n` (0-15).
-    fn xmm_low(&mut self, n: u8) -> u64;
+    /// Bits 63:0 of the guest's XMM registers 0-15.
+    fn xmm_lows(&mut self) -> [u64; 16];
     /// Sets bits 63:0 of the guest's XMM register `n` (0-15) to `value` and
     /// bits 127:64 to zero (what MOVQ xmm, m64 does).
     fn load_xmm_low(&mut self, n: u8, value: u64);
@@ -107,8 +107,8 @@ impl VcpuHardware for ponte_arch::vmx::Vcpu {
 
     /// The image keeps no state in XMM registers, so during an exit the
     /// processor's registers are the guest's.
-    fn xmm_low(&mut self, n: u8) -> u64 {
-        ponte_arch::cpu::xmm_low(n)
+    fn xmm_lows(&mut self) -> [u64; 16] {
+        ponte_arch::cpu::xmm_lows()
     }
 
     fn load_xmm_low(&mut self, n: u8, value: u64) {
@@ -866,7 +866,7 @@ fn vcpu_state<H: VcpuHardware + ?Sized>(
     ];
     // Read always: the instruction is decoded later, and sixteen register
     // moves cost little next to the exit.
-    let xmm = core::array::from_fn(|n| cpu.xmm_low(n as u8));
+    let xmm = cpu.xmm_lows();
     let vmcs = cpu.vmcs();
     gpr[4] = vmcs.read(GuestN::Rsp)?;
     let rflags = vmcs.read(GuestN::Rflags)?;

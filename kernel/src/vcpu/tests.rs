@@ -111,8 +111,8 @@ impl VcpuHardware for ScriptedCpu {
         self.tsc
     }
 
-    fn xmm_low(&mut self, n: u8) -> u64 {
-        self.xmm[usize::from(n)].0
+    fn xmm_lows(&mut self) -> [u64; 16] {
+        self.xmm.map(|(low, _)| low)
     }
 
     fn load_xmm_low(&mut self, n: u8, value: u64) {
