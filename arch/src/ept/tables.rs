@@ -159,6 +159,16 @@ pub enum EptError {
     },
 }
 
+/// A table address the allocator does not know, before it becomes
+/// [`EptError::UnknownFrame`].
+struct UnknownFrame(u64);
+
+impl From<UnknownFrame> for EptError {
+    fn from(UnknownFrame(host_physical): UnknownFrame) -> Self {
+        Self::UnknownFrame { host_physical }
+    }
+}
+
 impl From<PermissionError> for EptError {
     fn from(e: PermissionError) -> Self {
         Self::Permissions(e)
@@ -504,12 +514,13 @@ impl<A: FrameAllocator> EptTables<A> {
     }
 
     // Out of line: inlined, the allocator's checks and the error were
-    // repeated at every table access of the walks.
+    // repeated at every table access of the walks. The small error type
+    // keeps the result in registers; `?` turns it into the `EptError`.
     #[inline(never)]
-    fn frame(&self, host_physical: u64) -> Result<&EptFrame, EptError> {
+    fn frame(&self, host_physical: u64) -> Result<&EptFrame, UnknownFrame> {
         self.allocator
             .frame(host_physical)
-            .ok_or(EptError::UnknownFrame { host_physical })
+            .ok_or(UnknownFrame(host_physical))
     }
 
     fn load(&self, table: u64, index: usize) -> Result<u64, EptError> {
