@@ -523,11 +523,11 @@ impl<A: FrameAllocator> EptTables<A> {
             .ok_or(UnknownFrame(host_physical))
     }
 
-    fn load(&self, table: u64, index: usize) -> Result<u64, EptError> {
+    fn load(&self, table: u64, index: usize) -> Result<u64, UnknownFrame> {
         Ok(self.frame(table)?.0[index].load(Ordering::Relaxed))
     }
 
-    fn store(&self, table: u64, index: usize, value: u64) -> Result<(), EptError> {
+    fn store(&self, table: u64, index: usize, value: u64) -> Result<(), UnknownFrame> {
         self.frame(table)?.0[index].store(value, Ordering::Release);
         Ok(())
     }
