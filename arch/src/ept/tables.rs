@@ -852,7 +852,7 @@ impl<A: FrameAllocator> EptTables<A> {
 
     /// After a change at `addr`: frees tables on its path that became empty
     /// and merges tables that became one uniform large page, bottom up.
-    fn tidy(&mut self, addr: u64) -> Result<(), EptError> {
+    fn tidy(&mut self, addr: u64) -> Result<(), UnknownFrame> {
         let mut path = [0u64; 5];
         path[4] = self.root;
         let mut level = 4u8;
@@ -924,7 +924,7 @@ impl<A: FrameAllocator> EptTables<A> {
 
     /// Frees the table at `table` (at `level`) and every table below it,
     /// with a fixed-depth stack (at most four levels).
-    fn free_subtree(&mut self, table: u64, level: u8) -> Result<(), EptError> {
+    fn free_subtree(&mut self, table: u64, level: u8) -> Result<(), UnknownFrame> {
         let mut stack = [(0u64, 0u8, 0usize); 4];
         stack[0] = (table, level, 0);
         let mut depth = 1;
