@@ -173,30 +173,6 @@ pub fn enable_sse_moves() {
     }
 }
 
-/// Expands `$access!("xmmN")` for the XMM register numbered `$n & 15`.
-macro_rules! for_xmm_register {
-    ($n:expr, $access:ident) => {
-        match $n & 15 {
-            0 => $access!("xmm0"),
-            1 => $access!("xmm1"),
-            2 => $access!("xmm2"),
-            3 => $access!("xmm3"),
-            4 => $access!("xmm4"),
-            5 => $access!("xmm5"),
-            6 => $access!("xmm6"),
-            7 => $access!("xmm7"),
-            8 => $access!("xmm8"),
-            9 => $access!("xmm9"),
-            10 => $access!("xmm10"),
-            11 => $access!("xmm11"),
-            12 => $access!("xmm12"),
-            13 => $access!("xmm13"),
-            14 => $access!("xmm14"),
-            _ => $access!("xmm15"),
-        }
-    };
-}
-
 /// Bits 63:0 of XMM0-XMM15 as the processor holds them now.
 ///
 /// The image never uses XMM registers (it is compiled soft-float and saves
@@ -240,46 +216,58 @@ pub fn xmm_low(n: u8) -> u64 {
     xmm_lows()[usize::from(n & 15)]
 }
 
-/// Loads `value` into bits 63:0 of XMM register `n & 15` and zeroes bits
-/// 127:64, as MOVQ xmm, m64 does, so that the guest finds it there after
-/// the next VM entry (see [`xmm_lows`]).
-pub fn load_xmm_low(n: u8, value: u64) {
-    // Where the compiler itself may use XMM registers (host builds with
-    // SSE), the register is declared clobbered; the image, compiled
-    // soft-float, has no XMM register class and never allocates one.
+/// For each bit `n` set in `mask`, loads `values[n]` into bits 63:0 of XMM
+/// register `n` and zeroes bits 127:64, as MOVQ xmm, m64 does, so that the
+/// guest finds them there after the next VM entry (see [`xmm_lows`]); the
+/// other XMM registers keep their values.
+pub fn load_xmm_lows(mask: u16, values: &[u64; 16]) {
+    macro_rules! load_sequence {
+        ($($n:literal: $reg:literal),*) => {
+            concat!($("bt {mask:e}, ", $n, "\n", "jnc 2f\n",
+                      "movq ", $reg, ", [{values} + 8 * ", $n, "]\n", "2:\n"),*)
+        };
+    }
+    macro_rules! load {
+        ($($clobber:tt)*) => {
+            // SAFETY: each MOVQ reads 8 bytes of `values` (index 0-15) and
+            // zero-extends them into one XMM register, touching nothing
+            // else; BT changes only flags, which are not preserved. Where
+            // the compiler may use XMM registers (host builds with SSE) all
+            // sixteen are declared clobbered; the image, compiled soft-float,
+            // has no XMM register class and keeps nothing in them.
+            unsafe {
+                core::arch::asm!(
+                    load_sequence!(
+                        0: "xmm0", 1: "xmm1", 2: "xmm2", 3: "xmm3", 4: "xmm4", 5: "xmm5",
+                        6: "xmm6", 7: "xmm7", 8: "xmm8", 9: "xmm9", 10: "xmm10", 11: "xmm11",
+                        12: "xmm12", 13: "xmm13", 14: "xmm14", 15: "xmm15"
+                    ),
+                    mask = in(reg) u32::from(mask),
+                    values = in(reg) values.as_ptr(),
+                    $($clobber)*
+                    options(nostack, readonly)
+                )
+            }
+        };
+    }
     #[cfg(target_feature = "sse")]
-    macro_rules! load_low {
-        ($reg:tt) => {
-            // SAFETY: MOVQ from a general register zero-extends into the XMM
-            // register and touches nothing else; the register is declared
-            // clobbered, so no value the compiler keeps is lost.
-            unsafe {
-                core::arch::asm!(
-                    concat!("movq ", $reg, ", {0}"),
-                    in(reg) value,
-                    out($reg) _,
-                    options(nostack, nomem, preserves_flags)
-                )
-            }
-        };
-    }
+    load!(
+        out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _,
+        out("xmm5") _, out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _,
+        out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _, out("xmm14") _,
+        out("xmm15") _,
+    );
     #[cfg(not(target_feature = "sse"))]
-    macro_rules! load_low {
-        ($reg:tt) => {
-            // SAFETY: MOVQ from a general register zero-extends into the XMM
-            // register and touches nothing else; the image is compiled
-            // soft-float and keeps nothing in XMM registers, which hold the
-            // guest's values until the next VM entry.
-            unsafe {
-                core::arch::asm!(
-                    concat!("movq ", $reg, ", {0}"),
-                    in(reg) value,
-                    options(nostack, nomem, preserves_flags)
-                )
-            }
-        };
-    }
-    for_xmm_register!(n, load_low)
+    load!();
+}
+
+/// Loads `value` into bits 63:0 of XMM register `n & 15` and zeroes bits
+/// 127:64 (see [`load_xmm_lows`]).
+pub fn load_xmm_low(n: u8, value: u64) {
+    let n = n & 15;
+    let mut values = [0; 16];
+    values[usize::from(n)] = value;
+    load_xmm_lows(1 << n, &values);
 }
 
 #[cfg(test)]
@@ -301,6 +289,16 @@ mod xmm_tests {
             let value = 0x0123_4567_89ab_cdef_u64.rotate_left(u32::from(n) * 4) ^ u64::from(n);
             assert_eq!(lows[usize::from(n)], value, "xmm{n}");
         }
+    }
+
+    #[test]
+    fn masked_loads_leave_the_other_registers_alone() {
+        load_xmm_low(3, 33);
+        load_xmm_low(12, 1212);
+        let values: [u64; 16] = core::array::from_fn(|n| 100 + n as u64);
+        load_xmm_lows((1 << 0) | (1 << 12) | (1 << 15), &values);
+        let lows = xmm_lows();
+        assert_eq!((lows[0], lows[3], lows[12], lows[15]), (100, 33, 112, 115));
     }
 
     #[test]

@@ -68,9 +68,10 @@ pub trait VcpuHardware {
     fn host_tsc(&self) -> u64;
     /// Bits 63:0 of the guest's XMM registers 0-15.
     fn xmm_lows(&mut self) -> [u64; 16];
-    /// Sets bits 63:0 of the guest's XMM register `n` (0-15) to `value` and
-    /// bits 127:64 to zero (what MOVQ xmm, m64 does).
-    fn load_xmm_low(&mut self, n: u8, value: u64);
+    /// For each bit `n` set in `mask`, sets bits 63:0 of the guest's XMM
+    /// register `n` to `values[n]` and bits 127:64 to zero (what MOVQ xmm,
+    /// m64 does).
+    fn load_xmm_lows(&mut self, mask: u16, values: &[u64; 16]);
 }
 
 impl VcpuHardware for ponte_arch::vmx::Vcpu {
@@ -111,8 +112,8 @@ impl VcpuHardware for ponte_arch::vmx::Vcpu {
         ponte_arch::cpu::xmm_lows()
     }
 
-    fn load_xmm_low(&mut self, n: u8, value: u64) {
-        ponte_arch::cpu::load_xmm_low(n, value)
+    fn load_xmm_lows(&mut self, mask: u16, values: &[u64; 16]) {
+        ponte_arch::cpu::load_xmm_lows(mask, values)
     }
 }
 
@@ -926,10 +927,8 @@ fn apply_write_back<H: VcpuHardware + ?Sized>(
             }
         }
     }
-    for n in 0..16u8 {
-        if write_back.xmm_loaded & (1 << n) != 0 {
-            cpu.load_xmm_low(n, write_back.registers.xmm[usize::from(n)]);
-        }
+    if write_back.xmm_loaded != 0 {
+        cpu.load_xmm_lows(write_back.xmm_loaded, &write_back.registers.xmm);
     }
     let vmcs = cpu.vmcs();
     if write_back.changed & (1 << 4) != 0 {

@@ -115,8 +115,12 @@ impl VcpuHardware for ScriptedCpu {
         self.xmm.map(|(low, _)| low)
     }
 
-    fn load_xmm_low(&mut self, n: u8, value: u64) {
-        self.xmm[usize::from(n)] = (value, 0);
+    fn load_xmm_lows(&mut self, mask: u16, values: &[u64; 16]) {
+        for (n, (slot, &value)) in self.xmm.iter_mut().zip(values).enumerate() {
+            if mask & (1 << n) != 0 {
+                *slot = (value, 0);
+            }
+        }
     }
 }
 
