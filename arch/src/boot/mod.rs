@@ -326,10 +326,13 @@ macro_rules! or_fail {
 }
 
 /// Ends the run as failed: step `what` returned `error` (see
-/// [`ErrorReport`]). Out of line, so that each step that can fail costs its
-/// caller a call, not the formatting.
+/// [`ErrorReport`]). Each step that can fail costs its caller a call, not
+/// the formatting: with the `diagnostics` feature this is out of line;
+/// without it, it only passes the error's type name on to one function
+/// shared by every error type.
 #[cold]
-#[inline(never)]
+#[cfg_attr(feature = "diagnostics", inline(never))]
+#[cfg_attr(not(feature = "diagnostics"), inline(always))]
 pub fn fail_step<E: fmt::Debug>(what: &str, error: &E) -> ! {
     #[cfg(feature = "diagnostics")]
     finish(Outcome::Fail, format_args!("{what}: {error:?}"));
@@ -342,6 +345,7 @@ pub fn fail_step<E: fmt::Debug>(what: &str, error: &E) -> ! {
 
 /// [`fail_step`] without details, shared by every error type.
 #[cfg(not(feature = "diagnostics"))]
+#[cold]
 #[inline(never)]
 fn fail_step_of_type(what: &str, type_name: &str) -> ! {
     finish(
