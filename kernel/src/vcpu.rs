@@ -206,9 +206,9 @@ pub trait Platform {
     /// empty bus would (reads all ones, writes dropped).
     fn unclaimed_access(&mut self, access: UnclaimedAccess) {
         log::warn!(
-            "guest access to nothing at {:#x} ({:?}, write: {})",
+            "guest access to nothing at {:#x} ({} bytes, write: {})",
             access.guest_physical,
-            access.width,
+            access.width.bytes(),
             access.write
         );
     }
