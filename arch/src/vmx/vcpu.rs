@@ -814,10 +814,11 @@ impl Vcpu {
         if rc == 1 {
             return RunError::Entry(VmcsError::NoCurrentVmcs);
         }
-        let error = match self.active.read(ReadOnly32::VmInstructionError) {
-            Ok(n) => VmInstructionError::from_number(n),
+        let number = match self.active.read(ReadOnly32::VmInstructionError) {
+            Ok(n) => n,
             Err(e) => return RunError::Vmcs(e),
         };
+        let error = VmInstructionError::from_number(number);
         let instruction = if self.launched {
             "VMRESUME"
         } else {
@@ -825,16 +826,12 @@ impl Vcpu {
         };
         #[cfg(feature = "diagnostics")]
         log::error!(
-            "{instruction} failed: VM-instruction error {} ({})",
-            error.number(),
+            "{instruction} failed: VM-instruction error {number} ({})",
             error.description()
         );
         #[cfg(not(feature = "diagnostics"))]
-        log::error!(
-            "{instruction} failed: VM-instruction error {}",
-            error.number()
-        );
-        if matches!(error.number(), 7 | 8) {
+        log::error!("{instruction} failed: VM-instruction error {number}");
+        if matches!(number, 7 | 8) {
             self.explain_entry_failure();
         }
         RunError::Entry(VmcsError::Failed(error))
