@@ -140,21 +140,8 @@ pub(super) fn init() {
 #[repr(C)]
 #[derive(Debug)]
 pub struct ExceptionFrame {
-    rax: u64,
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsi: u64,
-    rdi: u64,
-    rbp: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
+    /// RAX, RBX, RCX, RDX, RSI, RDI, RBP, R8-R15, as the stub pushed them.
+    registers: [u64; 15],
     vector: u64,
     error_code: u64,
     rip: u64,
@@ -199,6 +186,9 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved 31",
 ];
 
+/// The names of [`ExceptionFrame::registers`], three characters each.
+const REGISTER_NAMES: &str = "raxrbxrcxrdxrsirdirbpr8 r9 r10r11r12r13r14r15";
+
 impl fmt::Display for ExceptionFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = EXCEPTION_NAMES
@@ -210,31 +200,18 @@ impl fmt::Display for ExceptionFrame {
             "exception {} ({name}), error code {:#x}",
             self.vector, self.error_code
         )?;
-        writeln!(
+        write!(
             f,
             "  rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x}",
             self.rip, self.cs, self.rflags, self.rsp, self.ss
         )?;
-        writeln!(
-            f,
-            "  rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}",
-            self.rax, self.rbx, self.rcx, self.rdx
-        )?;
-        writeln!(
-            f,
-            "  rsi {:#018x} rdi {:#018x} rbp {:#018x} r8  {:#018x}",
-            self.rsi, self.rdi, self.rbp, self.r8
-        )?;
-        writeln!(
-            f,
-            "  r9  {:#018x} r10 {:#018x} r11 {:#018x} r12 {:#018x}",
-            self.r9, self.r10, self.r11, self.r12
-        )?;
-        write!(
-            f,
-            "  r13 {:#018x} r14 {:#018x} r15 {:#018x}",
-            self.r13, self.r14, self.r15
-        )
+        // Four registers a line, in frame order.
+        for (i, value) in self.registers.iter().enumerate() {
+            let separator = if i % 4 == 0 { "\n  " } else { " " };
+            let name = REGISTER_NAMES.get(3 * i..3 * i + 3).unwrap_or("");
+            write!(f, "{separator}{name} {value:#018x}")?;
+        }
+        Ok(())
     }
 }
 
