@@ -327,6 +327,9 @@ impl HostMemory {
     }
 
     /// A zeroed page the caller owns for the rest of the run.
+    // Out of line: inlined, the allocation and the zeroing were repeated
+    // for every page an image takes.
+    #[inline(never)]
     pub fn page(&mut self) -> Result<&'static mut Page4K, FrameError> {
         let address = self.ledger.frames.allocate_frame()?;
         // SAFETY: the frame is identity-mapped RAM that was free (contract
