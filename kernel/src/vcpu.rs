@@ -205,12 +205,19 @@ pub trait Platform {
     /// An access to a guest-physical address nothing owns, completed as an
     /// empty bus would (reads all ones, writes dropped).
     fn unclaimed_access(&mut self, access: UnclaimedAccess) {
-        log::warn!(
-            "guest access to nothing at {:#x} ({} bytes, write: {})",
-            access.guest_physical,
-            access.width.bytes(),
-            access.write
-        );
+        if access.write {
+            log::warn!(
+                "guest write to nothing at {:#x} ({} bytes)",
+                access.guest_physical,
+                access.width.bytes()
+            );
+        } else {
+            log::warn!(
+                "guest read from nothing at {:#x} ({} bytes)",
+                access.guest_physical,
+                access.width.bytes()
+            );
+        }
     }
     /// The board's interrupt system, if it has one. Without one, HLT ends
     /// the run loop with [`Stop::Halted`].

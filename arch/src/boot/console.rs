@@ -64,6 +64,18 @@ impl Console {
     }
 }
 
+/// Text printed as is. `str`'s own `Display` honours a width and a
+/// precision, and with them brings the formatter's padding code into the
+/// image; text that needs neither prints through this, a plain write.
+#[derive(Clone, Copy, Debug)]
+pub struct Verbatim<'a>(pub &'a str);
+
+impl fmt::Display for Verbatim<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
 impl Console {
     /// Prints `line` and a line break: what [`println!`](crate::println)
     /// expands to, out of line so that each call site stays small.
@@ -106,10 +118,15 @@ impl log::Log for ConsoleLogger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
+            // The level in a column five wide: the names are four or five
+            // letters.
+            let level = record.level().as_str();
+            let fill = if level.len() < 5 { " " } else { "" };
             crate::println!(
-                "[{:5} {}] {}",
-                record.level(),
-                record.target(),
+                "[{}{} {}] {}",
+                Verbatim(level),
+                Verbatim(fill),
+                Verbatim(record.target()),
                 record.args()
             );
         }

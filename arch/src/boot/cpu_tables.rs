@@ -3,7 +3,7 @@
 
 use core::{fmt, mem::size_of, ptr::addr_of};
 
-use super::{finish, Outcome};
+use super::{finish, Outcome, Verbatim};
 
 /// Selector of the 64-bit code segment.
 pub const CODE_SELECTOR: u16 = 0x08;
@@ -197,8 +197,10 @@ impl fmt::Display for ExceptionFrame {
             .unwrap_or("unknown");
         writeln!(
             f,
-            "exception {} ({name}), error code {:#x}",
-            self.vector, self.error_code
+            "exception {} ({}), error code {:#x}",
+            self.vector,
+            Verbatim(name),
+            self.error_code
         )?;
         write!(
             f,
@@ -209,7 +211,7 @@ impl fmt::Display for ExceptionFrame {
         for (i, value) in self.registers.iter().enumerate() {
             let separator = if i % 4 == 0 { "\n  " } else { " " };
             let name = REGISTER_NAMES.get(3 * i..3 * i + 3).unwrap_or("");
-            write!(f, "{separator}{name} {value:#018x}")?;
+            write!(f, "{}{} {value:#018x}", Verbatim(separator), Verbatim(name))?;
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ use core::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-pub use console::{init_logger, Console};
+pub use console::{init_logger, Console, Verbatim};
 pub use handoff::enter_pvh32;
 use heapless::Vec;
 
@@ -276,7 +276,11 @@ const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
 /// emulator (QEMU through isa-debug-exit, Bochs through port 0x8900). On a
 /// machine with neither, the CPU halts with interrupts off.
 pub fn finish(outcome: Outcome, reason: fmt::Arguments<'_>) -> ! {
-    crate::println!("{RESULT_MARKER} {} {reason}", outcome.word());
+    crate::println!(
+        "{} {} {reason}",
+        Verbatim(RESULT_MARKER),
+        Verbatim(outcome.word())
+    );
     Console::drain();
     // SAFETY: both ports are the emulators' exit devices, owned by the image;
     // on hardware without them the writes go nowhere. Halting with
@@ -350,7 +354,7 @@ pub fn fail_step<E: fmt::Debug>(what: &str, error: &E) -> ! {
 fn fail_step_of_type(what: &str, type_name: &str) -> ! {
     finish(
         Outcome::Fail,
-        format_args!("{what}: {}", ErrorType(type_name)),
+        format_args!("{}: {}", Verbatim(what), ErrorType(type_name)),
     )
 }
 
@@ -532,9 +536,17 @@ mod runtime {
         #[cfg(feature = "diagnostics")]
         let message = info.message();
         #[cfg(not(feature = "diagnostics"))]
-        let message = "message with ponte-arch's diagnostics feature";
+        let message = Verbatim("message with ponte-arch's diagnostics feature");
         match info.location() {
-            Some(at) => finish(Outcome::Fail, format_args!("panic at {at}: {message}")),
+            Some(at) => finish(
+                Outcome::Fail,
+                format_args!(
+                    "panic at {}:{}:{}: {message}",
+                    Verbatim(at.file()),
+                    at.line(),
+                    at.column()
+                ),
+            ),
             None => finish(Outcome::Fail, format_args!("panic: {message}")),
         }
     }
@@ -542,8 +554,15 @@ mod runtime {
 
 #[cfg(test)]
 mod tests {
-    use super::ErrorReport;
+    use super::{ErrorReport, Verbatim};
     use std::format;
+
+    #[test]
+    fn verbatim_text_is_written_whole_and_unpadded() {
+        assert_eq!(format!("[{}]", Verbatim("rip rsp")), "[rip rsp]");
+        assert_eq!(format!("[{:>9.2}]", Verbatim("VMLAUNCH")), "[VMLAUNCH]");
+        assert_eq!(format!("[{}]", Verbatim("")), "[]");
+    }
 
     #[derive(Debug)]
     #[allow(dead_code)] // read through Debug only

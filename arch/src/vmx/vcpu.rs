@@ -4,6 +4,8 @@
 
 use core::fmt;
 
+use crate::boot::Verbatim;
+
 use super::caps::{
     feature_control_update, MissingMsr, RawVmxMsrs, VmxCapabilities, MSR_FEATURE_CONTROL,
 };
@@ -819,11 +821,11 @@ impl Vcpu {
             Err(e) => return RunError::Vmcs(e),
         };
         let error = VmInstructionError::from_number(number);
-        let instruction = if self.launched {
+        let instruction = Verbatim(if self.launched {
             "VMRESUME"
         } else {
             "VMLAUNCH"
-        };
+        });
         #[cfg(feature = "diagnostics")]
         log::error!(
             "{instruction} failed: VM-instruction error {number} ({})",

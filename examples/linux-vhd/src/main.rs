@@ -35,7 +35,7 @@ mod firmware_tables {
 }
 
 use ponte_arch::{
-    boot::{finish, BootInfo, ErrorReport, Outcome},
+    boot::{finish, BootInfo, ErrorReport, Outcome, Verbatim},
     ept::{EptTables, MemoryType, UniformHostMemory},
     memory::HostMemory,
     println,
@@ -225,8 +225,8 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     vcpu.set_accounting(boot.has_argument("stats"));
     println!("kernel entry tsc {}", ponte_arch::cpu::tsc());
     let reason = match dispatch.run(&mut vcpu, &mut board) {
-        Stop::Requested(StopRequest::PowerOff) => "powered off",
-        Stop::Requested(StopRequest::Reset) => "reset",
+        Stop::Requested(StopRequest::PowerOff) => Verbatim("powered off"),
+        Stop::Requested(StopRequest::Reset) => Verbatim("reset"),
         other => {
             let vmcs = vcpu.vmcs();
             let rip = vmcs.read(GuestN::Rip).unwrap_or(0);
@@ -257,7 +257,7 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
             or_fail!(disk.flush(), "flushing the disk");
             Some((
                 disk.allocated_blocks(),
-                persistence.map_or("", disk::Persistence::place),
+                Verbatim(persistence.map_or("", disk::Persistence::place)),
             ))
         }
         None => None,

@@ -77,7 +77,8 @@ impl core::fmt::Display for VectorSet {
         let mut separator = "";
         for (index, &word) in (0u8..).zip(&self.words) {
             for bit in set_bits(word) {
-                write!(f, "{separator}{:#x}", index * 32 + bit)?;
+                f.write_str(separator)?;
+                write!(f, "{:#x}", index * 32 + bit)?;
                 separator = ", ";
             }
         }
