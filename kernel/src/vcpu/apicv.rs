@@ -647,22 +647,21 @@ impl<'a> VirtualApic<'a> {
         if !vectors_moved {
             return;
         }
-        let virr = self.page.read_vectors(offset::VIRR);
-        let visr = self.page.read_vectors(offset::VISR);
+        // Read straight into the copies (a local array would be copied).
+        self.page_irr = self.page.read_vectors(offset::VIRR);
+        self.page_isr = self.page.read_vectors(offset::VISR);
         // RVI and SVI moved with them; the model is compared again before
         // the next entry (it may refuse a self-IPI the page holds).
         self.status = None;
         self.synced = None;
-        self.page_irr = virr;
-        self.page_isr = visr;
         let model = apic.vector_registers();
         for index in 0..8 {
             let (irr, isr) = (model.irr[index], model.isr[index]);
-            if virr[index] == irr && visr[index] == isr {
+            let (virr, visr) = (self.page_irr[index], self.page_isr[index]);
+            if virr == irr && visr == isr {
                 continue;
             }
             let base = 32 * index as u8;
-            let (virr, visr) = (virr[index], visr[index]);
             // Put in service during the run.
             let entered = visr & !isr;
             // Requested by a virtualized self-IPI: pending, or put in
