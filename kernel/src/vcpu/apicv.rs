@@ -702,7 +702,10 @@ impl<'a> VirtualApic<'a> {
         self.page_tpr == u32::from(apic.tpr())
             && !differ(&model.irr, &self.page_irr)
             && !differ(&model.isr, &self.page_isr)
-            && self.eoi_exit.is_some_and(|tmr| !differ(&tmr, &model.tmr))
+            && self
+                .eoi_exit
+                .as_ref()
+                .is_some_and(|tmr| !differ(tmr, &model.tmr))
     }
 
     /// Writes the model's state to the page and the VMCS for the next entry
