@@ -180,20 +180,13 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
                 None => options.writable,
                 Some(_) => options.writable_parents,
             };
-            let layer = Layer::inspect(
-                dev,
-                options,
-                writable,
-                tables,
-                &mut |_| {},
-                &mut Summary::default(),
-            )?;
-            // Pushed before it is looked at: the layer moves once, into
-            // its place. The push fails only for a chain limit of 0 (the
-            // depth check below stops the loop at `N`).
-            if layers.push(layer).is_err() {
+            // Pushed blank and filled in its place: the layer is not
+            // moved. The push fails only for a chain limit of 0 (the depth
+            // check below stops the loop at `N`).
+            let Some(layer) = push_blank(&mut layers, dev, writable) else {
                 return Err(Error::ChainTooDeep { limit: N });
-            }
+            };
+            layer.inspect_in_place(options, tables, &mut |_| {}, &mut Summary::default())?;
             let depth = layers.len();
             let Some(last) = layers.last() else { break };
             if let Some(expected) = want {
@@ -612,6 +605,23 @@ impl From<IoError> for Stop {
     }
 }
 
+/// Appends a [`Layer::blank`] over `dev` to `layers`; `None` if they are
+/// full.
+// Out of line: the blank layer is built in its place, once.
+#[inline(never)]
+fn push_blank<D, B, const N: usize>(
+    layers: &mut heapless::Vec<Layer<D, B>, N>,
+    dev: D,
+    writable: bool,
+) -> Option<&mut Layer<D, B>>
+where
+    D: BlockDevice,
+    B: AsRef<[u32]> + AsMut<[u32]>,
+{
+    layers.push(Layer::blank(dev, writable)).ok()?;
+    layers.last_mut()
+}
+
 /// The top image and the images below it.
 type TopAndLower<'a, D, B> = (&'a mut Layer<D, B>, &'a mut [Layer<D, B>]);
 
@@ -844,7 +854,8 @@ where
     T: TableStorage<B> + ?Sized,
 {
     let mut summary = Summary::default();
-    match Layer::<D, B>::inspect(dev, options, false, tables, report, &mut summary) {
+    let mut layer = Layer::<D, B>::blank(dev, false);
+    match layer.inspect_in_place(options, tables, report, &mut summary) {
         Ok(_) | Err(Error::Malformed(_)) => Ok(summary),
         Err(e) => Err(e),
     }

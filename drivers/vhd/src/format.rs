@@ -275,6 +275,29 @@ const HEADER_CHECKSUM_AT: core::ops::Range<usize> = 36..40;
 const FOOTER_UUID_AT: usize = 68;
 
 impl Footer {
+    /// A footer with every field zero: what a layer holds before its
+    /// image's footer is decoded.
+    pub(crate) const BLANK: Footer = Footer {
+        features: 0,
+        format_version: 0,
+        data_offset: 0,
+        timestamp: 0,
+        creator_app: [0; 4],
+        creator_version: 0,
+        creator_host_os: [0; 4],
+        original_size: 0,
+        current_size: 0,
+        geometry: Geometry {
+            cylinders: 0,
+            heads: 0,
+            sectors_per_track: 0,
+        },
+        disk_type: 0,
+        checksum: 0,
+        uuid: Uuid::NIL,
+        saved_state: 0,
+    };
+
     /// Decodes a footer. Fails only if the cookie is wrong; the checksum is
     /// checked separately by [`Footer::checksum_ok`].
     // Out of line: opening decodes up to three footers.

@@ -344,19 +344,62 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 }
 
 impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
+    /// A layer over `dev` that knows nothing of its image yet: what
+    /// [`Layer::inspect_in_place`] fills.
+    pub fn blank(dev: D, writable: bool) -> Self {
+        Layer {
+            dev,
+            footer: Footer::BLANK,
+            kind: DiskType::Fixed,
+            size: 0,
+            writable,
+            sparse: None,
+            header: None,
+            table: None,
+            next_alloc: 0,
+            metadata_end: 0,
+            truncate_before_alloc: false,
+            tail_footer_missing: false,
+            dirty_bat: [0; DIRTY_BAT_MAX],
+            dirty_bat_len: 0,
+            cache_slots: 0,
+            dirty_slots: 0,
+            fault: None,
+        }
+    }
+
     /// Validates the image on `dev` and opens it. Every problem found goes
     /// to `sink`; the first fatal one makes this fail.
-    // Out of line: inlined into `Disk::open`, its one caller in an image,
-    // it makes the image larger.
-    #[inline(never)]
+    #[cfg(test)]
     pub fn inspect<T: TableStorage<B> + ?Sized>(
-        mut dev: D,
+        dev: D,
         options: &OpenOptions,
         writable: bool,
         tables: &mut T,
         sink: &mut dyn FnMut(&Problem),
         summary: &mut Summary,
     ) -> Result<Self, Error> {
+        let mut layer = Layer::blank(dev, writable);
+        layer.inspect_in_place(options, tables, sink, summary)?;
+        Ok(layer)
+    }
+
+    /// Validates the image on the device of a [`Layer::blank`] and fills
+    /// the layer in place (a layer returned by value would be copied on
+    /// its way into the chain). Every problem found goes to `sink`; the
+    /// first fatal one makes this fail.
+    // Out of line: inlined into `Disk::open`, its one caller in an image,
+    // it makes the image larger.
+    #[inline(never)]
+    pub fn inspect_in_place<T: TableStorage<B> + ?Sized>(
+        &mut self,
+        options: &OpenOptions,
+        tables: &mut T,
+        sink: &mut dyn FnMut(&Problem),
+        summary: &mut Summary,
+    ) -> Result<(), Error> {
+        let layer = self;
+        let dev = &mut layer.dev;
         let mut r = Reporter {
             sink,
             summary,
@@ -372,15 +415,15 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         // 0 is guest data).
         let mut footers = [EMPTY_FOOTER, EMPTY_FOOTER, EMPTY_FOOTER];
         let [head, tail, old] = &mut footers;
-        head.read(&mut dev, 0, FOOTER_SIZE)?;
+        head.read(dev, 0, FOOTER_SIZE)?;
         let head = &*head;
         let head_ok = head.valid() && head.sparse();
-        tail.read(&mut dev, len - FOOTER_SIZE as u64, FOOTER_SIZE)?;
+        tail.read(dev, len - FOOTER_SIZE as u64, FOOTER_SIZE)?;
         let mut tail = &*tail;
         if !tail.cookie_ok() {
             // Old images end with a 511-byte footer (no last reserved
             // byte).
-            old.read(&mut dev, len - 511, 511)?;
+            old.read(dev, len - 511, 511)?;
             if old.cookie_ok() {
                 tail = old;
             }
@@ -444,25 +487,10 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         if size > max {
             return Err(r.stop(Problem::SizeOutOfRange { size, max }));
         }
-        let mut layer = Layer {
-            dev,
-            footer,
-            kind,
-            size,
-            writable,
-            sparse: None,
-            header: None,
-            table: None,
-            next_alloc: limit,
-            metadata_end: 0,
-            truncate_before_alloc: false,
-            tail_footer_missing: false,
-            dirty_bat: [0; DIRTY_BAT_MAX],
-            dirty_bat_len: 0,
-            cache_slots: 0,
-            dirty_slots: 0,
-            fault: None,
-        };
+        layer.footer = footer;
+        layer.kind = kind;
+        layer.size = size;
+        layer.next_alloc = limit;
         if kind == DiskType::Fixed {
             if size > limit {
                 return Err(r.stop(Problem::FixedDataTruncated {
@@ -472,7 +500,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             }
             return match r.first_fatal {
                 Some(p) => Err(Error::Malformed(p)),
-                None => Ok(layer),
+                None => Ok(()),
             };
         }
 
@@ -742,7 +770,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         layer.table = Some(table);
         match r.first_fatal {
             Some(p) => Err(Error::Malformed(p)),
-            None => Ok(layer),
+            None => Ok(()),
         }
     }
 
