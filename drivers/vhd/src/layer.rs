@@ -225,10 +225,14 @@ struct RawFooter {
 impl RawFooter {
     /// Reads `n` bytes (512, or 511 for old images) at `pos`; the rest of
     /// the 512 bytes are zero. Filled in place: footers are not moved.
-    fn read<D: BlockDevice>(&mut self, dev: &mut D, pos: u64, n: usize) -> Result<(), Error> {
+    fn read<D, B>(&mut self, layer: &mut Layer<D, B>, pos: u64, n: usize) -> Step
+    where
+        D: BlockDevice,
+        B: AsRef<[u32]> + AsMut<[u32]>,
+    {
         self.raw = [0; FOOTER_SIZE];
         self.pos = pos;
-        Ok(dev.read_at(pos, self.raw.get_mut(..n).unwrap_or(&mut []))?)
+        layer.read(pos, self.raw.get_mut(..n).unwrap_or(&mut []))
     }
     fn cookie_ok(&self) -> bool {
         self.raw[..8] == FOOTER_COOKIE
@@ -399,13 +403,12 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         summary: &mut Summary,
     ) -> Result<(), Error> {
         let layer = self;
-        let dev = &mut layer.dev;
         let mut r = Reporter {
             sink,
             summary,
             first_fatal: None,
         };
-        let len = dev.len()?;
+        let len = layer.dev.len()?;
         if len < FOOTER_SIZE as u64 {
             return Err(r.stop(Problem::FileTooSmall { len }));
         }
@@ -415,15 +418,24 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         // 0 is guest data).
         let mut footers = [EMPTY_FOOTER, EMPTY_FOOTER, EMPTY_FOOTER];
         let [head, tail, old] = &mut footers;
-        head.read(dev, 0, FOOTER_SIZE)?;
+        if head.read(layer, 0, FOOTER_SIZE).is_err() {
+            return Err(layer.take_fault());
+        }
         let head = &*head;
         let head_ok = head.valid() && head.sparse();
-        tail.read(dev, len - FOOTER_SIZE as u64, FOOTER_SIZE)?;
+        if tail
+            .read(layer, len - FOOTER_SIZE as u64, FOOTER_SIZE)
+            .is_err()
+        {
+            return Err(layer.take_fault());
+        }
         let mut tail = &*tail;
         if !tail.cookie_ok() {
             // Old images end with a 511-byte footer (no last reserved
             // byte).
-            old.read(dev, len - 511, 511)?;
+            if old.read(layer, len - 511, 511).is_err() {
+                return Err(layer.take_fault());
+            }
             if old.cookie_ok() {
                 tail = old;
             }
