@@ -5,7 +5,8 @@
 use crate::device::BlockDevice;
 use crate::error::{Error, IoError, Problem};
 use crate::format::{
-    DiskType, Footer, Geometry, Uuid, BAT_UNALLOCATED, FOOTER_SIZE, PARENT_NAME_UNITS, SECTOR_SIZE,
+    DiskType, Footer, Geometry, Uuid, BAT_UNALLOCATED, FOOTER_SIZE, LOCATOR_SLOTS,
+    PARENT_NAME_UNITS, SECTOR_SIZE,
 };
 use crate::layer::{
     sort_by_sector, take_fault, Failed, Layer, OpenOptions, Step, Summary, MAX_LOCATOR_LEN,
@@ -648,33 +649,36 @@ where
     };
     let mut raw = [0u8; MAX_LOCATOR_LEN as usize];
     let mut text = [0u8; MAX_LOCATOR_LEN as usize * 3 / 2];
-    for rank in 0..5u8 {
-        for (slot, loc) in header.locators.iter().enumerate() {
-            if hint_rank(loc.code) != Some(rank) || loc.data_length > MAX_LOCATOR_LEN {
-                continue;
-            }
-            let raw = &mut raw[..loc.data_length as usize];
-            if child.read_at(loc.data_offset, raw).is_err() {
-                continue;
-            }
-            let Some(path) = decode_locator(loc.code, raw, &mut text) else {
-                continue;
-            };
-            let hint = LocatorHint {
-                slot: slot as u8,
-                code: loc.code,
-                path,
-            };
-            if let Some(mut dev) = resolver.open_parent(&request, Some(&hint)) {
-                if peek_uuid(&mut dev) == Some(request.uuid) {
-                    return Ok(dev);
+    // Every slot for each of the five hint ranks in turn, then one try
+    // without a hint: one place asks the resolver, so the device it gives
+    // is moved out from one place.
+    const RANKS: usize = 5;
+    for step in 0..=RANKS * LOCATOR_SLOTS {
+        let (rank, slot) = (step / LOCATOR_SLOTS, step % LOCATOR_SLOTS);
+        let hint = match header.locators.get(slot).filter(|_| rank < RANKS) {
+            Some(loc) => {
+                if hint_rank(loc.code) != Some(rank as u8) || loc.data_length > MAX_LOCATOR_LEN {
+                    continue;
                 }
+                let raw = &mut raw[..loc.data_length as usize];
+                if child.read_at(loc.data_offset, raw).is_err() {
+                    continue;
+                }
+                let Some(path) = decode_locator(loc.code, raw, &mut text) else {
+                    continue;
+                };
+                Some(LocatorHint {
+                    slot: slot as u8,
+                    code: loc.code,
+                    path,
+                })
             }
-        }
-    }
-    if let Some(mut dev) = resolver.open_parent(&request, None) {
-        if peek_uuid(&mut dev) == Some(request.uuid) {
-            return Ok(dev);
+            None => None,
+        };
+        if let Some(mut dev) = resolver.open_parent(&request, hint.as_ref()) {
+            if peek_uuid(&mut dev) == Some(request.uuid) {
+                return Ok(dev);
+            }
         }
     }
     Err(Error::ParentNotFound { uuid: request.uuid })
