@@ -176,6 +176,8 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
         // its child records.
         let mut dev = dev;
         let mut want = None;
+        // Counts of the problems found, which open does not report.
+        let mut summary = Summary::default();
         loop {
             let writable = match want {
                 None => options.writable,
@@ -187,7 +189,7 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>, const N: usize> Disk<D, B, 
             let Some(layer) = push_blank(&mut layers, dev, writable) else {
                 return Err(Error::ChainTooDeep { limit: N });
             };
-            layer.inspect_in_place(options, tables, &mut |_| {}, &mut Summary::default())?;
+            layer.inspect_in_place(options, tables, &mut |_| {}, &mut summary)?;
             let depth = layers.len();
             let Some(last) = layers.last() else { break };
             if let Some(expected) = want {
