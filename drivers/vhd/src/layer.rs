@@ -1172,6 +1172,8 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
         self.flush_dev()?;
         let entries = self.entries();
         let cache_at = 2 * entries as usize + marks_len(entries);
+        // One sector buffer for the bitmaps and the BAT sectors.
+        let mut bytes = [0u8; SECTOR_SIZE as usize];
         for slot in 0..self.cache_slots {
             if self.dirty_slots == 0 {
                 break;
@@ -1182,7 +1184,6 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
                 continue;
             }
             let index = tag_index & !SLOT_DIRTY;
-            let mut bytes = [0u8; SECTOR_SIZE as usize];
             let Some(bits) = self.slot_bits(at) else {
                 return Err(self.slot_missing(at));
             };
@@ -1203,13 +1204,14 @@ impl<D: BlockDevice, B: AsRef<[u32]> + AsMut<[u32]>> Layer<D, B> {
             let bat = self.bat();
             let first = sector * 128;
             let last = (first + 128).min(bat.len());
-            let mut buf = [0u8; SECTOR_SIZE as usize];
             let Some(entries) = bat.get(first..last) else {
                 continue;
             };
-            words_to_be(entries, &mut buf);
+            words_to_be(entries, &mut bytes);
+            // At most 128 entries: the sector holds them.
             let n = entries.len() * 4;
-            self.write(table_offset + first as u64 * 4, &buf[..n])?;
+            let data = bytes.get(..n).unwrap_or_default();
+            self.write(table_offset + first as u64 * 4, data)?;
         }
         self.dirty_bat_len = 0;
         self.flush_dev()?;
