@@ -198,11 +198,20 @@ impl<const N: usize> PhysicalFrames<N> {
         if last == at && self.free.is_full() {
             return Err(FrameError::TooFragmented { capacity: N });
         }
-        // Replace free[at..last] by the merged range.
-        let tail: Vec<Range<u64>, N> = self.free.iter().skip(last).cloned().collect();
-        self.free.truncate(at);
-        let _ = self.free.push(merged);
-        self.free.extend(tail);
+        // Replace free[at..last] by the merged range, in place.
+        if last == at {
+            // Cannot fail: a full list was refused above.
+            let _ = self.free.insert(at, merged);
+        } else {
+            let mut position = 0;
+            self.free.retain_mut(|r| {
+                if position == at {
+                    *r = merged.clone();
+                }
+                position += 1;
+                position <= at + 1 || position > last
+            });
+        }
         Ok(())
     }
 
@@ -378,6 +387,36 @@ mod tests {
         assert_eq!(frames.take(5 * MIB..5 * MIB + 4096), Err(5 * MIB));
         assert_eq!(frames.first_unavailable(6 * MIB..8 * MIB), None);
         assert_eq!(frames.first_unavailable(7 * MIB..9 * MIB), Some(8 * MIB));
+    }
+
+    #[test]
+    fn free_bridging_two_ranges_keeps_the_ones_after() {
+        let mut frames = PhysicalFrames::<4>::new(
+            [
+                MIB..2 * MIB,
+                3 * MIB..4 * MIB,
+                5 * MIB..6 * MIB,
+                8 * MIB..9 * MIB,
+            ],
+            [],
+        )
+        .unwrap();
+        frames.free(2 * MIB, MIB).unwrap();
+        assert_eq!(
+            frames.free_ranges(),
+            &[MIB..4 * MIB, 5 * MIB..6 * MIB, 8 * MIB..9 * MIB]
+        );
+        frames.free(4 * MIB, MIB).unwrap();
+        assert_eq!(frames.free_ranges(), &[MIB..6 * MIB, 8 * MIB..9 * MIB]);
+        frames.free(7 * MIB, FRAME_SIZE).unwrap();
+        assert_eq!(
+            frames.free_ranges(),
+            &[
+                MIB..6 * MIB,
+                7 * MIB..7 * MIB + FRAME_SIZE,
+                8 * MIB..9 * MIB
+            ]
+        );
     }
 
     #[test]
