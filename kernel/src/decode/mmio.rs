@@ -13,7 +13,7 @@
 use ponte_arch::ept::EptViolation;
 
 use super::{
-    decode, CpuMode, DecodeError, Extension, Gpr, Instruction, LogicOp, Operation, Source,
+    decode_kind, CpuMode, DecodeError, Extension, Gpr, Instruction, LogicOp, Operation, Source,
 };
 use crate::device::AccessWidth;
 use crate::memory::translate::{translate, Access, PagingContext, TranslateError};
@@ -470,12 +470,12 @@ pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
     }
     let (bytes, len, second_page) =
         fetch_instruction(layout, &vcpu.paging, vcpu.rip_linear).map_err(MmioError::Fetch)?;
-    let instruction = match decode(&bytes[..len], vcpu.mode) {
+    let instruction = match decode_kind(&bytes[..len], vcpu.mode) {
         Ok(i) => i,
-        Err(e) => {
-            return Err(match (e.kind, second_page) {
+        Err(kind) => {
+            return Err(match (kind, second_page) {
                 (super::DecodeErrorKind::Truncated, Some(fault)) => MmioError::Fetch(fault),
-                _ => MmioError::Decode(e),
+                _ => MmioError::Decode(DecodeError::new(kind, &bytes[..len])),
             })
         }
     };
@@ -502,6 +502,7 @@ pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::decode;
     use crate::memory::translate::{PageFault, CR0_PG, CR4_PAE, EFER_LMA};
     use core::cell::Cell;
     use std::vec;

@@ -226,6 +226,18 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
+    /// A `kind` error on `bytes` (the first [`MAX_INSTRUCTION_LEN`] kept).
+    pub(super) fn new(kind: DecodeErrorKind, bytes: &[u8]) -> Self {
+        let mut copy = [0u8; MAX_INSTRUCTION_LEN];
+        let len = bytes.len().min(MAX_INSTRUCTION_LEN);
+        copy[..len].copy_from_slice(&bytes[..len]);
+        DecodeError {
+            kind,
+            bytes: copy,
+            len: len as u8,
+        }
+    }
+
     /// The bytes given.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
@@ -295,17 +307,14 @@ impl Prefixes {
 /// Decodes the instruction at the start of `bytes` (at most 15 are read)
 /// executing in `mode`.
 pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
-    let mut reader = Reader { bytes, at: 0 };
-    decode_inner(&mut reader, mode).map_err(|kind| {
-        let mut copy = [0u8; MAX_INSTRUCTION_LEN];
-        let len = bytes.len().min(MAX_INSTRUCTION_LEN);
-        copy[..len].copy_from_slice(&bytes[..len]);
-        DecodeError {
-            kind,
-            bytes: copy,
-            len: len as u8,
-        }
-    })
+    decode_kind(bytes, mode).map_err(|kind| DecodeError::new(kind, bytes))
+}
+
+/// [`decode`] with only the kind of error: a caller that keeps the
+/// instruction receives it as decoded, where converting the result first
+/// copied it field by field.
+pub(super) fn decode_kind(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeErrorKind> {
+    decode_inner(&mut Reader { bytes, at: 0 }, mode)
 }
 
 /// What follows the opcode of an instruction with a ModRM byte, decided
