@@ -415,12 +415,24 @@ pub fn fetch_instruction<M: GuestMemory + ?Sized>(
     rip_linear: u64,
 ) -> Result<([u8; 15], usize, Option<TranslateError>), TranslateError> {
     let mut bytes = [0u8; 15];
+    let (len, second_page) = fetch_into(mem, paging, rip_linear, &mut bytes)?;
+    Ok((bytes, len, second_page))
+}
+
+/// [`fetch_instruction`] into the caller's `bytes`: the handler keeps them
+/// where they are read instead of receiving a copy inside the result.
+fn fetch_into<M: GuestMemory + ?Sized>(
+    mem: &M,
+    paging: &PagingContext,
+    rip_linear: u64,
+    bytes: &mut [u8; 15],
+) -> Result<(usize, Option<TranslateError>), TranslateError> {
     let first = translate(mem, paging, rip_linear, Access::Execute)?;
     let in_first = first.bytes_to_page_end().min(15) as usize;
     mem.read(first.physical, &mut bytes[..in_first])
         .map_err(TranslateError::Memory)?;
     if in_first == 15 {
-        return Ok((bytes, 15, None));
+        return Ok((15, None));
     }
     let next = rip_linear.wrapping_add(in_first as u64);
     let second = translate(mem, paging, next, Access::Execute).and_then(|t| {
@@ -428,8 +440,8 @@ pub fn fetch_instruction<M: GuestMemory + ?Sized>(
             .map_err(TranslateError::Memory)
     });
     match second {
-        Ok(()) => Ok((bytes, 15, None)),
-        Err(e) => Ok((bytes, in_first, Some(e))),
+        Ok(()) => Ok((15, None)),
+        Err(e) => Ok((in_first, Some(e))),
     }
 }
 
@@ -468,8 +480,9 @@ pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
     if violation.fetch {
         return Err(MmioError::InstructionFetch { guest_physical });
     }
-    let (bytes, len, second_page) =
-        fetch_instruction(layout, &vcpu.paging, vcpu.rip_linear).map_err(MmioError::Fetch)?;
+    let mut bytes = [0u8; 15];
+    let (len, second_page) =
+        fetch_into(layout, &vcpu.paging, vcpu.rip_linear, &mut bytes).map_err(MmioError::Fetch)?;
     let instruction = match decode_kind(&bytes[..len], vcpu.mode) {
         Ok(i) => i,
         Err(kind) => {
