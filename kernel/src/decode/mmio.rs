@@ -58,6 +58,9 @@ pub struct Registers {
 
 impl Registers {
     /// The low `width` bytes of `reg` (bits 15:8 for a high-byte register).
+    // Out of line: the emulator reads registers at several sites, each of
+    // which carried its own copy of the high-byte and mask selection.
+    #[inline(never)]
     pub fn read(&self, reg: Gpr, width: AccessWidth) -> u64 {
         let value = self.gpr[usize::from(reg.number & 15)];
         if reg.high_byte {
