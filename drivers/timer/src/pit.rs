@@ -98,7 +98,8 @@ struct Channel {
 }
 
 impl Channel {
-    fn new() -> Self {
+    /// A channel after power-up, its gate input at `gate`.
+    fn new(gate: bool) -> Self {
         Self {
             mode: 0,
             bcd: false,
@@ -113,7 +114,7 @@ impl Channel {
             initial: 0x10000,
             count_written: false,
             null_count: true,
-            gate: true,
+            gate,
             idle_out: false,
             pending_reload: None,
         }
@@ -468,8 +469,9 @@ impl<C: Clock, L: InterruptLine> Pit<C, L> {
     /// A PIT after power-up: no counts loaded, channel 2 gate low.
     pub fn new(clock: C, irq0: L) -> Self {
         let polled_tick = ticks_at(clock.now_ns(), PIT_HZ);
-        let mut channels = [Channel::new(), Channel::new(), Channel::new()];
-        channels[2].gate = false;
+        // Channels 0 and 1 have their gates tied high; channel 2's gate is
+        // port 0x61 bit 0, low after reset.
+        let channels = core::array::from_fn(|index| Channel::new(index != 2));
         Self {
             clock,
             irq0,
