@@ -138,12 +138,28 @@ impl SerialSink for ConsoleSink {
 type Lapic<'c> = LocalApic<&'c TscClock, false>;
 
 /// Port-bus device indices.
-const PIC: usize = 0;
-const PIT: usize = 1;
-const RTC: usize = 2;
-const COM1: usize = 3;
-const PM: usize = 4;
-const PCI: usize = 5;
+const PIC: u8 = 0;
+const PIT: u8 = 1;
+const RTC: u8 = 2;
+const COM1: u8 = 3;
+const PM: u8 = 4;
+const PCI: u8 = 5;
+
+/// The board's port ranges: first port, count, port-bus device index. A
+/// table in read-only data, walked once by [`Board::new`].
+const PORT_MAP: &[(u16, u16, u8)] = &[
+    (0x20, 2, PIC),
+    (0xa0, 2, PIC),
+    (0x4d0, 2, PIC),
+    (0x40, 4, PIT),
+    (0x61, 1, PIT),
+    (0x70, 2, RTC),
+    (0x3f8, 8, COM1),
+    (PM1A_EVENT, 4, PM),
+    (PM1A_CONTROL, 2, PM),
+    (0xcf8, 8, PCI),
+    (PCI_IO_BASE, PCI_IO_SIZE, PCI),
+];
 
 /// Every device of the board.
 pub struct Board<'a> {
@@ -243,20 +259,8 @@ impl<'a> Board<'a> {
                 GsiRoute::both(crate::SCI_IRQ, crate::SCI_IRQ).active_low(),
             )
             .map_err(BoardError::Route)?;
-        for (first, count, device) in [
-            (0x20, 2, PIC),
-            (0xa0, 2, PIC),
-            (0x4d0, 2, PIC),
-            (0x40, 4, PIT),
-            (0x61, 1, PIT),
-            (0x70, 2, RTC),
-            (0x3f8, 8, COM1),
-            (PM1A_EVENT, 4, PM),
-            (PM1A_CONTROL, 2, PM),
-            (0xcf8, 8, PCI),
-            (PCI_IO_BASE, PCI_IO_SIZE, PCI),
-        ] {
-            board.ports.add(first, count, device)?;
+        for &(first, count, device) in PORT_MAP {
+            board.ports.add(first, count, usize::from(device))?;
         }
         Ok(board)
     }
