@@ -181,16 +181,28 @@ enum Direction {
     ToGuest,
 }
 
+/// Marks that a guest-memory access of a request failed. The error itself
+/// is kept where it arose (the device's `memory_fault`, written by
+/// [`stream_copy`]) until [`VirtioBlock::execute`] takes it: passed up
+/// through the request path, this marker costs a test and a branch per step
+/// where the [`MemoryError`] is copied at every step.
+struct Failed;
+
+/// Outcome of a step of a request that moves data through guest memory.
+type Step<T> = Result<T, Failed>;
+
 /// Copies `buf.len()` bytes between `buf` and the device-readable
 /// ([`Direction::FromGuest`]) or device-writable ([`Direction::ToGuest`])
-/// stream of `segments`, starting `pos` bytes into that stream.
+/// stream of `segments`, starting `pos` bytes into that stream. A failed
+/// access is recorded in `fault`.
 fn stream_copy<M: GuestMemory>(
     mem: &M,
     segments: &[Segment],
     direction: Direction,
     mut pos: u64,
     mut buf: &mut [u8],
-) -> Result<(), MemoryError> {
+    fault: &mut Option<MemoryError>,
+) -> Step<()> {
     let to_guest = direction == Direction::ToGuest;
     for s in segments.iter().filter(|s| s.device_writable == to_guest) {
         if buf.is_empty() {
@@ -204,10 +216,14 @@ fn stream_copy<M: GuestMemory>(
         // The rest of the buffer is consumed from the front.
         let n = (len - pos).min(buf.len() as u64) as usize;
         let (chunk, rest) = core::mem::take(&mut buf).split_at_mut(n);
-        if to_guest {
-            mem.write(s.addr + pos, chunk)?;
+        let done = if to_guest {
+            mem.write(s.addr + pos, chunk)
         } else {
-            mem.read(s.addr + pos, chunk)?;
+            mem.read(s.addr + pos, chunk)
+        };
+        if let Err(error) = done {
+            *fault = Some(error);
+            return Err(Failed);
         }
         buf = rest;
         pos = 0;
@@ -247,6 +263,9 @@ pub struct VirtioBlock<B> {
     features: u64,
     bounce: [u8; BOUNCE_SIZE],
     backend_errors: u64,
+    /// The guest-memory error of the request being handled, until
+    /// [`VirtioBlock::execute`] takes it.
+    memory_fault: Option<MemoryError>,
 }
 
 impl<B: BlockBackend> VirtioBlock<B> {
@@ -262,6 +281,7 @@ impl<B: BlockBackend> VirtioBlock<B> {
             features: 0,
             bounce: [0; BOUNCE_SIZE],
             backend_errors: 0,
+            memory_fault: None,
         }
     }
 
@@ -311,7 +331,7 @@ impl<B: BlockBackend> VirtioBlock<B> {
         direction: Direction,
         offset: u64,
         len: u64,
-    ) -> Result<Outcome, MemoryError> {
+    ) -> Step<Outcome> {
         let to_guest = direction == Direction::ToGuest;
         // Only data written into the guest's buffers counts in the used
         // length.
@@ -324,7 +344,14 @@ impl<B: BlockBackend> VirtioBlock<B> {
                 self.backend.read_at(at, &mut self.bounce[..n])
             } else {
                 let pos = HEADER_SIZE + done;
-                stream_copy(mem, segments, direction, pos, &mut self.bounce[..n])?;
+                stream_copy(
+                    mem,
+                    segments,
+                    direction,
+                    pos,
+                    &mut self.bounce[..n],
+                    &mut self.memory_fault,
+                )?;
                 self.backend.write_at(at, &self.bounce[..n])
             };
             if self.note(r).is_err() {
@@ -334,7 +361,14 @@ impl<B: BlockBackend> VirtioBlock<B> {
                 });
             }
             if to_guest {
-                stream_copy(mem, segments, direction, done, &mut self.bounce[..n])?;
+                stream_copy(
+                    mem,
+                    segments,
+                    direction,
+                    done,
+                    &mut self.bounce[..n],
+                    &mut self.memory_fault,
+                )?;
             }
             done += n as u64;
         }
@@ -349,7 +383,7 @@ impl<B: BlockBackend> VirtioBlock<B> {
         mem: &M,
         segments: &[Segment],
         payload_len: u64,
-    ) -> Result<Outcome, MemoryError> {
+    ) -> Step<Outcome> {
         if self.features & features::WRITE_ZEROES == 0 {
             return Ok(Outcome::status(status::UNSUPP));
         }
@@ -371,6 +405,7 @@ impl<B: BlockBackend> VirtioBlock<B> {
                 Direction::FromGuest,
                 HEADER_SIZE + 16 * i,
                 &mut raw,
+                &mut self.memory_fault,
             )?;
             let sector = u64::from_le_bytes([
                 raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
@@ -408,10 +443,22 @@ impl<B: BlockBackend> VirtioBlock<B> {
         if info.writable_len == 0 {
             return Err(BlockRequestError::NoStatusByte);
         }
-        // Past the shape checks only guest memory can fail: every access
-        // below passes its error through unchanged, converted once here.
+        // Past the shape checks only guest memory can fail: the access
+        // that failed kept its error, taken once here.
         self.execute_in_memory(mem, segments, info)
-            .map_err(BlockRequestError::Memory)
+            .map_err(|Failed| BlockRequestError::Memory(self.take_memory_fault()))
+    }
+
+    /// Takes the guest-memory error the failed request recorded. Cold and
+    /// out of line: a driver that follows the rules never gets here.
+    #[cold]
+    #[inline(never)]
+    fn take_memory_fault(&mut self) -> MemoryError {
+        // Every `Failed` is made by `stream_copy`, which records the error
+        // first; an empty access at address 0 stands in should that not hold.
+        self.memory_fault
+            .take()
+            .unwrap_or(MemoryError::NotRam { addr: 0, len: 0 })
     }
 
     /// [`VirtioBlock::execute`] once the chain has room for the header and
@@ -421,9 +468,16 @@ impl<B: BlockBackend> VirtioBlock<B> {
         mem: &M,
         segments: &[Segment],
         info: &ChainInfo,
-    ) -> Result<u32, MemoryError> {
+    ) -> Step<u32> {
         let mut header = [0u8; HEADER_SIZE as usize];
-        stream_copy(mem, segments, Direction::FromGuest, 0, &mut header)?;
+        stream_copy(
+            mem,
+            segments,
+            Direction::FromGuest,
+            0,
+            &mut header,
+            &mut self.memory_fault,
+        )?;
         let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let sector = u64::from_le_bytes([
             header[8], header[9], header[10], header[11], header[12], header[13], header[14],
@@ -455,7 +509,14 @@ impl<B: BlockBackend> VirtioBlock<B> {
             request::GET_ID => {
                 let n = status_pos.min(ID_LEN as u64) as usize;
                 let mut id = self.id;
-                stream_copy(mem, segments, Direction::ToGuest, 0, &mut id[..n])?;
+                stream_copy(
+                    mem,
+                    segments,
+                    Direction::ToGuest,
+                    0,
+                    &mut id[..n],
+                    &mut self.memory_fault,
+                )?;
                 Outcome {
                     status: status::OK,
                     data_written: n as u64,
@@ -471,6 +532,7 @@ impl<B: BlockBackend> VirtioBlock<B> {
             Direction::ToGuest,
             status_pos,
             &mut status_byte,
+            &mut self.memory_fault,
         )?;
         // data_written <= status_pos < u32::MAX, checked above for IN.
         Ok(u32::try_from(outcome.data_written + 1).unwrap_or(u32::MAX))
