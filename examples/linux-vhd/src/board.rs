@@ -118,18 +118,20 @@ impl SerialSink for ConsoleSink {
             self.init_seen = true;
         }
         let held = self.result.matched;
-        if self.result.feed(byte) {
-            GUEST_RESULT_MARKER.iter().copied().for_each(Self::emit);
-        } else if self.result.matched == 0 || self.result.matched <= held {
+        let completed = self.result.feed(byte);
+        let matched = self.result.matched;
+        let released: &[u8] = if completed {
+            GUEST_RESULT_MARKER
+        } else if matched == 0 || matched <= held {
             // The bytes held back as a possible marker were not one: out
             // they go, then this byte unless it starts a new match.
-            self.result.text[..held]
-                .iter()
-                .copied()
-                .for_each(Self::emit);
-            if self.result.matched == 0 {
-                Self::emit(byte);
-            }
+            self.result.text.get(..held).unwrap_or_default()
+        } else {
+            &[]
+        };
+        released.iter().copied().for_each(Self::emit);
+        if !completed && matched == 0 {
+            Self::emit(byte);
         }
     }
 }
