@@ -307,6 +307,30 @@ impl<'a> Board<'a> {
     }
 }
 
+impl Board<'_> {
+    /// Reads `port`, or writes `value` to it, through the port bus (a write
+    /// returns 0). Out of line: reads and writes share the device table.
+    #[inline(never)]
+    fn port_access(&mut self, port: u16, width: AccessWidth, value: Option<u32>) -> u32 {
+        let ports = &self.ports;
+        let mut devices = [
+            &mut self.pic as &mut dyn ponte_kernel::device::PortIo,
+            &mut self.pit,
+            &mut self.rtc,
+            &mut self.com1,
+            &mut self.pm,
+            &mut self.pci,
+        ];
+        match value {
+            None => ports.read(&mut devices, port, width),
+            Some(value) => {
+                ports.write(&mut devices, port, width, value);
+                0
+            }
+        }
+    }
+}
+
 /// The MMIO devices, borrowed for one access.
 struct MmioDevices<'b, 'a> {
     ioapic: &'b mut IoApic,
@@ -346,29 +370,11 @@ fn apic_fault(
 
 impl Platform for Board<'_> {
     fn io_read(&mut self, port: u16, width: AccessWidth) -> u32 {
-        let ports = &self.ports;
-        let mut devices = [
-            &mut self.pic as &mut dyn ponte_kernel::device::PortIo,
-            &mut self.pit,
-            &mut self.rtc,
-            &mut self.com1,
-            &mut self.pm,
-            &mut self.pci,
-        ];
-        ports.read(&mut devices, port, width)
+        self.port_access(port, width, None)
     }
 
     fn io_write(&mut self, port: u16, width: AccessWidth, value: u32) {
-        let ports = &self.ports;
-        let mut devices = [
-            &mut self.pic as &mut dyn ponte_kernel::device::PortIo,
-            &mut self.pit,
-            &mut self.rtc,
-            &mut self.com1,
-            &mut self.pm,
-            &mut self.pci,
-        ];
-        ports.write(&mut devices, port, width, value);
+        self.port_access(port, width, Some(value));
         if let Some(sleep_type) = self.pm.take_sleep_request() {
             if sleep_type == S5_SLEEP_TYPE {
                 self.stopped = Some(StopRequest::PowerOff);
