@@ -308,6 +308,13 @@ impl<'a> Board<'a> {
 }
 
 impl Board<'_> {
+    /// When the PIT or the RTC next wants to interrupt, if either will.
+    /// Out of line: both the injection decision and the run loop ask.
+    #[inline(never)]
+    fn timer_deadline_ns(&self) -> Option<u64> {
+        earliest(self.pit.next_event_ns(), self.rtc.next_event_ns())
+    }
+
     /// Reads `port`, or writes `value` to it, through the port bus (a write
     /// returns 0). Out of line: reads and writes share the device table.
     #[inline(never)]
@@ -462,23 +469,21 @@ impl Interrupts for Board<'_> {
     fn decide(&mut self, guest: &GuestEventState) -> Decision {
         self.pit.poll();
         self.rtc.poll();
+        let timers = self.timer_deadline_ns();
         let mut chips = Chips {
             pic: Some(&mut self.pic),
             ioapic: Some(&mut self.ioapic),
             lapic: Some(&mut self.lapic),
         };
         self.router.sync(&LINES, &mut chips);
-        let next = earliest(
-            chips.next_timer_deadline_ns(),
-            earliest(self.pit.next_event_ns(), self.rtc.next_event_ns()),
-        );
+        let next = earliest(chips.next_timer_deadline_ns(), timers);
         decide(guest, &mut chips, next)
     }
 
     fn next_deadline_ns(&self) -> Option<u64> {
         earliest(
             self.lapic.next_timer_deadline_ns(),
-            earliest(self.pit.next_event_ns(), self.rtc.next_event_ns()),
+            self.timer_deadline_ns(),
         )
     }
 
