@@ -231,19 +231,13 @@ impl<'a> Board<'a> {
     ) -> Result<Self, BoardError> {
         let mut lapic_config = LapicConfig::new(0, tsc_hz);
         lapic_config.timer_hz = crate::CRYSTAL_HZ;
-        lapic_config.x2apic = false;
-        let mut lapic = LocalApic::xapic_only(lapic_config, clock);
-        // Reset state: xAPIC enabled at the default base, BSP.
-        let _ = lapic.set_apic_base(LAPIC_BASE | (1 << 11) | (1 << 8));
-        let mut rtc = Rtc::new(clock, line(8)?, 1_785_000_000);
-        rtc.set_memory_size(crate::GUEST_RAM, 0);
         let mut board = Board {
             ports: PortBus::new(),
             pic: DualPic::new(),
             ioapic: IoApic::new(1, IoApicVersion::V20),
-            lapic,
+            lapic: LocalApic::xapic_only(lapic_config, clock),
             pit: Pit::new(clock, line(0)?),
-            rtc,
+            rtc: Rtc::new(clock, line(8)?, 1_785_000_000),
             com1: Serial::new(0x3f8, line(4)?, ConsoleSink::new()),
             pm: Pm1a::new(PM1A_EVENT, PM1A_CONTROL),
             pci: PciBus::new(),
@@ -252,6 +246,9 @@ impl<'a> Board<'a> {
             layout,
             stopped: None,
         };
+        // Reset state: xAPIC enabled at the default base, BSP.
+        let _ = board.lapic.set_apic_base(LAPIC_BASE | (1 << 11) | (1 << 8));
+        board.rtc.set_memory_size(crate::GUEST_RAM, 0);
         // The SCI is wired active-low to the IOAPIC (its MADT override says
         // level, active low), as PCI interrupts are.
         board
