@@ -333,10 +333,15 @@ impl<M: GuestMemory, D: VirtioDevice, L: InterruptLine, T: VirtioPciTransport>
         header.set_write_mask(pci_cfg_cap + 8, &[0xFF; 12]);
         header.set_interrupt_pin(Some(InterruptPin::IntA));
         header.set_interrupt_line(0xFF);
-        let mut queues = [SplitQueue::new(0); MAX_QUEUES];
-        for (i, q) in queues.iter_mut().enumerate().take(usize::from(queue_count)) {
-            *q = SplitQueue::new(device.queue_max_size(i as u16));
-        }
+        // Queues past the device's count stay at size 0.
+        let queues = core::array::from_fn(|i| {
+            let max_size = if i < usize::from(queue_count) {
+                device.queue_max_size(i as u16)
+            } else {
+                0
+            };
+            SplitQueue::new(max_size)
+        });
         Ok(Self {
             header,
             pci_cfg_cap,
