@@ -183,6 +183,11 @@ impl<'a, const N: usize> PciBus<'a, N> {
         PciAddress::HOST_BRIDGE
     }
 
+    /// The address of the function in slot `index`, if one is attached.
+    fn slot_address(&self, index: usize) -> Option<PciAddress> {
+        self.slots.get(index)?.as_ref().map(|slot| slot.address)
+    }
+
     fn slot_index(&self, address: PciAddress) -> Option<usize> {
         self.slots
             .iter()
@@ -470,12 +475,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
     ) -> Result<(), BusError> {
         let mut sizes = [[None; BAR_COUNT]; N];
         for (i, bars) in sizes.iter_mut().enumerate() {
-            let Some(address) = self
-                .slots
-                .get(i)
-                .and_then(Option::as_ref)
-                .map(|s| s.address)
-            else {
+            let Some(address) = self.slot_address(i) else {
                 continue;
             };
             let cmd = self.config_read(address, offset::COMMAND, AccessWidth::Word);
@@ -489,12 +489,7 @@ impl<'a, const N: usize> PciBus<'a, N> {
         let mut io_next = io.base;
         // Largest first keeps natural alignment from wasting space.
         while let Some((i, bar, kind, size)) = take_largest(&mut sizes) {
-            let Some(address) = self
-                .slots
-                .get(i)
-                .and_then(Option::as_ref)
-                .map(|s| s.address)
-            else {
+            let Some(address) = self.slot_address(i) else {
                 continue;
             };
             let (next, window) = if kind.is_memory() {
