@@ -52,8 +52,9 @@ impl RawVmxMsrs {
         (self.present & (1 << index) != 0).then_some(value)
     }
 
-    /// The raw value of `msr`, 0 when absent (plain, for fields whose MSR
-    /// was checked or may be missing).
+    /// The raw value slot of `msr`, whether or not the MSR is present: for
+    /// fields whose MSR was checked present (optional ones go through
+    /// [`RawVmxMsrs::get`]).
     fn value(&self, msr: u32) -> u64 {
         msr.checked_sub(MSR_VMX_BASIC)
             .and_then(|i| self.values.get(i as usize))
@@ -351,6 +352,7 @@ impl VmxCapabilities {
             return Err(MissingMsr(MSR_VMX_BASIC + missing.trailing_zeros()));
         }
         let value = |m| raw.value(m);
+        let optional = |m| raw.get(m).unwrap_or(0);
         let control = |legacy: u32, tru: u32| ControlCaps {
             legacy: AllowedBits::from_msr(value(legacy)),
             true_: true_controls.then(|| AllowedBits::from_msr(value(tru))),
@@ -358,7 +360,7 @@ impl VmxCapabilities {
         let pin = control(0x481, 0x48d);
         let proc = control(0x482, 0x48e);
         let proc2 = if proc.legacy.allows(1 << 31) {
-            AllowedBits::from_msr(value(0x48b))
+            AllowedBits::from_msr(optional(0x48b))
         } else {
             AllowedBits::from_msr(0)
         };
@@ -403,8 +405,8 @@ impl VmxCapabilities {
                 fixed1: value(0x489),
             },
             max_vmcs_index: ((value(0x48a) >> 1) & 0x1ff) as u16,
-            ept_vpid: EptVpidCaps(value(0x48c)),
-            vmfunc: value(0x491),
+            ept_vpid: EptVpidCaps(optional(0x48c)),
+            vmfunc: optional(0x491),
             phys_addr_bits: if basic & (1 << 48) != 0 {
                 32
             } else {

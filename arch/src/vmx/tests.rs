@@ -147,6 +147,16 @@ fn true_controls_are_mandatory_only_when_basic_announces_them() {
 }
 
 #[test]
+fn optional_msrs_absent_from_the_mask_decode_as_zero() {
+    // IA32_VMX_EPT_VPID_CAP (0x48C) is optional: when the mask does not list
+    // it, it reads as 0 whatever its value slot holds.
+    let mut r = raw("corei7_skylake_x");
+    assert_ne!(VmxCapabilities::decode(&r).unwrap().ept_vpid.0, 0);
+    r.present &= !(1 << (0x48c - 0x480));
+    assert_eq!(VmxCapabilities::decode(&r).unwrap().ept_vpid.0, 0);
+}
+
+#[test]
 fn feature_control_is_locked_with_vmx_enabled() {
     // Bit 0 lock, bit 2 VMX outside SMX (SDM Vol. 3C 24.7).
     assert_eq!(feature_control_update(0x5), Ok(None));
