@@ -338,7 +338,8 @@ pub struct VmxCapabilities {
 pub struct MissingMsr(pub u32);
 
 impl VmxCapabilities {
-    /// Decodes raw MSR values; 0x480-0x484 and 0x486-0x48A are mandatory.
+    /// Decodes raw MSR values; 0x480-0x48A are mandatory, and the TRUE_
+    /// controls 0x48D-0x490 when IA32_VMX_BASIC bit 55 announces them.
     pub fn decode(raw: &RawVmxMsrs) -> Result<Self, MissingMsr> {
         let basic = raw.get(MSR_VMX_BASIC).ok_or(MissingMsr(MSR_VMX_BASIC))?;
         let true_controls = basic & (1 << 55) != 0;
