@@ -147,7 +147,7 @@ pub const CR4_OSFXSR: u64 = 1 << 9;
 /// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM.
 pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
 
-/// Lets the image execute the SSE moves of [`xmm_lows`] and [`load_xmm_low`]:
+/// Lets the image execute the SSE moves of [`xmm_lows`] and [`load_xmm_lows`]:
 /// sets CR4.OSFXSR and CR4.OSXMMEXCPT and CR0.MP, clears CR0.EM and CR0.TS
 /// where they differ (SDM Vol. 3A, 13.1.3). Only the host's control
 /// registers change; a guest's come from its VMCS. Called once at boot,
@@ -210,12 +210,6 @@ pub fn xmm_lows() -> [u64; 16] {
     lows
 }
 
-/// Bits 63:0 of XMM register `n & 15` as the processor holds it now (see
-/// [`xmm_lows`]).
-pub fn xmm_low(n: u8) -> u64 {
-    xmm_lows()[usize::from(n & 15)]
-}
-
 /// For each bit `n` set in `mask`, loads `values[n]` into bits 63:0 of XMM
 /// register `n` and zeroes bits 127:64, as MOVQ xmm, m64 does, so that the
 /// guest finds them there after the next VM entry (see [`xmm_lows`]); the
@@ -261,18 +255,21 @@ pub fn load_xmm_lows(mask: u16, values: &[u64; 16]) {
     load!();
 }
 
-/// Loads `value` into bits 63:0 of XMM register `n & 15` and zeroes bits
-/// 127:64 (see [`load_xmm_lows`]).
-pub fn load_xmm_low(n: u8, value: u64) {
-    let n = n & 15;
-    let mut values = [0; 16];
-    values[usize::from(n)] = value;
-    load_xmm_lows(1 << n, &values);
-}
-
 #[cfg(test)]
 mod xmm_tests {
     use super::*;
+
+    /// Bits 63:0 of XMM register `n`, through [`xmm_lows`].
+    fn xmm_low(n: u8) -> u64 {
+        xmm_lows()[usize::from(n)]
+    }
+
+    /// Loads `value` into XMM register `n` alone, through [`load_xmm_lows`].
+    fn load_xmm_low(n: u8, value: u64) {
+        let mut values = [0; 16];
+        values[usize::from(n)] = value;
+        load_xmm_lows(1 << n, &values);
+    }
 
     #[test]
     fn xmm_low_halves_read_back_what_was_loaded() {
