@@ -339,7 +339,10 @@ macro_rules! or_fail {
 #[cfg_attr(not(feature = "diagnostics"), inline(always))]
 pub fn fail_step<E: fmt::Debug>(what: &str, error: &E) -> ! {
     #[cfg(feature = "diagnostics")]
-    finish(Outcome::Fail, format_args!("{what}: {error:?}"));
+    finish(
+        Outcome::Fail,
+        format_args!("{}: {}", Verbatim(what), ErrorReport(error)),
+    );
     #[cfg(not(feature = "diagnostics"))]
     {
         let _ = error;
