@@ -203,14 +203,9 @@ impl<const N: usize> PhysicalFrames<N> {
             // Cannot fail: a full list was refused above.
             let _ = self.free.insert(at, merged);
         } else {
-            let mut position = 0;
-            self.free.retain_mut(|r| {
-                if position == at {
-                    *r = merged.clone();
-                }
-                position += 1;
-                position <= at + 1 || position > last
-            });
+            // at < last <= len: the index and the range are in bounds.
+            self.free[at] = merged;
+            self.free.drain(at + 1..last);
         }
         Ok(())
     }
