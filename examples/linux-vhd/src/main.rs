@@ -106,8 +106,14 @@ fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let ram = or_fail!(memory.ram(GUEST_RAM, 2 << 20), "guest RAM");
     let mut layout: GuestLayout<_, Dev, 8> = GuestLayout::new();
     or_fail!(layout.add_ram(0, ram), "layout");
-    or_fail!(layout.add_mmio(IOAPIC_BASE, 0x1000, Dev::IoApic), "layout");
-    or_fail!(layout.add_mmio(LAPIC_BASE, 0x1000, Dev::Lapic), "layout");
+    or_fail!(
+        layout.add_mmio(IOAPIC_BASE, APIC_WINDOW_SIZE, Dev::IoApic),
+        "layout"
+    );
+    or_fail!(
+        layout.add_mmio(LAPIC_BASE, APIC_WINDOW_SIZE, Dev::Lapic),
+        "layout"
+    );
     or_fail!(
         layout.add_mmio(PCI_MMIO_BASE, PCI_MMIO_SIZE, Dev::Pci),
         "layout"
@@ -292,8 +298,8 @@ pub fn load_kernel(
     static RAM: [RamRange; 1] = [RamRange::new(0, GUEST_RAM)];
     static RESERVED: [MemoryRegion; 4] = [
         MemoryRegion::new(ACPI_BASE, ACPI_SIZE, E820::Acpi),
-        MemoryRegion::new(IOAPIC_BASE, 0x1000, E820::Reserved),
-        MemoryRegion::new(LAPIC_BASE, 0x1000, E820::Reserved),
+        MemoryRegion::new(IOAPIC_BASE, APIC_WINDOW_SIZE, E820::Reserved),
+        MemoryRegion::new(LAPIC_BASE, APIC_WINDOW_SIZE, E820::Reserved),
         // Linux uses an MCFG window only if the memory map reserves it.
         MemoryRegion::new(ECAM_BASE, ponte_pci::ECAM_BUS_SIZE, E820::Reserved),
     ];

@@ -21,6 +21,8 @@ pub const ACPI_BASE: u64 = GUEST_RAM - ACPI_SIZE;
 pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 /// The local APIC's default base.
 pub const LAPIC_BASE: u64 = 0xfee0_0000;
+/// Bytes of the IOAPIC's and the local APIC's register windows: a page each.
+pub const APIC_WINDOW_SIZE: u64 = 0x1000;
 /// The PCI memory window (BARs) and I/O window.
 pub const PCI_MMIO_BASE: u64 = 0xfe00_0000;
 /// Size of the PCI memory window.
