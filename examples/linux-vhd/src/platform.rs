@@ -17,13 +17,13 @@ pub const GUEST_RAM: u64 = 128 << 20;
 pub const ACPI_SIZE: u64 = 0x1_0000;
 /// Where the ACPI tables (the RSDP first) start.
 pub const ACPI_BASE: u64 = GUEST_RAM - ACPI_SIZE;
-/// The IOAPIC and LAPIC register pages.
+/// The IOAPIC's register page.
 pub const IOAPIC_BASE: u64 = 0xfec0_0000;
-/// The local APIC's default base.
+/// The local APIC's register page, at its default base.
 pub const LAPIC_BASE: u64 = 0xfee0_0000;
 /// Bytes of the IOAPIC's and the local APIC's register windows: a page each.
 pub const APIC_WINDOW_SIZE: u64 = 0x1000;
-/// The PCI memory window (BARs) and I/O window.
+/// The PCI memory window, where the BARs go.
 pub const PCI_MMIO_BASE: u64 = 0xfe00_0000;
 /// Size of the PCI memory window.
 pub const PCI_MMIO_SIZE: u64 = 0x80_0000;
@@ -48,18 +48,18 @@ pub const ECAM_BASE: u64 = 0xe000_0000;
 pub const PCI_IO_BASE: u16 = 0xc000;
 /// Ports in the PCI I/O window.
 pub const PCI_IO_SIZE: u16 = 0x1000;
-/// FADT PM1a blocks.
+/// The FADT's PM1a event block (status and enable registers).
 pub const PM1A_EVENT: u16 = 0x600;
-/// PM1a control block.
+/// The FADT's PM1a control block.
 pub const PM1A_CONTROL: u16 = 0x604;
 /// `\_S5`'s SLP_TYP.
 pub const S5_SLEEP_TYPE: u8 = 5;
 /// The SCI's ISA IRQ.
 pub const SCI_IRQ: u8 = 9;
-/// The disk's PCI slot and the GSI its INTA# drives (IOAPIC pin 16,
-/// level-triggered, active low, as PCI interrupts are).
+/// The disk's PCI slot.
 pub const DISK_SLOT: u8 = 3;
-/// GSI of the disk's INTA#.
+/// GSI of the disk's INTA# (IOAPIC pin 16, level-triggered, active low, as
+/// PCI interrupts are).
 pub const DISK_GSI: u32 = 16;
 
 /// The ISA IRQ 0 and SCI overrides of a PC.
