@@ -38,7 +38,7 @@ use ponte_arch::{
     boot::{finish, BootInfo, ErrorReport, Outcome, Verbatim},
     ept::{EptTables, MemoryType, UniformHostMemory},
     memory::HostMemory,
-    println,
+    or_fail, println,
     vmx::{
         controls::PinControl,
         vmcs::{Control64, GuestN, ReadOnly32, ReadOnlyN},
@@ -76,8 +76,6 @@ pub const CRYSTAL_HZ: u64 = 25_000_000;
 /// clocksource watchdog would otherwise compare it with jiffies, which lag
 /// whenever ticks coalesce while the guest keeps interrupts off.
 const CMDLINE: &str = "console=ttyS0,115200 rdinit=/init panic=-1 tsc=reliable";
-
-use ponte_arch::or_fail;
 
 fn main(boot: BootInfo, mut memory: HostMemory) -> ! {
     let free_at_start = memory.free_bytes();
