@@ -408,23 +408,12 @@ fn perform<D: Copy>(
     }
 }
 
-/// Reads up to 15 instruction bytes at linear address `rip_linear`,
-/// translating each page separately. Returns the bytes and how many were
-/// read: fewer than 15 when the next page cannot be fetched (the decoder
-/// then asks for more only if the instruction really continues there).
+/// Reads up to 15 instruction bytes at linear address `rip_linear` into
+/// `bytes`, translating each page separately. Returns how many were read:
+/// fewer than 15 when the next page cannot be fetched, with the fault that
+/// stopped it (the decoder then asks for more only if the instruction
+/// really continues there).
 pub fn fetch_instruction<M: GuestMemory + ?Sized>(
-    mem: &M,
-    paging: &PagingContext,
-    rip_linear: u64,
-) -> Result<([u8; 15], usize, Option<TranslateError>), TranslateError> {
-    let mut bytes = [0u8; 15];
-    let (len, second_page) = fetch_into(mem, paging, rip_linear, &mut bytes)?;
-    Ok((bytes, len, second_page))
-}
-
-/// [`fetch_instruction`] into the caller's `bytes`: the handler keeps them
-/// where they are read instead of receiving a copy inside the result.
-fn fetch_into<M: GuestMemory + ?Sized>(
     mem: &M,
     paging: &PagingContext,
     rip_linear: u64,
@@ -484,8 +473,8 @@ pub fn handle_ept_violation<B: RamBacking, D: Copy, const N: usize>(
         return Err(MmioError::InstructionFetch { guest_physical });
     }
     let mut bytes = [0u8; 15];
-    let (len, second_page) =
-        fetch_into(layout, &vcpu.paging, vcpu.rip_linear, &mut bytes).map_err(MmioError::Fetch)?;
+    let (len, second_page) = fetch_instruction(layout, &vcpu.paging, vcpu.rip_linear, &mut bytes)
+        .map_err(MmioError::Fetch)?;
     let instruction = match decode_kind(&bytes[..len], vcpu.mode) {
         Ok(i) => i,
         Err(kind) => {
