@@ -1,5 +1,5 @@
 //! Byte-addressed storage under an image: the [`BlockDevice`] contract and
-//! its backends (caller memory, a growable `Vec`, a file).
+//! its backends (caller memory, read-only bytes, a growable `Vec`, a file).
 
 use crate::error::IoError;
 
@@ -87,13 +87,7 @@ impl BlockDevice for SliceDevice<'_> {
         Ok(self.len as u64)
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let r = span(offset, buf.len(), self.len as u64).ok_or(IoError::OutOfBounds {
-            offset,
-            len: buf.len() as u64,
-            device_len: self.len as u64,
-        })?;
-        buf.copy_from_slice(&self.mem[r]);
-        Ok(())
+        read_image(self.as_bytes(), offset, buf)
     }
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         let cap = self.mem.len() as u64;
@@ -125,6 +119,45 @@ impl BlockDevice for SliceDevice<'_> {
         }
         self.len = new;
         Ok(())
+    }
+}
+
+/// Copies bytes `offset..offset + buf.len()` of `image` into `buf`; a
+/// read past its end fails with [`IoError::OutOfBounds`].
+fn read_image(image: &[u8], offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+    let r = span(offset, buf.len(), image.len() as u64).ok_or(IoError::OutOfBounds {
+        offset,
+        len: buf.len() as u64,
+        device_len: image.len() as u64,
+    })?;
+    buf.copy_from_slice(&image[r]);
+    Ok(())
+}
+
+/// A read-only device over an image's bytes in place (read-only memory
+/// such as a boot module): writes and resizes fail with
+/// [`IoError::ReadOnly`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOnlySliceDevice<'a>(
+    /// The image bytes.
+    pub &'a [u8],
+);
+
+impl BlockDevice for ReadOnlySliceDevice<'_> {
+    fn len(&mut self) -> Result<u64, IoError> {
+        Ok(self.0.len() as u64)
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        read_image(self.0, offset, buf)
+    }
+    fn write_at(&mut self, _offset: u64, _buf: &[u8]) -> Result<(), IoError> {
+        Err(IoError::ReadOnly)
+    }
+    fn flush(&mut self) -> Result<(), IoError> {
+        Ok(())
+    }
+    fn set_len(&mut self, _len: u64) -> Result<(), IoError> {
+        Err(IoError::ReadOnly)
     }
 }
 
@@ -368,6 +401,29 @@ mod tests {
         assert!(d.set_len(65).is_err());
         assert!(d.write_at(u64::MAX, &[0]).is_err());
         assert!(d.read_at(u64::MAX, &mut b).is_err());
+    }
+
+    #[test]
+    fn read_only_slice_device_reads_in_place_and_refuses_changes() {
+        let bytes = [1u8, 2, 3, 4, 5];
+        let mut d = ReadOnlySliceDevice(&bytes);
+        assert_eq!(d.len(), Ok(5));
+        let mut b = [0u8; 2];
+        d.read_at(3, &mut b).unwrap();
+        assert_eq!(b, [4, 5]);
+        assert_eq!(
+            d.read_at(4, &mut b),
+            Err(IoError::OutOfBounds {
+                offset: 4,
+                len: 2,
+                device_len: 5
+            })
+        );
+        assert!(d.read_at(u64::MAX, &mut b).is_err());
+        assert_eq!(d.write_at(0, &[9]), Err(IoError::ReadOnly));
+        assert_eq!(d.set_len(0), Err(IoError::ReadOnly));
+        assert_eq!(d.flush(), Ok(()));
+        assert_eq!(bytes, [1, 2, 3, 4, 5]);
     }
 
     #[cfg(feature = "alloc")]

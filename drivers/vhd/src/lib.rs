@@ -3,7 +3,8 @@
 //!
 //! - [`format`]: on-disk structures, checksums, CHS geometry, size rules.
 //! - [`device`]: the [`BlockDevice`] contract and backends: caller memory
-//!   ([`SliceDevice`]), a growable vector (`VecDevice`, feature `alloc`) and
+//!   ([`SliceDevice`]), read-only bytes in place ([`ReadOnlySliceDevice`]),
+//!   a growable vector (`VecDevice`, feature `alloc`) and
 //!   files (`FileDevice`, feature `std`).
 //! - [`Disk`]: an image and its parents, read and written at any offset;
 //!   [`Disk::write_zeroes`], [`Disk::commit`], [`Disk::compact`], [`Disk::info`].
@@ -80,7 +81,7 @@ pub mod storage;
 pub use device::FileDevice;
 #[cfg(feature = "alloc")]
 pub use device::VecDevice;
-pub use device::{BlockDevice, SliceDevice};
+pub use device::{BlockDevice, ReadOnlySliceDevice, SliceDevice};
 pub use disk::{check, CommitStats, CompactStats, Disk, Info};
 pub use error::{Error, IoError, Problem, Region, Structure};
 pub use format::{DiskType, Footer, Geometry, Uuid};

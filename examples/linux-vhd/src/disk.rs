@@ -30,7 +30,7 @@ use ponte_kernel::{
 };
 use ponte_vhd::{
     BlockDevice, Disk, IoError, LocatorHint, OpenOptions, ParentRequest, ParentResolver,
-    SliceDevice, SlicePool,
+    ReadOnlySliceDevice, SliceDevice, SlicePool,
 };
 use ponte_virtio::{
     pci::{Modern, VirtioPci},
@@ -52,7 +52,7 @@ type AtaFile = DiskFile<AtaDisk<IdeChannelPorts>>;
 /// Where one image of the chain lives.
 pub enum Backing {
     /// A boot module's bytes, read in place (module memory is read-only).
-    Module(&'static [u8]),
+    Module(ReadOnlySliceDevice<'static>),
     /// A copy of a boot module in host memory.
     Memory(SliceDevice<'static>),
     /// A file on the IDE hard disk.
@@ -62,45 +62,35 @@ pub enum Backing {
 impl BlockDevice for Backing {
     fn len(&mut self) -> Result<u64, IoError> {
         match self {
-            Self::Module(bytes) => Ok(bytes.len() as u64),
+            Self::Module(d) => d.len(),
             Self::Memory(d) => d.len(),
             Self::Ata(d) => d.len(),
         }
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         match self {
-            Self::Module(bytes) => {
-                let out_of_bounds = IoError::OutOfBounds {
-                    offset,
-                    len: buf.len() as u64,
-                    device_len: bytes.len() as u64,
-                };
-                let start = usize::try_from(offset).map_err(|_| out_of_bounds)?;
-                let end = start.checked_add(buf.len()).ok_or(out_of_bounds)?;
-                buf.copy_from_slice(bytes.get(start..end).ok_or(out_of_bounds)?);
-                Ok(())
-            }
+            Self::Module(d) => d.read_at(offset, buf),
             Self::Memory(d) => d.read_at(offset, buf),
             Self::Ata(d) => d.read_at(offset, buf),
         }
     }
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         match self {
-            Self::Module(_) => Err(IoError::ReadOnly),
+            Self::Module(d) => d.write_at(offset, buf),
             Self::Memory(d) => d.write_at(offset, buf),
             Self::Ata(d) => d.write_at(offset, buf),
         }
     }
     fn flush(&mut self) -> Result<(), IoError> {
         match self {
-            Self::Module(_) => Ok(()),
+            Self::Module(d) => d.flush(),
             Self::Memory(d) => d.flush(),
             Self::Ata(d) => d.flush(),
         }
     }
     fn set_len(&mut self, len: u64) -> Result<(), IoError> {
         match self {
-            Self::Module(_) => Err(IoError::ReadOnly),
+            Self::Module(d) => d.set_len(len),
             Self::Memory(d) => d.set_len(len),
             Self::Ata(d) => d.set_len(len),
         }
@@ -117,7 +107,9 @@ impl ParentResolver<Backing> for ModuleParent {
         _request: &ParentRequest<'_>,
         _hint: Option<&LocatorHint<'_>>,
     ) -> Option<Backing> {
-        self.0.take().map(Backing::Module)
+        self.0
+            .take()
+            .map(|bytes| Backing::Module(ReadOnlySliceDevice(bytes)))
     }
 }
 
