@@ -85,7 +85,8 @@ fn field<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 fn be_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes(field(b, at))
 }
-fn be_u32(b: &[u8], at: usize) -> u32 {
+/// Big-endian `u32` at byte `at` of `b` (zero where `b` ends first).
+pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(field(b, at))
 }
 fn be_u64(b: &[u8], at: usize) -> u64 {

@@ -50,9 +50,9 @@
 use crate::device::BlockDevice;
 use crate::error::{Error, IoError, Problem, Region, Structure};
 use crate::format::{
-    bitmap_size, check_cookie, DiskType, DynamicHeader, Footer, LocatorCode, BAT_UNALLOCATED,
-    FOOTER_COOKIE, FOOTER_SIZE, HEADER_COOKIE, HEADER_SIZE, LOCATOR_SLOTS, MAX_BLOCK_SIZE,
-    MAX_DYNAMIC_SIZE, MAX_FIXED_SIZE, MIN_BLOCK_SIZE, SECTOR_SIZE,
+    be_u32, bitmap_size, check_cookie, DiskType, DynamicHeader, Footer, LocatorCode,
+    BAT_UNALLOCATED, FOOTER_COOKIE, FOOTER_SIZE, HEADER_COOKIE, HEADER_SIZE, LOCATOR_SLOTS,
+    MAX_BLOCK_SIZE, MAX_DYNAMIC_SIZE, MAX_FIXED_SIZE, MIN_BLOCK_SIZE, SECTOR_SIZE,
 };
 use crate::storage::{marks_len, table_words, TableStorage, BITMAP_SLOT_WORDS};
 
@@ -238,7 +238,7 @@ impl RawFooter {
         self.raw[..8] == FOOTER_COOKIE
     }
     fn stored(&self) -> u32 {
-        be_u32_at(&self.raw, 64)
+        be_u32(&self.raw, 64)
     }
     fn computed(&self) -> u32 {
         Footer::compute_checksum(&self.raw)
@@ -249,7 +249,7 @@ impl RawFooter {
     }
     /// A dynamic (3) or differencing (4) footer.
     fn sparse(&self) -> bool {
-        self.cookie_ok() && matches!(be_u32_at(&self.raw, 60), 3 | 4)
+        self.cookie_ok() && matches!(be_u32(&self.raw, 60), 3 | 4)
     }
     /// Same fields: bytes 8..85 hold every field after the cookie.
     fn same_fields(&self, other: &RawFooter) -> bool {
@@ -268,15 +268,6 @@ const EMPTY_FOOTER: RawFooter = RawFooter {
     raw: [0; FOOTER_SIZE],
     pos: 0,
 };
-
-/// Big-endian `u32` at byte `at` of a footer.
-fn be_u32_at(raw: &[u8; FOOTER_SIZE], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    if let Some(s) = raw.get(at..at + 4) {
-        b.copy_from_slice(s);
-    }
-    u32::from_be_bytes(b)
-}
 
 struct Reporter<'a> {
     sink: &'a mut dyn FnMut(&Problem),
