@@ -325,3 +325,96 @@ fn compact_differencing_drops_blocks_holding_no_sector() {
     .unwrap();
     assert_eq!((s.allocated_blocks, s.leaked_bytes), (1, 0));
 }
+
+/// A device whose reads fail with `code` while `failing` is set.
+struct FailingReads {
+    dev: ponte_vhd::VecDevice,
+    failing: std::rc::Rc<std::cell::Cell<bool>>,
+    code: i32,
+}
+
+impl FailingReads {
+    fn new(dev: ponte_vhd::VecDevice, code: i32) -> (Self, std::rc::Rc<std::cell::Cell<bool>>) {
+        let failing = std::rc::Rc::new(std::cell::Cell::new(false));
+        let d = FailingReads {
+            dev,
+            failing: failing.clone(),
+            code,
+        };
+        (d, failing)
+    }
+}
+
+impl BlockDevice for FailingReads {
+    fn len(&mut self) -> Result<u64, ponte_vhd::IoError> {
+        self.dev.len()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ponte_vhd::IoError> {
+        if self.failing.get() {
+            return Err(ponte_vhd::IoError::Os { code: self.code });
+        }
+        self.dev.read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), ponte_vhd::IoError> {
+        self.dev.write_at(offset, buf)
+    }
+    fn flush(&mut self) -> Result<(), ponte_vhd::IoError> {
+        self.dev.flush()
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), ponte_vhd::IoError> {
+        self.dev.set_len(len)
+    }
+}
+
+struct OneParent(Option<FailingReads>);
+
+impl ponte_vhd::ParentResolver<FailingReads> for OneParent {
+    fn open_parent(
+        &mut self,
+        _: &ponte_vhd::ParentRequest<'_>,
+        hint: Option<&ponte_vhd::LocatorHint<'_>>,
+    ) -> Option<FailingReads> {
+        hint.is_none().then(|| self.0.take()).flatten()
+    }
+}
+
+#[test]
+fn a_failed_device_read_is_reported_with_the_error_of_the_image_that_failed() {
+    let os = |code| Error::Io(ponte_vhd::IoError::Os { code });
+    // At open: the footer read of the image fails.
+    let (top, failing) = FailingReads::new(dynamic(1 << 20, 64 << 10, 1), 9);
+    failing.set(true);
+    let err = Disk::<_, Vec<u32>, 2>::open(top, &rw(), &mut VecStorage, &mut NoParents)
+        .err()
+        .expect("open fails");
+    assert_eq!(err, os(9));
+
+    // In a chain: the child (code 9) over its fixed parent (code 7),
+    // whose every sector is read from its device.
+    let parent = fixed(1 << 20, 2);
+    let child = child_of(&parent, 64 << 10, 3);
+    let (parent, parent_failing) = FailingReads::new(parent, 7);
+    let (child, child_failing) = FailingReads::new(child, 9);
+    let mut d: Disk<_, Vec<u32>, 2> =
+        Disk::open(child, &rw(), &mut VecStorage, &mut OneParent(Some(parent))).unwrap();
+    assert_eq!(d.depth(), 2);
+    d.write_at(0, &[0xAA; 512]).unwrap();
+    let mut buf = [0u8; 512];
+    // A sector the child does not hold is read from the parent: its
+    // error, not the child's, is the one returned.
+    parent_failing.set(true);
+    assert_eq!(d.read_at(512, &mut buf), Err(os(7)));
+    // A sector the child holds does not reach the parent.
+    d.read_at(0, &mut buf).unwrap();
+    assert_eq!(buf, [0xAA; 512]);
+    parent_failing.set(false);
+    child_failing.set(true);
+    assert_eq!(d.read_at(0, &mut buf), Err(os(9)));
+    // Once the device reads again, so does the disk: no error is left
+    // behind to be returned by a later failure.
+    child_failing.set(false);
+    d.read_at(512, &mut buf).unwrap();
+    assert_eq!(buf, [0; 512]);
+    parent_failing.set(true);
+    assert_eq!(d.read_at(512, &mut buf), Err(os(7)));
+}
