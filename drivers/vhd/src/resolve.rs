@@ -341,6 +341,12 @@ mod tests {
             decode_locator(LocatorCode::MacX, b"file://localhost/a.vhd\0\0", &mut out),
             Some("/a.vhd")
         );
+        // Escapes are two hex digits of either case, high digit first
+        // (RFC 3986, 2.1); the bytes they make are UTF-8 (3.2.2).
+        assert_eq!(
+            decode_locator(LocatorCode::MacX, b"/a%2Fb%2fc/caf%C3%a9", &mut out),
+            Some("/a/b/c/caf\u{e9}")
+        );
         // Bad escapes and invalid UTF-8 give no hint; a '%' at the end is kept.
         assert_eq!(
             decode_locator(LocatorCode::MacX, b"file:///%zz", &mut out),
@@ -353,6 +359,10 @@ mod tests {
         assert_eq!(
             decode_locator(LocatorCode::MacX, b"/a%", &mut out),
             Some("/a%")
+        );
+        assert_eq!(
+            decode_locator(LocatorCode::MacX, b"/a%4", &mut out),
+            Some("/a%4")
         );
         assert_eq!(decode_locator(LocatorCode::Mac, b"alias", &mut out), None);
     }
