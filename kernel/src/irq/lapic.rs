@@ -373,7 +373,7 @@ pub struct LapicConfig {
     /// [`Clock`] converted to ticks (`ticks_at(now_ns, tsc_hz)`); the run
     /// loop sets the VMCS TSC offset/scaling to make that true.
     pub tsc_hz: u64,
-    /// x2APIC offered (CPUID.1:ECX bit 21). Ignored by a LAPIC built
+    /// x2APIC offered (CPUID.1:ECX bit 21). Cleared by a LAPIC built
     /// without x2APIC support ([`LocalApic::xapic_only`]).
     pub x2apic: bool,
     /// Directed EOI offered (version bit 24: the guest may suppress EOI
@@ -432,8 +432,8 @@ impl ApicTimer {
 /// The local APIC of one vCPU. See the module documentation.
 ///
 /// `X2APIC` says whether x2APIC support is compiled in. Without it
-/// ([`LocalApic::xapic_only`]) the APIC stays in xAPIC or disabled mode
-/// whatever [`LapicConfig::x2apic`] says: `IA32_APIC_BASE` refuses EXTD and
+/// ([`LocalApic::xapic_only`], which clears [`LapicConfig::x2apic`]) the
+/// APIC stays in xAPIC or disabled mode: `IA32_APIC_BASE` refuses EXTD and
 /// the x2APIC MSRs fault as they do outside x2APIC mode, and the code of
 /// that mode is left out of the image.
 #[derive(Debug)]
@@ -513,8 +513,10 @@ impl<C: Clock> LocalApic<C> {
 
 impl<C: Clock> LocalApic<C, false> {
     /// A LAPIC in its power-up state without x2APIC support: for guests
-    /// that are never offered x2APIC (see [`LocalApic`]).
-    pub fn xapic_only(config: LapicConfig, clock: C) -> Self {
+    /// that are never offered x2APIC (see [`LocalApic`]). Its
+    /// configuration says so: [`LapicConfig::x2apic`] is cleared.
+    pub fn xapic_only(mut config: LapicConfig, clock: C) -> Self {
+        config.x2apic = false;
         Self::power_up(config, clock)
     }
 }

@@ -479,6 +479,8 @@ fn without_x2apic_support_the_apic_stays_an_xapic() {
     );
     assert_eq!(a.mode(), ApicMode::XApic);
     assert!(!a.is_x2apic());
+    // The configuration it reports does not offer x2APIC either.
+    assert!(!a.config().x2apic);
     assert_eq!(a.read_msr(MSR_APIC_BASE), Ok(base | en));
     // The x2APIC MSRs fault as outside x2APIC mode.
     assert_eq!(
