@@ -7,7 +7,8 @@
 //! - [`pci`]: the virtio PCI transport ([`VirtioPci`]): the modern interface
 //!   (vendor capabilities for common, notify, ISR and device configuration
 //!   in one memory BAR) and, for transitional devices, the legacy I/O BAR
-//!   (left out of modern-only functions at compile time); interrupts are INTx with the ISR status register (no MSI-X).
+//!   (left out of modern-only functions at compile time); interrupts are
+//!   INTx with the ISR status register (no MSI-X).
 //! - [`block`]: virtio-blk ([`VirtioBlock`]) over a [`BlockBackend`].
 //!
 //! Nothing allocates: queues are fixed arrays, data moves through a

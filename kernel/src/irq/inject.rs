@@ -29,9 +29,9 @@
 //! or clear the interrupt-window and NMI-window exiting controls, and when
 //! [`EntryDecision::wake`] is set write the activity state "active" and
 //! clear STI/MOV-SS blocking. For [`Decision::Sleep`], wait until the
-//! deadline (or until a line changes), then sync and decide again. The VMX-preemption timer is set to the earliest of the
-//! LAPIC, PIT and RTC deadlines so lazy timers fire on time while the guest
-//! runs.
+//! deadline (or until a line changes), then sync and decide again. The
+//! VMX-preemption timer is set to the earliest of the LAPIC, PIT and RTC
+//! deadlines so lazy timers fire on time while the guest runs.
 //!
 //! # With APIC virtualization
 //!
